@@ -1,0 +1,25 @@
+import type { WorkerGroup } from "../config/profiles.js";
+import type { Config } from "../config/schema.js";
+import type { JobPool } from "../src/pool/pool.js";
+import type { TaskLedger } from "../src/tasks/ledger.js";
+import type { Queue } from "../src/queue/queue.js";
+import type { Worker } from "../src/queue/worker.js";
+import type { WorkerRegistry } from "../src/queue/workers.js";
+
+/** What every actor of one runtime shares. */
+export interface RuntimeContext {
+  /** Unique per process: `<host>:<pid>:<random>`; consumers are named `<workerId>/<role>`. */
+  readonly workerId: string;
+  readonly config: Config;
+  readonly queue: Queue;
+  readonly registry: WorkerRegistry;
+  readonly pool: JobPool | undefined;
+  /** The worker groups this runtime runs, one dispatcher each. */
+  readonly groups: readonly WorkerGroup[];
+  /** Running dispatchers' workers by group name, for heartbeats and stats. */
+  readonly workers: Map<string, Worker>;
+  /** The database ledger, when this runtime keeps task rows in step with the queue. */
+  readonly ledger: TaskLedger | undefined;
+  /** How long a stopping dispatcher lets running jobs finish; a forced stop sets it to 0. */
+  drainMs(): number;
+}

@@ -1,0 +1,172 @@
+import { Effect, Runtime } from "effect";
+import { jobTimeoutsMs, type WorkerGroup } from "../config/profiles.js";
+import type { Progress } from "../src/jobs/definition.js";
+import { JobFailure } from "../src/queue/failures.js";
+import type { ClaimedJob } from "../src/queue/queue.js";
+import { Worker, type WorkerEvent } from "../src/queue/worker.js";
+import type { RuntimeContext } from "./context.js";
+import type { ChildSpec } from "./supervisor.js";
+
+/** Progress is written to Redis at most this often per job (the last one always). */
+const PROGRESS_EVERY_MS = 250;
+
+/**
+ * One dispatcher per worker group: claims from the group's priorities (strictly in order, up to
+ * its free slots, blocking when idle) and runs each job on the thread pool under the priority's
+ * timeout. Stopping it is the graceful drain: running jobs get `drainMs` to finish.
+ */
+export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec => ({
+  id: `dispatcher:${group.name}`,
+  restart: "permanent",
+  shutdownMs: ctx.config.RT_SHUTDOWN_MS + 5_000,
+  run: Effect.gen(function* () {
+    const pool = ctx.pool;
+    if (!pool) return yield* Effect.dieMessage("a dispatcher needs the thread pool");
+    const runtime = yield* Effect.runtime<never>();
+    const log = (effect: Effect.Effect<void>) => Runtime.runFork(runtime)(effect);
+    const timeouts = jobTimeoutsMs(ctx.config);
+
+    const handler = async (job: ClaimedJob, { signal }: { signal: AbortSignal }) => {
+      const timeoutMs = timeouts[job.priority];
+      const timer = new AbortController();
+      const timeout = setTimeout(
+        () => timer.abort(new Error(`timed out after ${Math.round(timeoutMs / 1000)} s`)),
+        timeoutMs,
+      );
+      const reportProgress = throttledProgress(ctx, job);
+      if (ctx.ledger && !(await ctx.ledger.markRunning(job.id, job.attempt))) {
+        // The ledger has moved on (cancelled while Redis was away, or ended): nothing to run.
+        const row = await ctx.ledger.status(job.id);
+        if (row !== undefined && row !== "queued" && row !== "running") {
+          clearTimeout(timeout);
+          return JSON.stringify({ skipped: `the ledger has this task as ${row}` });
+        }
+      }
+      try {
+        return await pool.run(
+          {
+            id: job.id,
+            attempt: job.attempt,
+            runAttempt: job.runAttempt,
+            priority: job.priority,
+            userId: job.userId,
+          },
+          job.data,
+          { signal: AbortSignal.any([signal, timer.signal]), onProgress: reportProgress },
+        );
+      } catch (error) {
+        // The thread answers with the abort reason; a timeout is this job's failure, retriable.
+        if (timer.signal.aborted && !signal.aborted) {
+          throw new JobFailure("transient", String((timer.signal.reason as Error).message));
+        }
+        throw error;
+      } finally {
+        clearTimeout(timeout);
+        reportProgress.flush();
+      }
+    };
+
+    const ledger = ctx.ledger;
+    // The ledger follows the queue's decisions; a failed write is logged and left to the
+    // reconciler rather than failing a job that the queue already settled.
+    const record = (what: string, write: () => Promise<boolean>) => {
+      void write().catch((error: unknown) =>
+        log(
+          Effect.logWarning(
+            `ledger: could not record ${what}: ${error instanceof Error ? error.message : String(error)}`,
+          ),
+        ),
+      );
+    };
+    const onEvent = (event: WorkerEvent) => {
+      if (ledger && "job" in event) {
+        const { id, attempt } = event.job;
+        if (event.type === "completed")
+          record(`${id} completed`, () => ledger.markCompleted(id, attempt, event.result || undefined));
+        if (event.type === "retry")
+          record(`${id} retrying`, () => ledger.markRetrying(id, attempt, event.error));
+        if (event.type === "dead") record(`${id} failed`, () => ledger.markFailed(id, attempt, event.error));
+        if (event.type === "cancelled")
+          record(`${id} cancelled`, () => ledger.markCancelled(id, { reason: event.error }));
+      }
+      switch (event.type) {
+        case "error":
+          return log(Effect.logWarning(`redis: ${event.error}`));
+        case "dead":
+          return log(Effect.logWarning(`job ${event.job.id} dead-lettered: ${event.error}`));
+        case "retry":
+          return log(
+            Effect.logInfo(
+              `job ${event.job.id} attempt ${event.job.attempt} failed, retrying: ${event.error}`,
+            ),
+          );
+        case "lost":
+          return log(
+            Effect.logWarning(`job ${event.job.id} attempt ${event.job.attempt}: lease lost, aborted`),
+          );
+        case "stale":
+          return log(
+            Effect.logWarning(`job ${event.job.id} attempt ${event.job.attempt}: answer refused (stale)`),
+          );
+        case "cancel-requested":
+          return log(Effect.logInfo(`job ${event.job.id} cancelled while running, aborting`));
+        default:
+          return log(Effect.logDebug(`job ${event.job.id} ${event.type}`));
+      }
+    };
+
+    const worker = yield* Effect.acquireRelease(
+      Effect.sync(() =>
+        new Worker({
+          queue: ctx.queue,
+          consumer: `${ctx.workerId}/${group.name}`,
+          priorities: group.queues,
+          concurrency: group.concurrency,
+          leaseMs: ctx.config.RT_LEASE_MS,
+          handler,
+          onEvent,
+        }).start(),
+      ),
+      (w) =>
+        Effect.promise(() => w.stop({ timeoutMs: ctx.drainMs() })).pipe(
+          Effect.tap(({ abandoned }) =>
+            abandoned > 0
+              ? Effect.logWarning(`stopped; ${abandoned} unfinished jobs left to the reclaimer`)
+              : Effect.logInfo("stopped; every running job finished"),
+          ),
+          Effect.ensuring(Effect.sync(() => ctx.workers.delete(group.name))),
+        ),
+    );
+    ctx.workers.set(group.name, worker);
+    yield* Effect.logInfo(`claiming ${group.queues.join(" > ")} with ${group.concurrency} slots`);
+    return yield* Effect.never;
+  }),
+});
+
+/** Writes a job's progress to Redis at most every 250 ms, never dropping the latest. */
+const throttledProgress = (ctx: RuntimeContext, job: ClaimedJob) => {
+  let last = 0;
+  let pending: Progress | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const write = () => {
+    timer = undefined;
+    const progress = pending;
+    pending = undefined;
+    if (!progress) return;
+    last = Date.now();
+    // Progress is advisory: a failed write is dropped, the job goes on.
+    Effect.runPromise(ctx.queue.progress({ id: job.id, attempt: job.attempt }, progress)).catch(() => {});
+    ctx.ledger?.markProgress(job.id, job.attempt, progress.percent, progress.step).catch(() => {});
+  };
+  const report = (progress: Progress) => {
+    pending = progress;
+    const wait = PROGRESS_EVERY_MS - (Date.now() - last);
+    if (wait <= 0) write();
+    else timer ??= setTimeout(write, wait);
+  };
+  report.flush = () => {
+    clearTimeout(timer);
+    write();
+  };
+  return report;
+};

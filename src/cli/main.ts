@@ -1,0 +1,207 @@
+import { parseArgs } from "node:util";
+import { Effect } from "effect";
+import { isPriority, type Priority } from "../domain/priority.js";
+import { QueueAdmin } from "../queue/admin.js";
+import { WorkerRegistry } from "../queue/workers.js";
+import { connect } from "./connect.js";
+import { AccountsUsageError, addPlatform, createUser } from "./accounts.js";
+import { runDb } from "./db.js";
+import { runDemo } from "./demo.js";
+import { runSupervisor } from "./supervisor.js";
+import { formatStats, formatTable, formatWorkers } from "./table.js";
+
+const USAGE = `ratatoskr <command>
+
+  demo                          run the queue end to end on the embedded defaults
+  supervisor [--queues urgent,high] [--concurrency N]
+                                a worker process: dispatchers, thread pool, background actors
+  db migrate | db status        apply / list the database ledger's migrations
+  users create <name> --role admin|moderator|reviewer|viewer [--email E]
+                                a user; prints its API token (shown once)
+  platforms add --user <name> --type mastodon|pixelfed --url <instance url> --token <access token>
+                [--name N] [--default]   a platform connection (token stored encrypted)
+  stats                         queue depth, last-hour counts per priority, live workers
+  pause <priority>              stop claiming from a priority
+  resume <priority>             claim from it again
+  clear <priority>              cancel every waiting job of a priority
+  dead list [--priority P] [--limit N]
+  dead redrive <priority> <entry id>... | --all
+  dead purge <priority> [<entry id>...]
+  user active <user id>         the user's active task
+  user release <user id>        free the user's slot (the task itself is not touched)
+
+Environment: REDIS_URL (admin commands and supervisor need it), RT_PROFILE, WORKER_MODE,
+RT_JOBS_MODULE, RT_SHUTDOWN_MS, ... (every variable: config/schema.ts)`;
+
+class UsageError extends Error {}
+
+const priorityArg = (value: string | undefined): Priority => {
+  if (!isPriority(value))
+    throw new UsageError(
+      `expected a priority (urgent, high, normal, low), got ${JSON.stringify(value ?? "")}`,
+    );
+  return value;
+};
+
+const admin = async <A>(use: (admin: QueueAdmin) => Effect.Effect<A, unknown>): Promise<A> => {
+  const c = await connect({ allowPrivate: false, name: "ratatoskr-cli" });
+  try {
+    return await Effect.runPromise(use(new QueueAdmin(c.queue)));
+  } finally {
+    await c.close();
+  }
+};
+
+const print = (value: unknown) =>
+  process.stdout.write(`${typeof value === "string" ? value : JSON.stringify(value, null, 2)}\n`);
+
+export const main = async (argv: string[]): Promise<number> => {
+  const { positionals, values } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      priority: { type: "string" },
+      limit: { type: "string" },
+      all: { type: "boolean" },
+      "no-wait": { type: "boolean" },
+      queues: { type: "string" },
+      role: { type: "string" },
+      email: { type: "string" },
+      user: { type: "string" },
+      type: { type: "string" },
+      url: { type: "string" },
+      token: { type: "string" },
+      name: { type: "string" },
+      default: { type: "boolean" },
+      concurrency: { type: "string" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  const [command, sub, ...rest] = positionals;
+  if (values.help || command === undefined) {
+    print(USAGE);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  switch (command) {
+    case "demo":
+      await runDemo();
+      return 0;
+    case "supervisor":
+      return runSupervisor({
+        ...(values.queues === undefined ? {} : { queues: values.queues }),
+        ...(values.concurrency === undefined ? {} : { concurrency: values.concurrency }),
+      });
+    case "db":
+      return runDb(sub, print);
+    case "users": {
+      if (sub !== "create") throw new UsageError(`unknown users command ${JSON.stringify(sub ?? "")}`);
+      const token = await createUser(rest[0], {
+        ...(values.role === undefined ? {} : { role: values.role }),
+        ...(values.email === undefined ? {} : { email: values.email }),
+      });
+      print(token);
+      return 0;
+    }
+    case "platforms": {
+      if (sub !== "add") throw new UsageError(`unknown platforms command ${JSON.stringify(sub ?? "")}`);
+      const { id, isDefault } = await addPlatform(values);
+      print(`platform connection ${id} added${isDefault ? " (default)" : ""}`);
+      return 0;
+    }
+    case "stats": {
+      const [stats, workers] = await admin((a) =>
+        Effect.all([a.stats(), new WorkerRegistry(a.queue).list()]),
+      );
+      print(formatStats(stats));
+      print(`\n${formatWorkers(workers)}`);
+      return 0;
+    }
+    case "pause":
+    case "resume": {
+      const p = priorityArg(sub);
+      const changed = await admin((a) => (command === "pause" ? a.pause(p) : a.resume(p)));
+      print(`${p}: ${command === "pause" ? "paused" : "resumed"}${changed ? "" : " (it already was)"}`);
+      return 0;
+    }
+    case "clear": {
+      const p = priorityArg(sub);
+      print(`${p}: ${await admin((a) => a.clear(p))} waiting jobs cancelled`);
+      return 0;
+    }
+    case "dead":
+      return dead(sub, rest, values);
+    case "user": {
+      const [userId] = rest;
+      if (!userId) throw new UsageError("expected a user id");
+      if (sub === "active") print((await admin((a) => a.activeTaskOf(userId))) ?? "no active task");
+      else if (sub === "release")
+        print((await admin((a) => a.releaseUser(userId))) ? "released" : "no slot was held");
+      else throw new UsageError(`unknown user command ${JSON.stringify(sub ?? "")}`);
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  }
+};
+
+const dead = async (
+  sub: string | undefined,
+  rest: string[],
+  values: { priority?: string; limit?: string; all?: boolean },
+) => {
+  if (sub === "list") {
+    const limit = values.limit === undefined ? 50 : Number(values.limit);
+    if (!Number.isInteger(limit) || limit < 1) throw new UsageError("--limit takes a positive whole number");
+    const options =
+      values.priority === undefined ? { limit } : { limit, priority: priorityArg(values.priority) };
+    const letters = await admin((a) => a.listDead(options));
+    print(
+      formatTable(
+        ["priority", "entry", "task", "attempt", "reason"],
+        letters.map((d) => [d.priority, d.entryId, d.taskId || "-", d.attempt, d.reason]),
+      ),
+    );
+    return 0;
+  }
+  const p = priorityArg(rest[0]);
+  const ids = rest.slice(1);
+  if (sub === "redrive") {
+    const outcomes = await admin((a) =>
+      values.all
+        ? a.listDead({ priority: p, limit: 10_000 }).pipe(
+            Effect.flatMap((all) =>
+              a.redriveDead(
+                p,
+                all.map((d) => d.entryId),
+              ),
+            ),
+          )
+        : a.redriveDead(p, ids),
+    );
+    print(`${outcomes.filter((o) => o === "ok").length} of ${outcomes.length} redriven`);
+    for (const o of outcomes)
+      if (o !== "ok")
+        print(`  not redriven: ${typeof o === "string" ? o : `user has active task ${o.activeTaskId}`}`);
+    return 0;
+  }
+  if (sub === "purge") {
+    print(`${await admin((a) => a.purgeDead(p, ids.length > 0 ? ids : undefined))} dead letters purged`);
+    return 0;
+  }
+  throw new UsageError(`unknown dead command ${JSON.stringify(sub ?? "")}`);
+};
+
+const isEntryPoint =
+  import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("/bin/ratatoskr.js");
+if (isEntryPoint) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (error: unknown) => {
+      const usage = error instanceof UsageError || error instanceof AccountsUsageError;
+      process.stderr.write(
+        `ratatoskr: ${error instanceof Error ? error.message : String(error)}\n${usage ? "try: ratatoskr --help\n" : ""}`,
+      );
+      process.exit(usage ? 2 : 1);
+    },
+  );
+}

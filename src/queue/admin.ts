@@ -1,0 +1,245 @@
+import { Effect } from "effect";
+import { isPriority, PRIORITIES, type Priority } from "../domain/priority.js";
+import { InvalidJob, RedisError } from "./errors.js";
+import type { Queue } from "./queue.js";
+import { scripts } from "./scripts.js";
+
+export interface PriorityStats {
+  readonly priority: Priority;
+  readonly paused: boolean;
+  /** In the stream, not yet claimed. */
+  readonly waiting: number;
+  /** Claimed and not yet acknowledged (running, or stalled until reclaimed). */
+  readonly running: number;
+  readonly delayed: number;
+  readonly dead: number;
+  readonly completedLastHour: number;
+  readonly failedLastHour: number;
+  readonly retriedLastHour: number;
+}
+
+export interface DeadLetter {
+  readonly priority: Priority;
+  /** The dead-letter stream entry id: what redrive and purge take. */
+  readonly entryId: string;
+  /** Empty for a corrupt stream entry that named no task. */
+  readonly taskId: string;
+  readonly reason: string;
+  readonly attempt: number;
+  readonly userId: string | undefined;
+  readonly at: number;
+  readonly data: string;
+}
+
+export type RedriveOutcome = "ok" | "missing" | "corrupt" | { readonly activeTaskId: string };
+
+const requirePriority = (priority: string): Effect.Effect<Priority, InvalidJob> =>
+  isPriority(priority)
+    ? Effect.succeed(priority)
+    : Effect.fail(
+        new InvalidJob({ reason: `priority ${JSON.stringify(priority)} is not urgent, high, normal or low` }),
+      );
+
+/** What an operator does to a queue: look, pause, clear, and deal with dead letters. */
+export class QueueAdmin {
+  constructor(readonly queue: Queue) {}
+
+  private redis<A>(operation: string, f: () => Promise<A>): Effect.Effect<A, RedisError> {
+    return Effect.tryPromise({ try: f, catch: (cause) => new RedisError({ operation, cause }) });
+  }
+
+  stats(): Effect.Effect<PriorityStats[], RedisError> {
+    const { keys, group } = this.queue;
+    return this.redis("stats", async () => {
+      const minute = Math.floor(Date.now() / 60_000);
+      const p = this.queue.redis.pipeline();
+      for (const prio of PRIORITIES) {
+        p.xlen(keys.stream(prio))
+          .xinfo("GROUPS", keys.stream(prio))
+          .zcard(keys.delayed(prio))
+          .xlen(keys.dead(prio));
+      }
+      p.smembers(keys.paused);
+      for (let m = minute - 59; m <= minute; m++) p.hgetall(keys.metrics(m));
+      const replies = (await p.exec()) ?? [];
+      const value = (i: number) => {
+        const [error, result] = replies[i] ?? [null, undefined];
+        // XINFO on a stream that does not exist yet is an error that just means "empty".
+        return error ? undefined : result;
+      };
+      const paused = new Set((value(PRIORITIES.length * 4) as string[] | undefined) ?? []);
+      const buckets = replies
+        .slice(PRIORITIES.length * 4 + 1)
+        .map(([, h]) => (h ?? {}) as Record<string, string>);
+      const sum = (field: string) => buckets.reduce((n, h) => n + Number(h[field] ?? 0), 0);
+      return PRIORITIES.map((priority, i) => {
+        const length = Number(value(i * 4) ?? 0);
+        const running = pendingOf((value(i * 4 + 1) as unknown[][] | undefined) ?? [], group);
+        return {
+          priority,
+          paused: paused.has(priority),
+          waiting: Math.max(0, length - running),
+          running,
+          delayed: Number(value(i * 4 + 2) ?? 0),
+          dead: Number(value(i * 4 + 3) ?? 0),
+          completedLastHour: sum(`completed:${priority}`),
+          failedLastHour: sum(`failed:${priority}`),
+          retriedLastHour: sum(`retried:${priority}`),
+        };
+      });
+    });
+  }
+
+  /** Dispatchers stop claiming from this priority; waiting jobs stay where they are. */
+  pause(priority: Priority): Effect.Effect<boolean, InvalidJob | RedisError> {
+    return requirePriority(priority).pipe(
+      Effect.flatMap((p) => this.queue.run(scripts.pause, [p, 1])),
+      Effect.map((changed) => changed === 1),
+    );
+  }
+
+  resume(priority: Priority): Effect.Effect<boolean, InvalidJob | RedisError> {
+    return requirePriority(priority).pipe(
+      Effect.flatMap((p) => this.queue.run(scripts.pause, [p, 0])),
+      Effect.map((changed) => changed === 1),
+    );
+  }
+
+  /** Cancels every waiting job of a priority (not running or delayed ones); returns how many. */
+  clear(
+    priority: Priority,
+    reason = "cleared by an administrator",
+  ): Effect.Effect<number, InvalidJob | RedisError> {
+    const batch = 500;
+    const { queue } = this;
+    return requirePriority(priority).pipe(
+      Effect.flatMap((p) =>
+        Effect.iterate(
+          { cleared: 0, last: batch },
+          {
+            while: (s) => s.last === batch,
+            body: (s) =>
+              queue
+                .run(scripts.clear, [queue.group, p, batch, reason, queue.retention.cancelledSeconds])
+                .pipe(Effect.map((n) => ({ cleared: s.cleared + Number(n), last: Number(n) }))),
+          },
+        ),
+      ),
+      Effect.map((s) => s.cleared),
+    );
+  }
+
+  /** Newest first, across the given priorities (all by default). */
+  listDead(options: { priority?: Priority; limit?: number } = {}): Effect.Effect<DeadLetter[], RedisError> {
+    const limit = Math.max(1, Math.min(options.limit ?? 100, 10_000));
+    const priorities = options.priority ? [options.priority] : PRIORITIES;
+    return this.redis("list dead letters", async () => {
+      const lists = await Promise.all(
+        priorities.map(async (priority) => {
+          const entries = await this.queue.redis.xrevrange(
+            this.queue.keys.dead(priority),
+            "+",
+            "-",
+            "COUNT",
+            limit,
+          );
+          return entries.map(([entryId, fields]) => toDeadLetter(priority, entryId, fields));
+        }),
+      );
+      return lists
+        .flat()
+        .sort((a, b) => compareEntryIds(b.entryId, a.entryId))
+        .slice(0, limit);
+    });
+  }
+
+  /** Puts dead letters back on their stream as fresh runs; each answer says how that one went. */
+  redriveDead(
+    priority: Priority,
+    entryIds: readonly string[],
+  ): Effect.Effect<RedriveOutcome[], InvalidJob | RedisError> {
+    if (entryIds.length === 0) return Effect.succeed([]);
+    return requirePriority(priority).pipe(
+      Effect.flatMap((p) => this.queue.run(scripts.redrive, [p, ...entryIds])),
+      Effect.map((reply) =>
+        (reply as string[]).map((r): RedriveOutcome =>
+          r.startsWith("active:")
+            ? { activeTaskId: r.slice("active:".length) }
+            : (r as "ok" | "missing" | "corrupt"),
+        ),
+      ),
+    );
+  }
+
+  /** Deletes the given dead letters of a priority, or all of them when no ids are given. */
+  purgeDead(
+    priority: Priority,
+    entryIds?: readonly string[],
+  ): Effect.Effect<number, InvalidJob | RedisError> {
+    const key = this.queue.keys.dead(priority);
+    return requirePriority(priority).pipe(
+      Effect.flatMap(() =>
+        this.redis("purge dead letters", async () => {
+          if (entryIds === undefined) {
+            const n = await this.queue.redis.xlen(key);
+            await this.queue.redis.del(key);
+            return n;
+          }
+          return entryIds.length === 0 ? 0 : await this.queue.redis.xdel(key, ...entryIds);
+        }),
+      ),
+    );
+  }
+
+  /** The user's queued, delayed or running task, if any (a lock naming an ended task is ignored). */
+  activeTaskOf(userId: string): Effect.Effect<string | undefined, RedisError> {
+    return this.redis("active task lookup", async () => {
+      const id = await this.queue.redis.get(this.queue.keys.user(userId));
+      if (!id) return undefined;
+      const state = await this.queue.redis.hget(this.queue.keys.job(id), "state");
+      return state === "queued" || state === "delayed" || state === "running" ? id : undefined;
+    });
+  }
+
+  /**
+   * Frees the user's slot whatever holds it, so a new task can be submitted. The old task keeps
+   * running: use it when the lock is wrong, not to cancel.
+   */
+  releaseUser(userId: string): Effect.Effect<boolean, RedisError> {
+    return this.redis(
+      "release user",
+      async () => (await this.queue.redis.del(this.queue.keys.user(userId))) === 1,
+    );
+  }
+}
+
+const pendingOf = (groups: unknown[][], group: string): number => {
+  for (const g of groups) {
+    const info = new Map<unknown, unknown>();
+    for (let i = 0; i + 1 < g.length; i += 2) info.set(g[i], g[i + 1]);
+    if (info.get("name") === group) return Number(info.get("pending") ?? 0);
+  }
+  return 0;
+};
+
+const toDeadLetter = (priority: Priority, entryId: string, fields: string[]): DeadLetter => {
+  const f = new Map<string, string>();
+  for (let i = 0; i + 1 < fields.length; i += 2) f.set(fields[i] as string, fields[i + 1] as string);
+  const user = f.get("user") ?? "";
+  return {
+    priority,
+    entryId,
+    taskId: f.get("i") ?? "",
+    reason: f.get("reason") ?? "",
+    attempt: Number(f.get("attempt") ?? 0),
+    userId: user === "" ? undefined : user,
+    at: Number(f.get("at") ?? 0),
+    data: f.get("data") ?? "",
+  };
+};
+
+const compareEntryIds = (a: string, b: string): number => {
+  const [am = 0, as = 0] = a.split("-").map(Number);
+  const [bm = 0, bs = 0] = b.split("-").map(Number);
+  return am - bm || as - bs;
+};

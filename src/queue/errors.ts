@@ -1,0 +1,41 @@
+import { Data } from "effect";
+
+/** Redis did not answer or answered with an error; `operation` names what we were doing. */
+export class RedisError extends Data.TaggedError("RedisError")<{
+  readonly operation: string;
+  readonly cause: unknown;
+}> {
+  override get message() {
+    const cause = this.cause instanceof Error ? this.cause.message : String(this.cause);
+    return `redis ${this.operation} failed: ${cause}`;
+  }
+}
+
+/** The user already has a task queued or running; `activeTaskId` names it. */
+export class ActiveTaskExists extends Data.TaggedError("ActiveTaskExists")<{
+  readonly userId: string;
+  readonly activeTaskId: string;
+}> {
+  override get message() {
+    return `user ${this.userId} already has an active task (${this.activeTaskId})`;
+  }
+}
+
+export class DuplicateTask extends Data.TaggedError("DuplicateTask")<{ readonly taskId: string }> {
+  override get message() {
+    return `task ${this.taskId} is already in the queue`;
+  }
+}
+
+export class TaskNotFound extends Data.TaggedError("TaskNotFound")<{ readonly taskId: string }> {
+  override get message() {
+    return `no task ${this.taskId} in the queue`;
+  }
+}
+
+/** A job given to the queue that the queue refuses to store (bad id, priority, attempts, delay). */
+export class InvalidJob extends Data.TaggedError("InvalidJob")<{ readonly reason: string }> {
+  override get message() {
+    return `invalid job: ${this.reason}`;
+  }
+}

@@ -1,0 +1,54 @@
+import type { Priority } from "../domain/priority.js";
+
+/**
+ * Every key of a queue starts with `<prefix>:{<queue>}:`. The braces are a Redis Cluster hash tag:
+ * all keys of one queue hash to one slot, so each Lua script (which only ever touches one queue)
+ * runs on a single node. Scripts get `base` as KEYS[1] and derive the rest the same way as here.
+ */
+export interface QueueKeys {
+  readonly base: string;
+  stream(priority: Priority): string;
+  delayed(priority: Priority): string;
+  dead(priority: Priority): string;
+  job(id: string): string;
+  user(userId: string): string;
+  readonly paused: string;
+  /** A one-entry stream dispatchers also block on, written when a priority is resumed. */
+  readonly signal: string;
+  /** Pub/sub channel of JSON events: cancel requests and progress (state changes later). */
+  readonly events: string;
+  /** Per-minute counters (completed/failed/retried/dead by priority), kept two hours. */
+  metrics(minute: number): string;
+  /** Live worker processes: zset of worker id by last heartbeat (ms). */
+  readonly workers: string;
+  /** A worker process's registration (host, pid, groups, ...), expiring unless renewed. */
+  worker(id: string): string;
+}
+
+const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+export const queueKeys = (prefix: string, queue: string): QueueKeys => {
+  if (!QUEUE_NAME.test(queue)) {
+    throw new Error(`queue name ${JSON.stringify(queue)} must be 1-64 characters of A-Z a-z 0-9 _ . -`);
+  }
+  if (prefix.includes("{") || prefix.includes("}")) {
+    throw new Error(
+      `key prefix ${JSON.stringify(prefix)} must not contain braces (the queue name is the hash tag)`,
+    );
+  }
+  const base = `${prefix}:{${queue}}:`;
+  return {
+    base,
+    stream: (p) => `${base}s:${p}`,
+    delayed: (p) => `${base}d:${p}`,
+    dead: (p) => `${base}x:${p}`,
+    job: (id) => `${base}j:${id}`,
+    user: (u) => `${base}u:${u}`,
+    paused: `${base}paused`,
+    signal: `${base}signal`,
+    events: `${base}events`,
+    metrics: (minute) => `${base}m:${minute}`,
+    workers: `${base}workers`,
+    worker: (id) => `${base}w:${id}`,
+  };
+};

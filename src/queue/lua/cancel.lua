@@ -1,0 +1,28 @@
+-- cancel: a waiting or delayed job is removed at once; a running one is flagged and its owner is
+-- told on the events channel (and again by its next lease renewal) so it can abort the run.
+-- KEYS[1] base
+-- ARGV id, reason, ttl_cancelled
+-- -> {'cancelled'} | {'flagged', attempt} | {'ended', state} | {'missing'}
+-- @include common
+
+local base, id, reason, ttl = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local key = job_key(base, id)
+local job = redis.call('HMGET', key, 'state', 'prio', 'entry', 'user', 'attempt')
+local state, prio = job[1], job[2]
+if not state then return { 'missing' } end
+local now = now_ms()
+if state == 'queued' then
+  -- Never delivered, so not pending: deleting the entry is enough.
+  if job[3] and job[3] ~= '' then redis.call('XDEL', stream_key(base, prio), job[3]) end
+  finish(base, id, job[4], 'cancelled', now, ttl, 'error', reason)
+  return { 'cancelled' }
+elseif state == 'delayed' then
+  redis.call('ZREM', delayed_key(base, prio), id)
+  finish(base, id, job[4], 'cancelled', now, ttl, 'error', reason)
+  return { 'cancelled' }
+elseif state == 'running' then
+  redis.call('HSET', key, 'cancel', '1', 'error', reason)
+  redis.call('PUBLISH', base .. 'events', cjson.encode({ type = 'cancel', id = id, attempt = tonumber(job[5]) }))
+  return { 'flagged', job[5] }
+end
+return { 'ended', state }

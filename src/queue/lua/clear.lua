@@ -1,0 +1,36 @@
+-- clear: waiting jobs of one priority (never delivered: newer than the group's last-delivered id)
+-- end as cancelled with the given reason. Running and delayed jobs are left alone. Works in
+-- batches of `limit`; the caller repeats while the answer equals limit.
+-- KEYS[1] base
+-- ARGV group, prio, limit, reason, ttl_cancelled
+-- -> number of jobs cleared
+-- @include common
+
+local base, group, prio, limit, reason, ttl = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
+if not PRIORITY[prio] then return redis.error_reply('ERR unknown priority ' .. tostring(prio)) end
+local key = stream_key(base, prio)
+local from = '-'
+local groups = redis.pcall('XINFO', 'GROUPS', key)
+if type(groups) == 'table' and not groups.err then
+  for _, g in ipairs(groups) do
+    local info = {}
+    for n = 1, #g, 2 do info[g[n]] = g[n + 1] end
+    if info['name'] == group then from = '(' .. info['last-delivered-id'] end
+  end
+end
+local now = now_ms()
+local cleared = 0
+local entries = redis.call('XRANGE', key, from, '+', 'COUNT', limit)
+for _, e in ipairs(entries) do
+  local entry = e[1]
+  local id = entry_task_id(e[2])
+  redis.call('XDEL', key, entry)
+  if id then
+    local job = redis.call('HMGET', job_key(base, id), 'state', 'entry', 'user')
+    if job[1] == 'queued' and job[2] == entry then
+      finish(base, id, job[3], 'cancelled', now, ttl, 'error', reason)
+      cleared = cleared + 1
+    end
+  end
+end
+return cleared

@@ -1,0 +1,36 @@
+-- enqueue: a new job enters its priority's stream (or the delayed set when delay_ms > 0).
+-- The one-active-task-per-user rule is checked in the same step, so 50 racing submissions of one
+-- user leave exactly one job. A lock naming a job that is no longer active is stale and replaced.
+-- KEYS[1] base
+-- ARGV id, user ('' = no user rule), prio, data, max_attempts, delay_ms
+-- -> {'OK', entry_or_empty} | {'ACTIVE', active_id} | {'DUPLICATE', id}
+-- @include common
+
+local base = KEYS[1]
+local id, user, prio, data, max, delay = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+if not PRIORITY[prio] then return redis.error_reply('ERR unknown priority ' .. tostring(prio)) end
+
+local key = job_key(base, id)
+if redis.call('EXISTS', key) == 1 then return { 'DUPLICATE', id } end
+
+if user ~= '' then
+  local lock = user_key(base, user)
+  local active = redis.call('GET', lock)
+  if active and active ~= id then
+    local state = redis.call('HGET', job_key(base, active), 'state')
+    if state == 'queued' or state == 'delayed' or state == 'running' then return { 'ACTIVE', active } end
+  end
+  redis.call('SET', lock, id)
+end
+
+local now = now_ms()
+if delay > 0 then
+  redis.call('ZADD', delayed_key(base, prio), now + delay, id)
+  redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'delayed', 'attempt', 0,
+    'max', max, 'created', now, 'entry', '', 'due', now + delay)
+  return { 'OK', '' }
+end
+local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id)
+redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'queued', 'attempt', 0,
+  'max', max, 'created', now, 'entry', entry)
+return { 'OK', entry }

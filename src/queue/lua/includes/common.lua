@@ -1,0 +1,75 @@
+-- Shared helpers. Every script gets the queue's key prefix (e.g. "rt:{caption}:") as KEYS[1];
+-- the keys it derives all carry the same {hash tag}, so they live in KEYS[1]'s Cluster slot.
+
+local PRIORITIES = { 'urgent', 'high', 'normal', 'low' }
+local PRIORITY = { urgent = true, high = true, normal = true, low = true }
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function stream_key(base, prio) return base .. 's:' .. prio end
+local function delayed_key(base, prio) return base .. 'd:' .. prio end
+local function dead_key(base, prio) return base .. 'x:' .. prio end
+local function job_key(base, id) return base .. 'j:' .. id end
+local function user_key(base, user) return base .. 'u:' .. user end
+
+-- Stream entry fields come as a flat array; a caption entry has exactly one, i = task id.
+local function entry_task_id(fields)
+  if type(fields) ~= 'table' then return nil end
+  for n = 1, #fields, 2 do
+    if fields[n] == 'i' then return fields[n + 1] end
+  end
+  return nil
+end
+
+-- Frees the user's slot only if it still names this task: a newer task may hold it already.
+local function release_user(base, user, id)
+  if user and user ~= '' then
+    local key = user_key(base, user)
+    if redis.call('GET', key) == id then redis.call('DEL', key) end
+  end
+end
+
+-- Per-minute counters for "completed/failed in the last hour"; two hours of buckets are kept.
+local function count(base, now, field, n)
+  if n > 0 then
+    local key = base .. 'm:' .. math.floor(now / 60000)
+    redis.call('HINCRBY', key, field, n)
+    redis.call('EXPIRE', key, 7200)
+  end
+end
+
+local function ack_and_delete(base, prio, group, entry)
+  if entry and entry ~= '' then
+    local key = stream_key(base, prio)
+    redis.call('XACK', key, group, entry)
+    redis.call('XDEL', key, entry)
+  end
+end
+
+-- The dead-letter stream of a priority is self-contained (payload included) so a dead letter can
+-- be redriven even after its job hash has expired. Trimmed approximately to dead_max entries.
+local function dead_letter(base, prio, dead_max, id, reason, attempt, max, user, data, now)
+  redis.call('XADD', dead_key(base, prio), 'MAXLEN', '~', dead_max, '*',
+    'i', id or '', 'reason', reason, 'attempt', attempt or 0, 'max', max or 1,
+    'user', user or '', 'data', data or '', 'at', now)
+  count(base, now, 'dead:' .. prio, 1)
+end
+
+-- Moves a job to a terminal state and lets its data expire after ttl seconds.
+local function finish(base, id, user, state, now, ttl, ...)
+  local key = job_key(base, id)
+  redis.call('HSET', key, 'state', state, 'ended', now, 'entry', '', 'owner', '', ...)
+  redis.call('HDEL', key, 'due')
+  if tonumber(ttl) > 0 then redis.call('EXPIRE', key, ttl) end
+  release_user(base, user, id)
+end
+
+-- Puts a job (back) at the tail of its priority's stream, ready to be claimed.
+local function requeue(base, id, prio, ...)
+  local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id)
+  redis.call('HSET', job_key(base, id), 'state', 'queued', 'entry', entry, 'owner', '', ...)
+  return entry
+end

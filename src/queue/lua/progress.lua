@@ -1,0 +1,18 @@
+-- progress: the owner of a running attempt records how far it got; it is kept on the job hash
+-- (for status reads and reconnects) and published on the events channel. A stale attempt's
+-- progress is ignored, like everything else it says.
+-- KEYS[1] base
+-- ARGV id, attempt, percent, step, details_json
+-- -> 1 recorded | 0 stale
+-- @include common
+
+local base, id, attempt = KEYS[1], ARGV[1], ARGV[2]
+local key = job_key(base, id)
+local job = redis.call('HMGET', key, 'state', 'attempt')
+if job[1] ~= 'running' or job[2] ~= attempt then return 0 end
+redis.call('HSET', key, 'progress', ARGV[3], 'step', ARGV[4])
+redis.call('PUBLISH', base .. 'events', cjson.encode({
+  type = 'progress', id = id, attempt = tonumber(attempt), percent = tonumber(ARGV[3]), step = ARGV[4],
+  details = cjson.decode(ARGV[5]),
+}))
+return 1

@@ -1,0 +1,28 @@
+-- promote: delayed jobs whose time has come move to the tail of their priority's stream.
+-- Ids in the delayed set whose job is no longer delayed (cancelled, expired) are dropped.
+-- KEYS[1] base
+-- ARGV limit (per priority)
+-- -> {moved, next_due_ms or -1}
+-- @include common
+
+local base, limit = KEYS[1], tonumber(ARGV[1])
+local now = now_ms()
+local moved, next_due = 0, -1
+for _, prio in ipairs(PRIORITIES) do
+  local dkey = delayed_key(base, prio)
+  local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(due) do
+    if redis.call('HGET', job_key(base, id), 'state') == 'delayed' then
+      requeue(base, id, prio)
+      redis.call('HDEL', job_key(base, id), 'due')
+      moved = moved + 1
+    end
+    redis.call('ZREM', dkey, id)
+  end
+  local head = redis.call('ZRANGE', dkey, 0, 0, 'WITHSCORES')
+  if head[2] then
+    local at = tonumber(head[2])
+    if next_due < 0 or at < next_due then next_due = at end
+  end
+end
+return { moved, next_due }

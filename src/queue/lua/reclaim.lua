@@ -1,0 +1,61 @@
+-- reclaim: entries whose owner stopped renewing for longer than the lease (a crashed or frozen
+-- worker) are taken over and their jobs put back at the tail of their stream. The old owner's
+-- attempt is stale from here on: its late answers are refused. A job reclaimed more than
+-- max_reclaims times is poison (it kills or stalls every worker that runs it): dead-lettered.
+-- KEYS[1] base
+-- XAUTOCLAIM scans at most count*10 pending entries a call, so a long pending list of live jobs
+-- is walked in steps: each priority's cursor is passed in and the next one handed back.
+-- ARGV group, consumer, lease_ms, max_reclaims, count, dead_max, ttl_failed, ttl_cancelled,
+--      cursor_urgent, cursor_high, cursor_normal, cursor_low
+-- -> {requeued, dead, {next cursor per priority ('0-0' when its scan went round)}}
+-- @include common
+
+local base, group, consumer, lease = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local max_reclaims, batch, dead_max = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local ttl_failed, ttl_cancelled = ARGV[7], ARGV[8]
+local now = now_ms()
+local requeued, dead, cursors = 0, 0, {}
+
+for p, prio in ipairs(PRIORITIES) do
+  local key = stream_key(base, prio)
+  local reply = redis.pcall('XAUTOCLAIM', key, group, consumer, lease, ARGV[8 + p] or '0-0', 'COUNT', batch)
+  if type(reply) == 'table' and reply.err then
+    if not string.find(reply.err, 'NOGROUP', 1, true) then return error(reply) end
+    reply = nil
+  end
+  if reply then
+    cursors[p] = reply[1]
+    for _, e in ipairs(reply[2]) do
+      local entry, fields = e[1], e[2]
+      local id = entry_task_id(fields)
+      local job = id and redis.call('HMGET', job_key(base, id), 'state', 'entry', 'reclaims', 'user', 'cancel',
+        'attempt', 'max', 'data')
+      ack_and_delete(base, prio, group, entry)
+      if not id then
+        dead_letter(base, prio, dead_max, '', 'corrupt stream entry ' .. entry .. ': no task id', 0, 1, '',
+          cjson.encode(fields or {}), now)
+        dead = dead + 1
+      elseif not job[1] then
+        dead_letter(base, prio, dead_max, id, 'orphan stream entry ' .. entry .. ': the task data is gone', 0, 1,
+          '', '', now)
+        dead = dead + 1
+      elseif job[1] == 'running' and job[2] == entry then
+        local reclaims = tonumber(job[3] or '0') + 1
+        if job[5] == '1' then
+          finish(base, id, job[4], 'cancelled', now, ttl_cancelled, 'reclaims', reclaims)
+        elseif reclaims > max_reclaims then
+          local reason = 'poison: its lease lapsed ' .. reclaims .. ' times (the worker died or hung each time)'
+          dead_letter(base, prio, dead_max, id, reason, job[6], job[7], job[4], job[8], now)
+          finish(base, id, job[4], 'failed', now, ttl_failed, 'reclaims', reclaims, 'error', reason)
+          count(base, now, 'failed:' .. prio, 1)
+          dead = dead + 1
+        else
+          requeue(base, id, prio, 'reclaims', reclaims)
+          requeued = requeued + 1
+        end
+      end
+    end
+  end
+end
+for p = 1, #PRIORITIES do cursors[p] = cursors[p] or '0-0' end
+return { requeued, dead, cursors }

@@ -1,0 +1,413 @@
+import { Effect } from "effect";
+import { inPriorityOrder, isPriority, PRIORITIES, type Priority } from "../domain/priority.js";
+import type { RedisClient } from "../redis/connection.js";
+import type { LuaScript } from "../redis/lua-script.js";
+import { ActiveTaskExists, DuplicateTask, InvalidJob, RedisError, TaskNotFound } from "./errors.js";
+import { type QueueKeys, queueKeys } from "./keys.js";
+import { scripts } from "./scripts.js";
+
+export interface QueueOptions {
+  /** Key prefix before the hash tag; default `rt`. */
+  readonly prefix?: string;
+  /** Queue name, also the Cluster hash tag; default `caption`. */
+  readonly name?: string;
+  /** Consumer group on every priority stream; default `ratatoskr`. */
+  readonly group?: string;
+  /** Dead letters kept per priority (approximate trim); default 10,000. */
+  readonly deadLetterMax?: number;
+  /** How long finished job data stays in Redis, in seconds. */
+  readonly retention?: Partial<Retention>;
+}
+
+export interface Retention {
+  readonly completedSeconds: number;
+  readonly failedSeconds: number;
+  readonly cancelledSeconds: number;
+}
+
+const DEFAULT_RETENTION: Retention = {
+  completedSeconds: 24 * 3600,
+  failedSeconds: 7 * 24 * 3600,
+  cancelledSeconds: 24 * 3600,
+};
+
+export interface NewJob {
+  readonly id: string;
+  readonly priority: Priority;
+  /** The envelope, as stored and handed to the worker. */
+  readonly data: string;
+  /** Set for jobs under the one-active-task-per-user rule. */
+  readonly userId?: string;
+  /** Attempts in all, first one included; default 4 (three retries). */
+  readonly maxAttempts?: number;
+  readonly delayMs?: number;
+}
+
+export interface Enqueued {
+  readonly id: string;
+  /** The stream entry id, or undefined for a delayed job. */
+  readonly entry: string | undefined;
+}
+
+export interface ClaimedJob {
+  readonly id: string;
+  /** The fencing token: every later transition of this run must carry it. */
+  readonly attempt: number;
+  /** 1 for the first attempt of this run (a redrive starts a new run), for the backoff schedule. */
+  readonly runAttempt: number;
+  readonly priority: Priority;
+  readonly maxAttempts: number;
+  readonly data: string;
+  readonly userId: string | undefined;
+  readonly createdAt: number;
+}
+
+export interface Claim {
+  readonly jobs: ClaimedJob[];
+  /**
+   * For each stream that ran dry (and the signal stream), its newest entry id: block on
+   * anything newer with `waitForWork`. Empty when every slot asked for was filled.
+   */
+  readonly cursors: ReadonlyArray<readonly [key: string, id: string]>;
+}
+
+export interface Lease {
+  readonly id: string;
+  readonly attempt: number;
+}
+
+export type RenewOutcome = "ok" | "lost" | "cancel";
+
+export interface Failure extends Lease {
+  readonly error: string;
+  readonly retriable: boolean;
+  /** Wait before the retry; 0 puts the job straight back on its stream. */
+  readonly delayMs: number;
+}
+
+export type FailOutcome =
+  | { readonly outcome: "retry"; readonly dueAt: number }
+  | { readonly outcome: "dead" }
+  | { readonly outcome: "cancelled" }
+  | { readonly outcome: "stale" };
+
+export type CancelOutcome =
+  | { readonly outcome: "cancelled" }
+  | { readonly outcome: "flagged"; readonly attempt: number }
+  | { readonly outcome: "ended"; readonly state: string };
+
+export interface ReclaimOptions {
+  /** Entries idle longer than this lost their lease. */
+  readonly leaseMs: number;
+  /** A job reclaimed more often than this is dead-lettered as poison; default 3. */
+  readonly maxReclaims?: number;
+  readonly batch?: number;
+  /** Where the previous call's scan of each priority stopped (its `cursors`); default: the start. */
+  readonly cursors?: readonly string[];
+}
+
+export type JobState = "queued" | "delayed" | "running" | "completed" | "failed" | "cancelled";
+
+export interface JobView {
+  readonly id: string;
+  readonly state: JobState;
+  readonly priority: Priority;
+  readonly attempt: number;
+  readonly maxAttempts: number;
+  readonly userId: string | undefined;
+  readonly data: string;
+  readonly createdAt: number;
+  readonly startedAt: number | undefined;
+  readonly endedAt: number | undefined;
+  readonly dueAt: number | undefined;
+  readonly owner: string | undefined;
+  readonly error: string | undefined;
+  readonly result: string | undefined;
+  readonly cancelRequested: boolean;
+  readonly reclaims: number;
+  readonly progress: number | undefined;
+  readonly step: string | undefined;
+}
+
+const JOB_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
+const USER_ID = /^[A-Za-z0-9_.:@-]{1,128}$/;
+
+/**
+ * A priority queue on Redis Streams: one stream and consumer group per priority, one Lua script
+ * per transition, the attempt number as fencing token. Every method is one round trip (batches
+ * included) and fails only with the typed errors in its signature.
+ */
+export class Queue {
+  readonly keys: QueueKeys;
+  readonly group: string;
+  readonly deadLetterMax: number;
+  readonly retention: Retention;
+
+  constructor(
+    readonly redis: RedisClient,
+    options: QueueOptions = {},
+  ) {
+    this.keys = queueKeys(options.prefix ?? "rt", options.name ?? "caption");
+    this.group = options.group ?? "ratatoskr";
+    this.deadLetterMax = options.deadLetterMax ?? 10_000;
+    this.retention = { ...DEFAULT_RETENTION, ...options.retention };
+  }
+
+  /** Runs one of the queue's scripts; any Redis failure becomes a RedisError naming it. */
+  run(script: LuaScript, args: ReadonlyArray<string | number>): Effect.Effect<unknown, RedisError> {
+    return Effect.tryPromise({
+      try: () => script.run(this.redis, [this.keys.base], args),
+      catch: (cause) => new RedisError({ operation: script.name, cause }),
+    });
+  }
+
+  /** Loads every script into Redis up front (they also reload themselves after a Redis restart). */
+  prepare(): Effect.Effect<void, RedisError> {
+    return Effect.tryPromise({
+      try: () => Promise.all(Object.values(scripts).map((s) => s.load(this.redis))),
+      catch: (cause) => new RedisError({ operation: "script load", cause }),
+    });
+  }
+
+  enqueue(job: NewJob): Effect.Effect<Enqueued, ActiveTaskExists | DuplicateTask | InvalidJob | RedisError> {
+    const invalid = validateJob(job);
+    if (invalid) return Effect.fail(new InvalidJob({ reason: invalid }));
+    const args = [job.id, job.userId ?? "", job.priority, job.data, job.maxAttempts ?? 4, job.delayMs ?? 0];
+    return this.run(scripts.enqueue, args).pipe(
+      Effect.flatMap((reply): Effect.Effect<Enqueued, ActiveTaskExists | DuplicateTask> => {
+        const [status, value] = reply as [string, string];
+        if (status === "ACTIVE") {
+          return Effect.fail(new ActiveTaskExists({ userId: job.userId ?? "", activeTaskId: value }));
+        }
+        if (status === "DUPLICATE") return Effect.fail(new DuplicateTask({ taskId: job.id }));
+        return Effect.succeed({ id: job.id, entry: value === "" ? undefined : value });
+      }),
+    );
+  }
+
+  /** Claims up to `want` jobs for `consumer` from `priorities`, strictly highest first. */
+  claim(consumer: string, priorities: readonly Priority[], want: number): Effect.Effect<Claim, RedisError> {
+    const ordered = inPriorityOrder(priorities);
+    return this.run(scripts.claim, [this.group, consumer, want, this.deadLetterMax, ...ordered]).pipe(
+      Effect.map((reply) => {
+        const [flat, cursorPairs] = reply as [Array<string | number>, string[]];
+        const jobs: ClaimedJob[] = [];
+        for (let i = 0; i < flat.length; i += 8) {
+          const userId = String(flat[i + 5]);
+          jobs.push({
+            id: String(flat[i]),
+            attempt: Number(flat[i + 1]),
+            priority: flat[i + 2] as Priority,
+            maxAttempts: Number(flat[i + 3]),
+            data: String(flat[i + 4]),
+            userId: userId === "" ? undefined : userId,
+            createdAt: Number(flat[i + 6]),
+            runAttempt: Number(flat[i + 7]),
+          });
+        }
+        const cursors: Array<readonly [string, string]> = [];
+        if (jobs.length < want) {
+          for (let i = 0; i < cursorPairs.length; i += 2) {
+            const name = cursorPairs[i] as Priority | "signal";
+            const key = name === "signal" ? this.keys.signal : this.keys.stream(name);
+            cursors.push([key, cursorPairs[i + 1] as string]);
+          }
+        }
+        return { jobs, cursors };
+      }),
+    );
+  }
+
+  /**
+   * Blocks (on a connection of its own: `blocking`) until an entry newer than the claim's
+   * cursors arrives on one of those streams or on the signal stream, or `timeoutMs` passes.
+   * No polling: an idle dispatcher costs one command per timeout.
+   */
+  waitForWork(blocking: RedisClient, claim: Claim, timeoutMs: number): Effect.Effect<void, RedisError> {
+    return Effect.tryPromise({
+      try: async () => {
+        if (claim.cursors.length === 0) return;
+        const keys = claim.cursors.map(([key]) => key);
+        const ids = claim.cursors.map(([, id]) => id);
+        await blocking.xread("COUNT", 1, "BLOCK", timeoutMs, "STREAMS", ...keys, ...ids);
+      },
+      catch: (cause) => new RedisError({ operation: "wait for work", cause }),
+    });
+  }
+
+  /** Extends the leases of running jobs; 'lost' means the job was reclaimed: abort it. */
+  renew(consumer: string, leases: readonly Lease[]): Effect.Effect<RenewOutcome[], RedisError> {
+    if (leases.length === 0) return Effect.succeed([]);
+    const args: Array<string | number> = [this.group, consumer];
+    for (const l of leases) args.push(l.id, l.attempt);
+    return this.run(scripts.renew, args).pipe(Effect.map((reply) => reply as RenewOutcome[]));
+  }
+
+  /** Completes jobs in one round trip; 'stale' for an attempt that is no longer current. */
+  complete(
+    done: ReadonlyArray<Lease & { readonly result?: string }>,
+  ): Effect.Effect<Array<"ok" | "stale">, RedisError> {
+    if (done.length === 0) return Effect.succeed([]);
+    const args: Array<string | number> = [this.group, this.retention.completedSeconds];
+    for (const d of done) args.push(d.id, d.attempt, d.result ?? "");
+    return this.run(scripts.complete, args).pipe(Effect.map((reply) => reply as Array<"ok" | "stale">));
+  }
+
+  fail(failure: Failure): Effect.Effect<FailOutcome, RedisError> {
+    const { retentionArgs } = this;
+    const args = [
+      this.group,
+      failure.id,
+      failure.attempt,
+      failure.error.slice(0, 4000),
+      failure.retriable ? 1 : 0,
+      Math.max(0, Math.round(failure.delayMs)),
+      this.deadLetterMax,
+      ...retentionArgs,
+    ];
+    return this.run(scripts.fail, args).pipe(
+      Effect.map((reply) => {
+        const [outcome, dueAt] = reply as [FailOutcome["outcome"], number?];
+        return outcome === "retry" ? { outcome, dueAt: Number(dueAt) } : ({ outcome } as FailOutcome);
+      }),
+    );
+  }
+
+  /** Moves due delayed jobs to their streams; `nextDueAt` tells the scheduler when to look again. */
+  promote(limit = 1000): Effect.Effect<{ moved: number; nextDueAt: number | undefined }, RedisError> {
+    return this.run(scripts.promote, [limit]).pipe(
+      Effect.map((reply) => {
+        const [moved, next] = reply as [number, number];
+        return { moved, nextDueAt: next < 0 ? undefined : next };
+      }),
+    );
+  }
+
+  cancel(id: string, reason = "cancelled"): Effect.Effect<CancelOutcome, TaskNotFound | RedisError> {
+    return this.run(scripts.cancel, [id, reason.slice(0, 1000), this.retention.cancelledSeconds]).pipe(
+      Effect.flatMap((reply): Effect.Effect<CancelOutcome, TaskNotFound> => {
+        const [outcome, value] = reply as [string, string | number];
+        switch (outcome) {
+          case "missing":
+            return Effect.fail(new TaskNotFound({ taskId: id }));
+          case "flagged":
+            return Effect.succeed({ outcome, attempt: Number(value) } as const);
+          case "ended":
+            return Effect.succeed({ outcome, state: String(value) } as const);
+          default:
+            return Effect.succeed({ outcome: "cancelled" } as const);
+        }
+      }),
+    );
+  }
+
+  /** Takes over entries whose lease lapsed; run by the reclaimer under its own consumer name. */
+  reclaim(
+    consumer: string,
+    options: ReclaimOptions,
+  ): Effect.Effect<{ requeued: number; dead: number; cursors: string[]; more: boolean }, RedisError> {
+    const args = [
+      this.group,
+      consumer,
+      options.leaseMs,
+      options.maxReclaims ?? 3,
+      options.batch ?? 100,
+      this.deadLetterMax,
+      this.retention.failedSeconds,
+      this.retention.cancelledSeconds,
+      ...(options.cursors ?? []),
+    ];
+    return this.run(scripts.reclaim, args).pipe(
+      Effect.map((reply) => {
+        const [requeued, dead, cursors] = reply as [number, number, string[]];
+        return { requeued, dead, cursors, more: cursors.some((c) => c !== "0-0") };
+      }),
+    );
+  }
+
+  /** Records a running attempt's progress; false when the attempt is no longer current. */
+  progress(
+    lease: Lease,
+    progress: { readonly percent: number; readonly step: string; readonly details?: Record<string, unknown> },
+  ): Effect.Effect<boolean, RedisError> {
+    const percent = Math.max(0, Math.min(100, Math.round(progress.percent)));
+    const details = JSON.stringify(progress.details ?? {});
+    return this.run(scripts.progress, [
+      lease.id,
+      lease.attempt,
+      percent,
+      progress.step.slice(0, 500),
+      details,
+    ]).pipe(Effect.map((recorded) => recorded === 1));
+  }
+
+  /** Drops dead letters older than `maxAgeMs` (entry ids are times); returns how many. */
+  trimDeadLetters(maxAgeMs: number): Effect.Effect<number, RedisError> {
+    return Effect.tryPromise({
+      try: async () => {
+        const { redis } = this;
+        const [seconds] = await redis.time();
+        const minId = `${Number(seconds) * 1000 - maxAgeMs}-0`;
+        const counts = await Promise.all(
+          PRIORITIES.map((p) => redis.xtrim(this.keys.dead(p), "MINID", minId) as Promise<number>),
+        );
+        return counts.reduce((a, b) => a + b, 0);
+      },
+      catch: (cause) => new RedisError({ operation: "trim dead letters", cause }),
+    });
+  }
+
+  getJob(id: string): Effect.Effect<JobView | undefined, RedisError> {
+    return Effect.tryPromise({
+      try: () => this.redis.hgetall(this.keys.job(id)),
+      catch: (cause) => new RedisError({ operation: "get job", cause }),
+    }).pipe(Effect.map((h) => (h.state ? toJobView(id, h) : undefined)));
+  }
+
+  private get retentionArgs(): [number, number] {
+    return [this.retention.failedSeconds, this.retention.cancelledSeconds];
+  }
+}
+
+const validateJob = (job: NewJob): string | undefined => {
+  if (!JOB_ID.test(job.id))
+    return `id ${JSON.stringify(job.id)} must be 1-128 characters of A-Z a-z 0-9 _ . : -`;
+  if (!isPriority(job.priority))
+    return `priority ${JSON.stringify(job.priority)} is not urgent, high, normal or low`;
+  if (typeof job.data !== "string") return "data must be a string (an encoded envelope)";
+  if (job.userId !== undefined && !USER_ID.test(job.userId)) {
+    return `user id ${JSON.stringify(job.userId)} must be 1-128 characters of A-Z a-z 0-9 _ . : @ -`;
+  }
+  const attempts = job.maxAttempts ?? 4;
+  if (!Number.isInteger(attempts) || attempts < 1 || attempts > 1000)
+    return "maxAttempts must be an integer 1-1000";
+  const delay = job.delayMs ?? 0;
+  if (!Number.isFinite(delay) || delay < 0) return "delayMs must be a finite number >= 0";
+  return undefined;
+};
+
+const optionalNumber = (value: string | undefined) =>
+  value === undefined || value === "" ? undefined : Number(value);
+const optionalString = (value: string | undefined) =>
+  value === undefined || value === "" ? undefined : value;
+
+const toJobView = (id: string, h: Record<string, string>): JobView => ({
+  id,
+  state: h.state as JobState,
+  priority: h.prio as Priority,
+  attempt: Number(h.attempt ?? 0),
+  maxAttempts: Number(h.max ?? 1),
+  userId: optionalString(h.user),
+  data: h.data ?? "",
+  createdAt: Number(h.created ?? 0),
+  startedAt: optionalNumber(h.started),
+  endedAt: optionalNumber(h.ended),
+  dueAt: optionalNumber(h.due),
+  owner: optionalString(h.owner),
+  error: optionalString(h.error),
+  result: optionalString(h.result),
+  cancelRequested: h.cancel === "1",
+  reclaims: Number(h.reclaims ?? 0),
+  progress: optionalNumber(h.progress),
+  step: optionalString(h.step),
+});

@@ -1,0 +1,279 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { Effect } from "effect";
+import type { Priority } from "../domain/priority.js";
+import type { RedisClient } from "../redis/connection.js";
+import { describeFailure, failureKindOf, retryDelayMs } from "./failures.js";
+import type { ClaimedJob, Queue } from "./queue.js";
+
+export interface JobContext {
+  /** Aborted when the job is cancelled, its lease is lost, or the worker is stopped by force. */
+  readonly signal: AbortSignal;
+}
+
+/** Returns the result to store with the job (a string, e.g. JSON), or nothing. */
+export type JobHandler = (job: ClaimedJob, context: JobContext) => Promise<string | undefined>;
+
+export type WorkerEvent =
+  | { readonly type: "completed"; readonly job: ClaimedJob; readonly result: string }
+  | { readonly type: "retry" | "dead" | "cancelled"; readonly job: ClaimedJob; readonly error: string }
+  /** The queue refused this attempt's answer: another attempt owns the job now. */
+  | { readonly type: "stale"; readonly job: ClaimedJob }
+  | { readonly type: "lost" | "cancel-requested"; readonly job: ClaimedJob }
+  | { readonly type: "error"; readonly error: string };
+
+export interface WorkerOptions {
+  readonly queue: Queue;
+  /** Unique per worker; the consumer name in the streams' group. */
+  readonly consumer: string;
+  readonly priorities: readonly Priority[];
+  readonly concurrency: number;
+  readonly handler: JobHandler;
+  /** Checks a job's data before it runs; a reason string sends it to the dead letters unrun. */
+  readonly validate?: (job: ClaimedJob) => string | undefined;
+  /** A connection for the blocking wait; one is made from the queue's when not given. */
+  readonly blocking?: RedisClient;
+  /** The reclaimer takes jobs not renewed for this long; renewed every third of it. */
+  readonly leaseMs?: number;
+  /** Longest single blocking wait when idle (a resume or new job wakes it sooner). */
+  readonly idleBlockMs?: number;
+  readonly onEvent?: (event: WorkerEvent) => void;
+}
+
+interface Running {
+  readonly job: ClaimedJob;
+  readonly controller: AbortController;
+}
+
+const LEASE_LOST = "lease lost";
+const CANCELLED = "cancelled";
+const SHUTDOWN = "worker shut down";
+
+/**
+ * The engine-level consume loop: claims as many jobs as it has free slots (one round trip),
+ * blocks on the streams when there is nothing to claim, renews leases of what it runs, and
+ * acknowledges completions in batches. One failing job never stops it.
+ */
+export class Worker {
+  private readonly running = new Map<string, Running>();
+  private readonly completions: Array<{ job: ClaimedJob; result: string; done: () => void }> = [];
+  private flushScheduled = false;
+  private stopping = false;
+  private wakeLoop: (() => void) | undefined;
+  private wakeSignal: Promise<void> | undefined;
+  private pendingWait: Promise<void> | undefined;
+  private loopDone: Promise<void> | undefined;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private readonly blocking: RedisClient;
+  private readonly ownsBlocking: boolean;
+  private readonly leaseMs: number;
+
+  constructor(private readonly options: WorkerOptions) {
+    if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
+      throw new Error(`concurrency must be a positive integer, got ${options.concurrency}`);
+    }
+    this.ownsBlocking = options.blocking === undefined;
+    this.blocking = options.blocking ?? options.queue.redis.duplicate({ enableAutoPipelining: false });
+    // Its failures surface as failed waits (the loop backs off); no stderr line per reconnect.
+    if (this.ownsBlocking) this.blocking.on("error", () => {});
+    this.leaseMs = options.leaseMs ?? 30_000;
+  }
+
+  get active(): number {
+    return this.running.size;
+  }
+
+  start(): this {
+    if (this.loopDone) return this;
+    this.renewTimer = setInterval(() => void this.renewLeases(), Math.max(10, Math.floor(this.leaseMs / 3)));
+    this.loopDone = this.loop();
+    return this;
+  }
+
+  /**
+   * Stops claiming at once; waits up to `timeoutMs` for running jobs; aborts the rest, which
+   * keep their stream entries and are reclaimed by another worker once their lease lapses.
+   */
+  async stop(options: { timeoutMs?: number } = {}): Promise<{ abandoned: number }> {
+    this.stopping = true;
+    this.wake();
+    await this.loopDone;
+    const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+    while (this.running.size > 0 && Date.now() < deadline) await sleep(10);
+    const abandoned = this.running.size;
+    for (const r of this.running.values()) r.controller.abort(new Error(SHUTDOWN));
+    clearInterval(this.renewTimer);
+    if (this.ownsBlocking) this.blocking.disconnect();
+    return { abandoned };
+  }
+
+  private emit(event: WorkerEvent) {
+    this.options.onEvent?.(event);
+  }
+
+  private async loop(): Promise<void> {
+    const { queue, consumer, priorities, concurrency } = this.options;
+    let errors = 0;
+    while (!this.stopping) {
+      const free = concurrency - this.running.size;
+      if (free === 0) {
+        await this.nextWake();
+        continue;
+      }
+      try {
+        const claim = await Effect.runPromise(queue.claim(consumer, priorities, free));
+        errors = 0;
+        for (const job of claim.jobs) this.startJob(job);
+        if (claim.cursors.length > 0 && !this.stopping) {
+          // One blocking read at a time: a wait started for an older claim has older cursors, so
+          // it only ever returns sooner than a new one would.
+          if (!this.pendingWait) {
+            const wait = Effect.runPromise(
+              queue.waitForWork(this.blocking, claim, this.options.idleBlockMs ?? 5_000),
+            );
+            this.pendingWait = wait.finally(() => {
+              this.pendingWait = undefined;
+            });
+            // A wait cut short by stop() rejects later, when the connection closes: nobody listens.
+            this.pendingWait.catch(() => {});
+          }
+          await Promise.race([this.pendingWait, this.nextWake()]);
+        }
+      } catch (error) {
+        // Redis away or refusing: report, back off (up to 2 s) and try again; nothing is lost.
+        this.emit({ type: "error", error: describeFailure(error) });
+        errors++;
+        await Promise.race([sleep(Math.min(2000, 50 * 2 ** errors)), this.nextWake()]);
+      }
+    }
+  }
+
+  /** Resolves at the next `wake()` (a slot freed, or stop); every waiter shares one promise. */
+  private nextWake(): Promise<void> {
+    if (!this.wakeSignal) {
+      this.wakeSignal = new Promise((resolve) => {
+        this.wakeLoop = resolve;
+      });
+    }
+    return this.wakeSignal;
+  }
+
+  private wake() {
+    const wake = this.wakeLoop;
+    this.wakeSignal = undefined;
+    this.wakeLoop = undefined;
+    wake?.();
+  }
+
+  private startJob(job: ClaimedJob) {
+    const entry = { job, controller: new AbortController() };
+    // By attempt, not id: an attempt that lost its lease may still be winding down here when the
+    // job's next attempt is claimed by this same worker.
+    const key = `${job.id}#${job.attempt}`;
+    this.running.set(key, entry);
+    void this.execute(entry)
+      .catch((error) => this.emit({ type: "error", error: describeFailure(error) }))
+      .finally(() => {
+        this.running.delete(key);
+        this.wake();
+      });
+  }
+
+  private async execute({ job, controller }: Running): Promise<void> {
+    const invalid = this.options.validate?.(job);
+    if (invalid !== undefined) {
+      await this.reportFailure(job, invalid, "invalid");
+      return;
+    }
+    let result: string | undefined;
+    try {
+      result = await this.options.handler(job, { signal: controller.signal });
+    } catch (error) {
+      const reason = controller.signal.aborted ? describeFailure(controller.signal.reason) : undefined;
+      // A lost lease belongs to another attempt now and a shutdown leaves the job to the
+      // reclaimer: neither is reported. A cancel is, and the queue records it as cancelled.
+      if (reason === LEASE_LOST || reason === SHUTDOWN) return;
+      await this.reportFailure(job, reason ?? describeFailure(error), failureKindOf(error));
+      return;
+    }
+    await new Promise<void>((done) => {
+      this.completions.push({ job, result: result ?? "", done });
+      this.scheduleFlush();
+    });
+  }
+
+  private async reportFailure(job: ClaimedJob, message: string, kind: ReturnType<typeof failureKindOf>) {
+    const delay = retryDelayMs(kind, job.runAttempt);
+    const outcome = await this.retryingRedis(() =>
+      this.options.queue.fail({
+        id: job.id,
+        attempt: job.attempt,
+        error: message,
+        retriable: delay !== undefined,
+        delayMs: delay ?? 0,
+      }),
+    );
+    if (outcome === undefined) return;
+    if (outcome.outcome === "stale") this.emit({ type: "stale", job });
+    else this.emit({ type: outcome.outcome, job, error: message });
+  }
+
+  /** Acknowledges every completion of this tick in one script call. */
+  private scheduleFlush() {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      const batch = this.completions.splice(0);
+      void this.retryingRedis(() =>
+        this.options.queue.complete(
+          batch.map((c) => ({ id: c.job.id, attempt: c.job.attempt, result: c.result })),
+        ),
+      ).then((answers) => {
+        batch.forEach((c, i) => {
+          if (answers?.[i] === "ok") this.emit({ type: "completed", job: c.job, result: c.result });
+          else if (answers?.[i] === "stale") this.emit({ type: "stale", job: c.job });
+          c.done();
+        });
+      });
+    });
+  }
+
+  /**
+   * A job's outcome must reach Redis: retried through short outages (the lease keeps the job
+   * ours meanwhile). After a minute it is left to the reclaimer, which runs the job again.
+   */
+  private async retryingRedis<A, E>(call: () => Effect.Effect<A, E>): Promise<A | undefined> {
+    const deadline = Date.now() + 60_000;
+    for (let n = 0; ; n++) {
+      try {
+        return await Effect.runPromise(call());
+      } catch (error) {
+        this.emit({ type: "error", error: describeFailure(error) });
+        if (Date.now() > deadline) return undefined;
+        await sleep(Math.min(2000, 50 * 2 ** n));
+      }
+    }
+  }
+
+  private async renewLeases() {
+    const entries = [...this.running.values()];
+    if (entries.length === 0) return;
+    const leases = entries.map((r) => ({ id: r.job.id, attempt: r.job.attempt }));
+    try {
+      const answers = await Effect.runPromise(this.options.queue.renew(this.options.consumer, leases));
+      answers.forEach((answer, i) => {
+        const entry = entries[i];
+        if (!entry || entry.controller.signal.aborted) return;
+        if (answer === "lost") {
+          this.emit({ type: "lost", job: entry.job });
+          entry.controller.abort(new Error(LEASE_LOST));
+        } else if (answer === "cancel") {
+          this.emit({ type: "cancel-requested", job: entry.job });
+          entry.controller.abort(new Error(CANCELLED));
+        }
+      });
+    } catch (error) {
+      this.emit({ type: "error", error: describeFailure(error) });
+    }
+  }
+}

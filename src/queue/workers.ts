@@ -1,0 +1,104 @@
+import { Effect } from "effect";
+import { PRIORITIES } from "../domain/priority.js";
+import { RedisError } from "./errors.js";
+import type { Queue } from "./queue.js";
+import { scripts } from "./scripts.js";
+
+export interface WorkerGroupInfo {
+  readonly name: string;
+  readonly queues: readonly string[];
+  readonly concurrency: number;
+}
+
+export interface WorkerInfo {
+  readonly id: string;
+  readonly host: string;
+  readonly pid: number;
+  readonly groups: readonly WorkerGroupInfo[];
+  readonly startedAt: number;
+  /** Jobs running when it last beat. */
+  readonly active: number;
+  readonly lastBeatAt: number;
+}
+
+const redisCall = <A>(operation: string, f: () => Promise<A>) =>
+  Effect.tryPromise({ try: f, catch: (cause) => new RedisError({ operation, cause }) });
+
+/** The registry of live worker processes, kept by each process's heartbeat actor. */
+export class WorkerRegistry {
+  constructor(readonly queue: Queue) {}
+
+  beat(info: Omit<WorkerInfo, "lastBeatAt">, ttlMs: number): Effect.Effect<number, RedisError> {
+    const fields = [
+      ["host", info.host],
+      ["pid", info.pid],
+      ["groups", JSON.stringify(info.groups)],
+      ["started", info.startedAt],
+      ["active", info.active],
+    ].flat();
+    return this.queue.run(scripts.heartbeat, [info.id, ttlMs, ...fields]).pipe(Effect.map(Number));
+  }
+
+  remove(id: string): Effect.Effect<void, RedisError> {
+    const { keys, redis } = this.queue;
+    return redisCall("worker remove", () =>
+      redis.multi().del(keys.worker(id)).zrem(keys.workers, id).exec(),
+    ).pipe(Effect.asVoid);
+  }
+
+  /** Workers whose registration has not expired. */
+  list(): Effect.Effect<WorkerInfo[], RedisError> {
+    const { keys, redis } = this.queue;
+    return redisCall("worker list", async () => {
+      const ids = await redis.zrange(keys.workers, "0", "-1");
+      const hashes = await Promise.all(ids.map((id) => redis.hgetall(keys.worker(id))));
+      return ids.flatMap((id, i) => {
+        const h = hashes[i];
+        if (!h?.beat) return [];
+        return [
+          {
+            id,
+            host: h.host ?? "",
+            pid: Number(h.pid ?? 0),
+            groups: JSON.parse(h.groups ?? "[]") as WorkerGroupInfo[],
+            startedAt: Number(h.started ?? 0),
+            active: Number(h.active ?? 0),
+            lastBeatAt: Number(h.beat),
+          },
+        ];
+      });
+    });
+  }
+
+  /**
+   * Forgets workers whose registration expired, and removes their consumers from the streams'
+   * groups once they hold no pending entries (the reclaimer takes those first).
+   */
+  prune(): Effect.Effect<{ workers: number; consumers: number }, RedisError> {
+    const { keys, redis, group } = this.queue;
+    return redisCall("worker prune", async () => {
+      const ids = await redis.zrange(keys.workers, "0", "-1");
+      const alive = await Promise.all(ids.map((id) => redis.exists(keys.worker(id))));
+      const gone = ids.filter((_, i) => alive[i] === 0);
+      if (gone.length > 0) await redis.zrem(keys.workers, ...gone);
+      const live = new Set(ids.filter((_, i) => alive[i] === 1));
+      let consumers = 0;
+      for (const p of PRIORITIES) {
+        const stream = keys.stream(p);
+        const list = (await redis.xinfo("CONSUMERS", stream, group).catch(() => [])) as unknown[][];
+        for (const c of list) {
+          const info = new Map<unknown, unknown>();
+          for (let i = 0; i + 1 < c.length; i += 2) info.set(c[i], c[i + 1]);
+          const name = String(info.get("name"));
+          // Consumers are named `<worker id>/<role>`: one per dispatcher, one for the reclaimer.
+          const owner = name.split("/")[0] ?? name;
+          if (!live.has(owner) && Number(info.get("pending") ?? 0) === 0) {
+            await redis.xgroup("DELCONSUMER", stream, group, name);
+            consumers++;
+          }
+        }
+      }
+      return { workers: gone.length, consumers };
+    });
+  }
+}

@@ -1,0 +1,45 @@
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { RedisClient } from "./connection.js";
+
+/**
+ * A Lua script read from disk once, with `-- @include name` lines replaced by
+ * `includes/name.lua`, and called by SHA. Redis forgets scripts when it restarts, so a NOSCRIPT
+ * answer loads it again and repeats the call.
+ */
+export class LuaScript {
+  readonly sha: string;
+
+  private constructor(
+    readonly name: string,
+    readonly source: string,
+  ) {
+    this.sha = createHash("sha1").update(source).digest("hex");
+  }
+
+  static fromDirectory(dir: URL, name: string): LuaScript {
+    const read = (file: string) => readFileSync(new URL(file, dir), "utf8");
+    const source = read(`${name}.lua`).replace(/^-- @include (\w[\w-]*)\s*$/gm, (_, include: string) =>
+      read(`includes/${include}.lua`),
+    );
+    return new LuaScript(name, source);
+  }
+
+  async run(
+    redis: RedisClient,
+    keys: readonly string[],
+    args: ReadonlyArray<string | number>,
+  ): Promise<unknown> {
+    try {
+      return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
+    } catch (error) {
+      if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
+      await redis.script("LOAD", this.source);
+      return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
+    }
+  }
+
+  async load(redis: RedisClient): Promise<void> {
+    await redis.script("LOAD", this.source);
+  }
+}

@@ -1,0 +1,235 @@
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import { isAbsolute, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import type { MikroORM } from "@mikro-orm/core";
+import { Effect, Exit, Fiber } from "effect";
+import { dispatcher } from "../actors/dispatcher.js";
+import type { RuntimeContext } from "../actors/context.js";
+import { heartbeat, janitor, reclaimer, scheduler } from "../actors/services.js";
+import { type SupervisionEvent, supervise, supervisorChild } from "../actors/supervisor.js";
+import { profiles, type WorkerGroup } from "../config/profiles.js";
+import { type Config, loadConfig, queueOptionsFrom } from "../config/schema.js";
+import type { JobRegistry } from "./jobs/definition.js";
+import { assertMigrated, openDatabase } from "./db/orm.js";
+import { loggerLayer } from "./log.js";
+import { JobPool } from "./pool/pool.js";
+import { Queue } from "./queue/queue.js";
+import type { Worker } from "./queue/worker.js";
+import { WorkerRegistry } from "./queue/workers.js";
+import { TaskLedger } from "./tasks/ledger.js";
+import { connectRedis } from "./redis/connection.js";
+import { PrivateRedis } from "./redis/private-server.js";
+
+export interface StartOptions {
+  readonly config?: Config;
+  /** The dispatchers to run here; none runs only the background actors. */
+  readonly groups: readonly WorkerGroup[];
+  /** Start a private redis-server when the configuration names none (the embedded default). */
+  readonly allowPrivateRedis?: boolean;
+  /** Keep the database ledger's task rows in step with the queue (the caption runtime does). */
+  readonly ledger?: boolean;
+}
+
+export interface ActorStatus {
+  readonly running: boolean;
+  readonly restarts: number;
+  readonly lastExit: string | undefined;
+}
+
+export interface RuntimeStatus {
+  readonly state: "running" | "stopping" | "stopped" | "failed";
+  readonly failure: string | undefined;
+  readonly actors: Readonly<Record<string, ActorStatus>>;
+}
+
+export interface RuntimeHandle {
+  readonly workerId: string;
+  readonly queue: Queue;
+  readonly redisUrl: string;
+  status(): RuntimeStatus;
+  /**
+   * Stops claiming at once; with `graceful` (default) running jobs get `timeoutMs` (default
+   * RT_SHUTDOWN_MS) to finish, the rest are left to be reclaimed. Resolves when all is closed.
+   */
+  stop(options?: { graceful?: boolean; timeoutMs?: number }): Promise<void>;
+  /** Settles when the supervision tree ends: after stop(), or when it gave up (`failed`). */
+  readonly done: Promise<{ readonly failed: boolean; readonly reason: string | undefined }>;
+}
+
+const DEFAULT_JOBS_MODULE = new URL("./jobs/index.ts", import.meta.url).href;
+
+const jobsModuleUrl = (config: Config): string => {
+  const configured = config.RT_JOBS_MODULE;
+  if (!configured) return DEFAULT_JOBS_MODULE;
+  if (/^[a-z]+:/.test(configured)) return configured;
+  return pathToFileURL(isAbsolute(configured) ? configured : resolve(configured)).href;
+};
+
+/**
+ * Worker threads read their configuration (database, engine, keys) from the environment; give
+ * them this runtime's, so a runtime started with a configuration object sees the same in them.
+ */
+const threadEnv = (config: Config): Record<string, string> => {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+  for (const [k, v] of Object.entries(config)) if (v !== undefined) env[k] = String(v);
+  return env;
+};
+
+const checkRegistry = async (url: string) => {
+  const module = (await import(url)) as { default?: JobRegistry<unknown> };
+  const kinds = Object.keys(module.default?.kinds ?? {});
+  if (kinds.length === 0) {
+    throw new Error(
+      `the job registry ${url} has no job kinds; set RT_JOBS_MODULE to a module that registers some`,
+    );
+  }
+  return kinds;
+};
+
+/**
+ * Starts the runtime in this process: the background actors (heartbeat, scheduler, reclaimer,
+ * janitor) and one dispatcher per worker group, under a supervision tree, with one thread pool.
+ * Embedded in a web server, or alone as `ratatoskr supervisor`.
+ */
+export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
+  const config = options.config ?? loadConfig();
+  let privateRedis: PrivateRedis | undefined;
+  let redisUrl = config.REDIS_URL;
+  if (redisUrl === undefined) {
+    if (!options.allowPrivateRedis) throw new Error("REDIS_URL is not set");
+    privateRedis = await PrivateRedis.start();
+    redisUrl = privateRedis.url;
+  }
+  const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
+  const redis = connectRedis(redisUrl, { name: `ratatoskr:${workerId}` });
+  const queue = new Queue(redis, queueOptionsFrom(config));
+  const closeConnections = async () => {
+    redis.disconnect();
+    await privateRedis?.stop();
+  };
+
+  let pool: JobPool | undefined;
+  let orm: MikroORM | undefined;
+  try {
+    await Effect.runPromise(queue.prepare());
+    if (options.ledger) {
+      const settings = { url: config.DATABASE_URL, dataDir: config.RT_DATA_DIR };
+      orm = await openDatabase(settings);
+      await assertMigrated(orm, settings);
+    }
+    if (options.groups.length > 0) {
+      const registry = jobsModuleUrl(config);
+      await checkRegistry(registry);
+      pool = new JobPool({
+        registry,
+        heapMb: config.RT_THREAD_HEAP_MB,
+        capacity: options.groups.reduce((n, g) => n + g.concurrency, 0),
+        env: threadEnv(config),
+        ...(config.RT_POOL_THREADS === undefined ? {} : { threads: config.RT_POOL_THREADS }),
+      });
+    }
+  } catch (error) {
+    await orm?.close();
+    await closeConnections();
+    throw error;
+  }
+
+  const closeLedger = async () => {
+    await orm?.close();
+  };
+  let drainMs = config.RT_SHUTDOWN_MS;
+  const ctx: RuntimeContext = {
+    workerId,
+    config,
+    queue,
+    registry: new WorkerRegistry(queue),
+    pool,
+    groups: options.groups,
+    ledger: orm ? new TaskLedger(() => (orm as MikroORM).em.fork()) : undefined,
+    workers: new Map<string, Worker>(),
+    drainMs: () => drainMs,
+  };
+
+  const actors = new Map<string, { running: boolean; restarts: number; lastExit: string | undefined }>();
+  const observe = (event: SupervisionEvent) => {
+    const actor = actors.get(event.child) ?? { running: false, restarts: 0, lastExit: undefined };
+    actors.set(event.child, actor);
+    if (event.type === "started") actor.running = true;
+    if (event.type === "exited") {
+      actor.running = false;
+      actor.lastExit = event.cause;
+    }
+    if (event.type === "stopped") actor.running = false;
+    if (event.type === "restarting") actor.restarts++;
+  };
+
+  const startedAt = Date.now();
+  const tree = supervise({
+    id: "root",
+    strategy: "one_for_one",
+    observe,
+    children: [
+      supervisorChild({
+        id: "services",
+        strategy: "one_for_one",
+        observe,
+        children: [heartbeat(ctx, startedAt), scheduler(ctx), reclaimer(ctx), janitor(ctx)],
+      }),
+      supervisorChild({
+        id: "workers",
+        strategy: "one_for_one",
+        observe,
+        children: options.groups.map((g) => dispatcher(ctx, g)),
+      }),
+    ],
+  });
+  const format = config.RT_LOG_FORMAT ?? profiles[config.RT_PROFILE].logFormat;
+  const fiber = Effect.runFork(
+    tree.pipe(
+      Effect.annotateLogs("worker", workerId),
+      Effect.provide(loggerLayer(format, config.RT_LOG_LEVEL)),
+    ),
+  );
+
+  let state: RuntimeStatus["state"] = "running";
+  let failure: string | undefined;
+  const done = Effect.runPromise(Fiber.await(fiber)).then(async (exit) => {
+    if (Exit.isFailure(exit) && !Exit.isInterrupted(exit)) {
+      state = "failed";
+      failure =
+        exit.cause._tag === "Fail" ? String((exit.cause.error as Error).message) : "the runtime crashed";
+      // Nothing supervises the root: release what it held so the process can exit.
+      await pool?.close();
+      await closeLedger();
+      await closeConnections();
+      return { failed: true, reason: failure };
+    }
+    return { failed: false, reason: undefined };
+  });
+
+  let stopping: Promise<void> | undefined;
+  const stop = (stopOptions: { graceful?: boolean; timeoutMs?: number } = {}) => {
+    stopping ??= (async () => {
+      if (state === "failed") return;
+      state = "stopping";
+      drainMs = stopOptions.graceful === false ? 0 : (stopOptions.timeoutMs ?? config.RT_SHUTDOWN_MS);
+      await Effect.runPromise(Fiber.interrupt(fiber));
+      await pool?.close();
+      await closeLedger();
+      await closeConnections();
+      state = "stopped";
+    })();
+    return stopping;
+  };
+
+  return {
+    workerId,
+    queue,
+    redisUrl,
+    status: () => ({ state, failure, actors: Object.fromEntries(actors) }),
+    stop,
+    done,
+  };
+};

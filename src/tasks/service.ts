@@ -1,0 +1,214 @@
+import { type MikroORM, UniqueConstraintViolationException } from "@mikro-orm/core";
+import { DateTime, Effect, Either, ParseResult, Schema } from "effect";
+import { CaptionTask, PlatformConnection } from "../db/entities.js";
+import { CaptionSettings } from "../domain/caption-settings.js";
+import { jobCodec } from "../domain/index.js";
+import { type Priority } from "../domain/priority.js";
+import { newTaskId } from "../domain/task-id.js";
+import { QueueAdmin } from "../queue/admin.js";
+import { ActiveTaskExists } from "../queue/errors.js";
+import type { Queue } from "../queue/queue.js";
+import { InvalidTaskInput, NoPlatformConnection, TaskNotFound, TaskNotRetryable } from "./errors.js";
+import { TaskLedger } from "./ledger.js";
+
+export interface SubmitInput {
+  readonly userId: number;
+  readonly platformConnectionId?: number | undefined;
+  readonly priority: Priority;
+  /** Untrusted: validated against CaptionSettings, defaults filled in. */
+  readonly settings?: unknown;
+  readonly maxRetries?: number | undefined;
+}
+
+export interface Submitted {
+  readonly taskId: string;
+  /** `database` when Redis could not take it: the row waits for the fallback dispatcher. */
+  readonly backend: "redis" | "database";
+}
+
+export type CancelOutcome = "cancelled" | "cancelling" | { readonly ended: string };
+
+export interface Caller {
+  readonly userId: number;
+  readonly admin?: boolean | undefined;
+}
+
+const decodeSettings = Schema.decodeUnknownEither(CaptionSettings, {
+  errors: "all",
+  onExcessProperty: "ignore",
+});
+
+/**
+ * What the web app does with caption tasks. The database row is written first and is the
+ * ledger; the queue is how the task reaches a worker. One active task per user is enforced by
+ * both: the partial unique index (the truth) and Redis's lock (the fast path).
+ */
+export class TaskService {
+  readonly ledger: TaskLedger;
+
+  constructor(
+    private readonly orm: MikroORM,
+    private readonly queue: Queue,
+  ) {
+    this.ledger = new TaskLedger(() => this.orm.em.fork());
+  }
+
+  async submit(
+    input: SubmitInput,
+  ): Promise<Either.Either<Submitted, InvalidTaskInput | NoPlatformConnection | ActiveTaskExists>> {
+    const settings = decodeSettings(input.settings ?? {});
+    if (Either.isLeft(settings)) {
+      const details = ParseResult.ArrayFormatter.formatErrorSync(settings.left).map((i) => ({
+        field: ["settings", ...i.path].join("."),
+        message: i.message,
+      }));
+      return Either.left(new InvalidTaskInput({ details }));
+    }
+    const maxRetries = input.maxRetries ?? 3;
+    if (!Number.isInteger(maxRetries) || maxRetries < 0 || maxRetries > 20) {
+      return Either.left(
+        new InvalidTaskInput({ details: [{ field: "max_retries", message: "must be 0-20" }] }),
+      );
+    }
+    const em = this.orm.em.fork();
+    const connection = await em.findOne(
+      PlatformConnection,
+      input.platformConnectionId === undefined
+        ? { userId: input.userId, isActive: true }
+        : { id: input.platformConnectionId, userId: input.userId, isActive: true },
+      { orderBy: { isDefault: "desc", id: "asc" } },
+    );
+    if (!connection) {
+      return Either.left(
+        new NoPlatformConnection({ userId: input.userId, platformConnectionId: input.platformConnectionId }),
+      );
+    }
+    const active = await this.activeTaskOf(input.userId);
+    if (active)
+      return Either.left(new ActiveTaskExists({ userId: String(input.userId), activeTaskId: active }));
+
+    const taskId = newTaskId();
+    const createdAt = new Date();
+    em.create(CaptionTask, {
+      id: taskId,
+      userId: input.userId,
+      platformConnectionId: connection.id,
+      status: "queued",
+      priority: input.priority,
+      settingsJson: JSON.stringify(settings.right),
+      createdAt,
+      maxRetries,
+      queueBackend: "redis",
+      attempt: 0,
+    });
+    try {
+      await em.flush();
+    } catch (error) {
+      // Another submission of this user won the race for the partial unique index.
+      if (error instanceof UniqueConstraintViolationException) {
+        const winner = await this.activeTaskOf(input.userId);
+        return Either.left(
+          new ActiveTaskExists({ userId: String(input.userId), activeTaskId: winner ?? "unknown" }),
+        );
+      }
+      throw error;
+    }
+
+    const data = jobCodec.encode("caption", {
+      task_id: taskId,
+      user_id: input.userId,
+      platform_connection_id: connection.id,
+      priority: input.priority,
+      settings: settings.right,
+      created_at: DateTime.unsafeFromDate(createdAt),
+      retry_count: 0,
+      max_retries: maxRetries,
+    });
+    const job = {
+      id: taskId,
+      priority: input.priority,
+      data,
+      userId: String(input.userId),
+      maxAttempts: maxRetries + 1,
+    };
+    const enqueue = this.queue.enqueue(job).pipe(
+      // The ledger says this user has no active task, so a Redis lock saying otherwise is stale.
+      Effect.catchTag("ActiveTaskExists", () =>
+        new QueueAdmin(this.queue).releaseUser(job.userId).pipe(Effect.zipRight(this.queue.enqueue(job))),
+      ),
+      Effect.either,
+    );
+    const enqueued = await Effect.runPromise(enqueue);
+    if (Either.isLeft(enqueued)) {
+      // Redis could not take it: the row stays queued for the database fallback. Nothing is lost.
+      await this.ledger.markBackend(taskId, "database");
+      return Either.right({ taskId, backend: "database" });
+    }
+    return Either.right({ taskId, backend: "redis" });
+  }
+
+  async activeTaskOf(userId: number): Promise<string | undefined> {
+    const row = await this.orm.em
+      .fork()
+      .findOne(CaptionTask, { userId, status: { $in: ["queued", "running"] } });
+    return row?.id;
+  }
+
+  /** The task, if the caller may see it (its owner, or an admin). */
+  async find(taskId: string, caller: Caller): Promise<CaptionTask | undefined> {
+    const row = await this.orm.em.fork().findOne(CaptionTask, { id: taskId });
+    if (!row || (!caller.admin && row.userId !== caller.userId)) return undefined;
+    return row;
+  }
+
+  /** The results of a finished task (Vedfolnir's GenerationResults), if the caller may see it. */
+  async results(taskId: string, caller: Caller): Promise<Either.Either<unknown, TaskNotFound>> {
+    const row = await this.find(taskId, caller);
+    if (!row) return Either.left(new TaskNotFound({ taskId }));
+    return Either.right(row.resultsJson ? (JSON.parse(row.resultsJson) as unknown) : undefined);
+  }
+
+  async cancel(
+    taskId: string,
+    caller: Caller,
+    reason = "cancelled by the user",
+  ): Promise<Either.Either<CancelOutcome, TaskNotFound>> {
+    const row = await this.find(taskId, caller);
+    if (!row) return Either.left(new TaskNotFound({ taskId }));
+    if (row.status !== "queued" && row.status !== "running") return Either.right({ ended: row.status });
+    const byAdmin = caller.admin && row.userId !== caller.userId ? { adminUserId: caller.userId } : undefined;
+    const outcome = await Effect.runPromise(Effect.either(this.queue.cancel(taskId, reason)));
+    if (Either.isRight(outcome) && outcome.right.outcome === "flagged") {
+      // Running: its worker aborts and the dispatcher records the end, within one lease renewal.
+      return Either.right("cancelling");
+    }
+    // Removed from the queue, or not there (database backend, Redis lost it, Redis away): the
+    // ledger's word is final; a dispatcher that claims it later finds it cancelled and skips it.
+    await this.ledger.markCancelled(taskId, { reason, byAdmin });
+    return Either.right("cancelled");
+  }
+
+  /** A new task with the same connection, priority and settings as a failed or cancelled one. */
+  async retry(
+    taskId: string,
+    caller: Caller,
+  ): Promise<
+    Either.Either<
+      Submitted,
+      TaskNotFound | TaskNotRetryable | InvalidTaskInput | NoPlatformConnection | ActiveTaskExists
+    >
+  > {
+    const row = await this.find(taskId, caller);
+    if (!row) return Either.left(new TaskNotFound({ taskId }));
+    if (row.status !== "failed" && row.status !== "cancelled") {
+      return Either.left(new TaskNotRetryable({ taskId, status: row.status }));
+    }
+    return this.submit({
+      userId: row.userId,
+      platformConnectionId: row.platformConnectionId,
+      priority: row.priority,
+      settings: JSON.parse(row.settingsJson) as unknown,
+      maxRetries: row.maxRetries,
+    });
+  }
+}

@@ -1,0 +1,195 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { describe, expect, it } from "vitest";
+import { QueueAdmin } from "../../src/queue/admin.js";
+import { ALL, eventLog, eventually, makeQueue, newJob, testWorker } from "../support/queue.js";
+import { run, runFailure, useRedis } from "../support/redis.js";
+
+describe("leases, reclaim and fencing", () => {
+  const redis = useRedis();
+  const leaseMs = 300;
+
+  it("reclaims the job of a vanished worker after the lease; the stale worker's late answer is refused", async () => {
+    const queue = await makeQueue(redis);
+    const job = newJob("normal", { userId: "1" });
+    await run(queue.enqueue(job));
+    // Worker A claims, then goes silent (no renewals): as if its process froze or died.
+    const claimA = await run(queue.claim("A", ALL, 1));
+    expect(claimA.jobs[0]?.attempt).toBe(1);
+
+    // Within the lease nothing is taken over.
+    expect(await run(queue.reclaim("reclaimer", { leaseMs }))).toMatchObject({ requeued: 0, dead: 0 });
+    await sleep(leaseMs + 50);
+    expect(await run(queue.reclaim("reclaimer", { leaseMs }))).toMatchObject({ requeued: 1, dead: 0 });
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "queued", reclaims: 1, owner: undefined });
+    // The user still has exactly this one active task.
+    expect(await run(new QueueAdmin(queue).activeTaskOf("1"))).toBe(job.id);
+
+    const claimB = await run(queue.claim("B", ALL, 1));
+    expect(claimB.jobs[0]).toMatchObject({ id: job.id, attempt: 2 });
+
+    // A wakes up and answers for attempt 1: refused, every way it tries.
+    expect(await run(queue.complete([{ id: job.id, attempt: 1, result: "from A" }]))).toEqual(["stale"]);
+    expect(
+      await run(queue.fail({ id: job.id, attempt: 1, error: "A", retriable: true, delayMs: 0 })),
+    ).toEqual({ outcome: "stale" });
+    expect(await run(queue.renew("A", [{ id: job.id, attempt: 1 }]))).toEqual(["lost"]);
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "running", attempt: 2, owner: "B" });
+
+    expect(await run(queue.complete([{ id: job.id, attempt: 2, result: "from B" }]))).toEqual(["ok"]);
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "completed", result: "from B" });
+    // The same completion again (a resend after a lost reply) is acknowledged and changes nothing.
+    expect(await run(queue.complete([{ id: job.id, attempt: 2, result: "again" }]))).toEqual(["ok"]);
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "completed", result: "from B" });
+    expect((await run(new QueueAdmin(queue).stats())).reduce((n, s) => n + s.completedLastHour, 0)).toBe(1);
+    const stats = await run(new QueueAdmin(queue).stats());
+    expect(stats.every((s) => s.waiting === 0 && s.running === 0)).toBe(true);
+  });
+
+  it("renewing keeps a job that runs longer than the lease", async () => {
+    const queue = await makeQueue(redis);
+    const job = newJob("high");
+    await run(queue.enqueue(job));
+    const log = eventLog();
+    // A lease long enough that a busy CI machine's event-loop stalls cannot eat two renewals.
+    const lease = 1_000;
+    const worker = testWorker(queue, {
+      consumer: "slow",
+      leaseMs: lease,
+      onEvent: log.onEvent,
+      handler: async () => {
+        await sleep(lease * 2.5);
+        return "done";
+      },
+    }).start();
+    const reclaims: number[] = [];
+    await eventually(async () => {
+      reclaims.push((await run(queue.reclaim("reclaimer", { leaseMs: lease }))).requeued);
+      return log.count("completed") === 1;
+    }, 10_000);
+    await worker.stop();
+    expect(reclaims.every((n) => n === 0)).toBe(true);
+    expect(log.count("lost")).toBe(0);
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "completed", attempt: 1 });
+  });
+
+  it("detects a lost lease through renewal, aborts the run and reports nothing", async () => {
+    const queue = await makeQueue(redis);
+    let abortReason: string | undefined;
+    const job = newJob("normal");
+    await run(queue.enqueue(job));
+    const log = eventLog();
+    const worker = testWorker(queue, {
+      consumer: "A",
+      priorities: ["normal"],
+      leaseMs,
+      onEvent: log.onEvent,
+      handler: (_job, { signal }) =>
+        new Promise((_, reject) =>
+          signal.addEventListener("abort", () => {
+            abortReason = String(signal.reason);
+            reject(signal.reason);
+          }),
+        ),
+    }).start();
+    await eventually(async () => (await run(queue.getJob(job.id)))?.state === "running");
+    await run(queue.reclaim("reclaimer", { leaseMs: 0 }));
+    // Take the job to another consumer so A's next renewal finds attempt 2 owned by B.
+    expect((await run(queue.claim("B", ["normal"], 1))).jobs[0]?.attempt).toBe(2);
+    await eventually(() => log.count("lost") === 1, 10_000, "the lost lease");
+    await eventually(() => abortReason !== undefined, 5_000, "the abort");
+    await worker.stop();
+    expect(abortReason).toBe("Error: lease lost");
+    // The aborted run reports nothing: the job belongs to attempt 2 now.
+    expect(log.count("stale") + log.count("retry") + log.count("dead")).toBe(0);
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "running", attempt: 2, owner: "B" });
+  });
+
+  it("reaches lapsed jobs behind more live ones than one XAUTOCLAIM scans, a step at a time", async () => {
+    const queue = await makeQueue(redis);
+    const live = Array.from({ length: 1_200 }, () => newJob("normal"));
+    const lapsed = newJob("normal");
+    for (const j of [...live, lapsed]) await run(queue.enqueue(j));
+    await run(queue.claim("live", ALL, 1_200));
+    await run(queue.claim("dead", ALL, 1));
+    await sleep(leaseMs + 50);
+    // The live worker renews; the dead one does not.
+    await run(
+      queue.renew(
+        "live",
+        live.map((j) => ({ id: j.id, attempt: 1 })),
+      ),
+    );
+    let cursors: readonly string[] = [];
+    let requeued = 0;
+    let calls = 0;
+    do {
+      const result = await run(queue.reclaim("reclaimer", { leaseMs, cursors }));
+      requeued += result.requeued;
+      cursors = result.cursors;
+      calls++;
+    } while (cursors.some((c) => c !== "0-0") && calls < 10);
+    expect(requeued).toBe(1);
+    expect(calls).toBeGreaterThan(1);
+    expect((await run(queue.getJob(lapsed.id)))?.state).toBe("queued");
+    expect((await run(queue.getJob(live[0]!.id)))?.state).toBe("running");
+  });
+
+  it("dead-letters a poison job that keeps losing its worker", async () => {
+    const queue = await makeQueue(redis);
+    const admin = new QueueAdmin(queue);
+    const job = newJob("urgent", { userId: "p" });
+    await run(queue.enqueue(job));
+    for (let round = 1; round <= 3; round++) {
+      expect((await run(queue.claim(`w${round}`, ALL, 1))).jobs).toHaveLength(1);
+      expect(await run(queue.reclaim("reclaimer", { leaseMs: 0, maxReclaims: 2 }))).toMatchObject(
+        round <= 2 ? { requeued: 1, dead: 0 } : { requeued: 0, dead: 1 },
+      );
+    }
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "failed", reclaims: 3 });
+    const [dead] = await run(admin.listDead());
+    expect(dead).toMatchObject({ taskId: job.id, priority: "urgent" });
+    expect(dead?.reason).toMatch(/^poison: its lease lapsed 3 times/);
+    expect(await run(admin.activeTaskOf("p"))).toBeUndefined();
+  });
+});
+
+describe("cancel", () => {
+  const redis = useRedis();
+
+  it("removes a waiting or delayed job at once", async () => {
+    const queue = await makeQueue(redis);
+    const waiting = newJob("normal", { userId: "1" });
+    const delayed = newJob("normal", { userId: "2", delayMs: 60_000 });
+    await run(queue.enqueue(waiting));
+    await run(queue.enqueue(delayed));
+    expect(await run(queue.cancel(waiting.id, "changed my mind"))).toEqual({ outcome: "cancelled" });
+    expect(await run(queue.cancel(delayed.id))).toEqual({ outcome: "cancelled" });
+    expect(await run(queue.getJob(waiting.id))).toMatchObject({
+      state: "cancelled",
+      error: "changed my mind",
+    });
+    expect(await redis.client().zcard(queue.keys.delayed("normal"))).toBe(0);
+    expect((await run(queue.claim("w", ALL, 5))).jobs).toHaveLength(0);
+    expect(await run(queue.cancel(waiting.id))).toEqual({ outcome: "ended", state: "cancelled" });
+    expect(await runFailure(queue.cancel("no-such-task"))).toMatchObject({ _tag: "TaskNotFound" });
+  });
+
+  it("flags a running job; its worker aborts and the job ends cancelled, not retried", async () => {
+    const queue = await makeQueue(redis);
+    const job = newJob("normal", { userId: "1", maxAttempts: 5 });
+    await run(queue.enqueue(job));
+    const log = eventLog();
+    const worker = testWorker(queue, {
+      leaseMs: 300,
+      onEvent: log.onEvent,
+      handler: (_job, { signal }) =>
+        new Promise((_, reject) => signal.addEventListener("abort", () => reject(signal.reason))),
+    }).start();
+    await eventually(async () => (await run(queue.getJob(job.id)))?.state === "running");
+    expect(await run(queue.cancel(job.id, "admin said so"))).toEqual({ outcome: "flagged", attempt: 1 });
+    await eventually(() => log.count("cancelled") === 1, 10_000, "the cancel to reach the worker");
+    await worker.stop();
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "cancelled" });
+    await run(queue.enqueue(newJob("normal", { userId: "1" })));
+  });
+});

@@ -1,0 +1,123 @@
+import { mkdtempSync, readFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { Progress } from "../../src/jobs/definition.js";
+import { JobFailure } from "../../src/queue/failures.js";
+import { JobPool } from "../../src/pool/pool.js";
+
+const registry = new URL("../support/jobs.ts", import.meta.url).href;
+const envelope = (kind: string, body: unknown) => JSON.stringify({ v: 1, kind, body });
+let n = 0;
+const info = (runAttempt = 1) => ({
+  id: `job-${++n}`,
+  attempt: runAttempt,
+  runAttempt,
+  priority: "normal",
+  userId: undefined,
+});
+const never = () => new AbortController().signal;
+
+describe("worker-thread pool", () => {
+  let pool: JobPool;
+  let log: string;
+  const lines = () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n") : []);
+
+  beforeAll(() => {
+    log = join(mkdtempSync(join(tmpdir(), "rt-pool-")), "log");
+    process.env.RT_TEST_LOG = log;
+    pool = new JobPool({ registry, threads: 2, heapMb: 64, abortGraceMs: 300 });
+  });
+  afterAll(async () => {
+    await pool.close();
+  });
+
+  it("runs a job in a thread and returns its result as JSON", async () => {
+    expect(await pool.run(info(), envelope("echo", { text: "hi" }), { signal: never() })).toBe(
+      '{"echoed":"hi"}',
+    );
+  });
+
+  it("sends progress from the thread to the main thread", async () => {
+    const seen: Progress[] = [];
+    await pool.run(info(), envelope("sleep", { ms: 30, steps: 3 }), {
+      signal: never(),
+      onProgress: (p) => seen.push(p),
+    });
+    expect(seen.map((p) => p.percent)).toEqual([33, 67, 100]);
+    expect(seen[2]?.step).toBe("step 3 of 3");
+  });
+
+  it("a cooperative abort ends the job with its reason and closes its scope", async () => {
+    const job = info();
+    const controller = new AbortController();
+    const running = pool.run(job, envelope("sleep", { ms: 10_000 }), { signal: controller.signal });
+    setTimeout(() => controller.abort(new Error("cancelled by admin")), 50);
+    const error = await running.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(JobFailure);
+    expect((error as JobFailure).message).toBe("cancelled by admin");
+    expect(lines()).toEqual(expect.arrayContaining([`open ${job.id}`, `close ${job.id} failed`]));
+  });
+
+  it("terminates a thread that ignores an abort past the grace time, and keeps serving", async () => {
+    const controller = new AbortController();
+    const running = pool.run(info(), envelope("ignoreAbort", { ms: 10_000 }), { signal: controller.signal });
+    setTimeout(() => controller.abort(new Error("shutdown")), 50);
+    const error = (await running.catch((e: unknown) => e)) as JobFailure;
+    expect(error.kind).toBe("transient");
+    expect(error.message).toMatch(/did not stop within 300 ms/);
+    expect(await pool.run(info(), envelope("echo", { text: "still here" }), { signal: never() })).toContain(
+      "still here",
+    );
+  });
+
+  it("a thread that exits fails its job as retriable; a new thread runs the retry", async () => {
+    const error = (await pool
+      .run(info(1), envelope("exit", {}), { signal: never() })
+      .catch((e: unknown) => e)) as JobFailure;
+    expect(error).toBeInstanceOf(JobFailure);
+    expect(error.kind).toBe("transient");
+    expect(error.message).toMatch(/^worker thread died/);
+    expect(await pool.run(info(2), envelope("exit", {}), { signal: never() })).toBe("survived");
+  });
+
+  it("a thread over its heap limit dies, its job fails as resource exhaustion, the pool goes on", async () => {
+    const error = (await pool
+      .run(info(1), envelope("hog", {}), { signal: never() })
+      .catch((e: unknown) => e)) as JobFailure;
+    expect(error).toBeInstanceOf(JobFailure);
+    expect(error.kind).toBe("exhausted");
+    expect(await pool.run(info(2), envelope("hog", {}), { signal: never() })).toBe("fits now");
+  });
+
+  it("bad payloads and unknown kinds fail as invalid, without running anything", async () => {
+    const bad = [envelope("echo", { text: 42 }), envelope("nope", {}), "garbage"];
+    for (const data of bad) {
+      const error = (await pool
+        .run(info(), data, { signal: never() })
+        .catch((e: unknown) => e)) as JobFailure;
+      expect(error.kind).toBe("invalid");
+    }
+  });
+
+  it("a handler's failure keeps its kind across the thread boundary", async () => {
+    const error = (await pool
+      .run(info(), envelope("fail", { kind: "unavailable" }), { signal: never() })
+      .catch((e: unknown) => e)) as JobFailure;
+    expect(error).toMatchObject({ kind: "unavailable", message: "asked to fail (unavailable)" });
+  });
+
+  it("opens and closes the job scope exactly once on every path", async () => {
+    const opened = lines()
+      .filter((l) => l.startsWith("open "))
+      .map((l) => l.split(" ")[1]);
+    const closed = lines()
+      .filter((l) => l.startsWith("close "))
+      .map((l) => l.split(" ")[1]);
+    // Threads that were killed (exit, heap, terminate) could not close: every other job did.
+    expect(opened.length).toBeGreaterThan(5);
+    const killed = opened.filter((id) => !closed.includes(id));
+    expect(killed.length).toBeLessThanOrEqual(3);
+    expect(new Set(closed).size).toBe(closed.length);
+  });
+});

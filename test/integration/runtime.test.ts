@@ -1,0 +1,186 @@
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { PRIORITIES } from "../../src/domain/priority.js";
+import { QueueAdmin } from "../../src/queue/admin.js";
+import { WorkerRegistry } from "../../src/queue/workers.js";
+import { type RuntimeHandle, start } from "../../src/runtime.js";
+import { eventually } from "../support/queue.js";
+import { run, useRedis } from "../support/redis.js";
+import { testConfig, testJob } from "../support/runtime.js";
+
+const allInOne = (concurrency = 4) => [{ name: "all", queues: PRIORITIES, concurrency }];
+
+describe("embedded runtime", () => {
+  const redis = useRedis();
+  let runtime: RuntimeHandle | undefined;
+  let log: string;
+
+  beforeAll(() => {
+    log = join(mkdtempSync(join(tmpdir(), "rt-runtime-")), "log");
+    process.env.RT_TEST_LOG = log;
+  });
+  afterEach(async () => {
+    await runtime?.stop({ graceful: false });
+    runtime = undefined;
+  });
+
+  it("runs jobs on the thread pool, records progress, registers itself and leaves on stop", async () => {
+    runtime = await start({
+      config: testConfig(redis.server.url, { RT_HEARTBEAT_MS: "200" }),
+      groups: allInOne(),
+    });
+    const { queue } = runtime;
+    const jobs = [testJob("sleep", { ms: 200, steps: 4 }), testJob("echo", { text: "hello" }, "urgent")];
+    for (const j of jobs) await run(queue.enqueue(j));
+    await eventually(
+      async () =>
+        (await Promise.all(jobs.map((j) => run(queue.getJob(j.id))))).every((j) => j?.state === "completed"),
+      20_000,
+      "the jobs",
+    );
+    expect(await run(queue.getJob(jobs[0]!.id))).toMatchObject({
+      progress: 100,
+      step: "step 4 of 4",
+      result: "slept",
+    });
+    expect((await run(queue.getJob(jobs[1]!.id)))?.result).toBe('{"echoed":"hello"}');
+
+    const registry = new WorkerRegistry(queue);
+    const [me] = await run(registry.list());
+    expect(me).toMatchObject({ id: runtime.workerId, pid: process.pid });
+    expect(me?.groups).toEqual([{ name: "all", queues: PRIORITIES, concurrency: 4 }]);
+    const actors = runtime.status().actors;
+    for (const id of ["heartbeat", "scheduler", "reclaimer", "janitor", "dispatcher:all"]) {
+      expect(actors[id]).toMatchObject({ running: true, restarts: 0 });
+    }
+    expect(runtime.status().state).toBe("running");
+
+    const { workerId } = runtime;
+    await runtime.stop();
+    expect(runtime.status().state).toBe("stopped");
+    runtime = undefined;
+    const check = redis.client();
+    expect(await check.exists(queue.keys.worker(workerId))).toBe(0);
+  });
+
+  it("a job whose thread exits is retried on a fresh thread and completes", async () => {
+    runtime = await start({ config: testConfig(redis.server.url), groups: allInOne() });
+    const job = testJob("exit", {});
+    await run(runtime.queue.enqueue(job));
+    await eventually(
+      async () => (await run(runtime!.queue.getJob(job.id)))?.state === "completed",
+      15_000,
+      "the retry",
+    );
+    expect(await run(runtime.queue.getJob(job.id))).toMatchObject({ attempt: 2, result: "survived" });
+  });
+
+  it("a job over the heap limit is requeued for later, not lost, and then completes", async () => {
+    runtime = await start({
+      config: testConfig(redis.server.url, { RT_THREAD_HEAP_MB: "48" }),
+      groups: allInOne(),
+    });
+    const { queue } = runtime;
+    const job = testJob("hog", {}, "low");
+    await run(queue.enqueue(job));
+    await eventually(
+      async () => (await run(queue.getJob(job.id)))?.state === "delayed",
+      20_000,
+      "the requeue",
+    );
+    expect((await run(queue.getJob(job.id)))?.error).toMatch(/^worker thread died/);
+    // Resource exhaustion waits 30 s or more before the retry; bring that moment forward.
+    await redis.client().zadd(queue.keys.delayed("low"), 0, job.id);
+    await eventually(
+      async () => (await run(queue.getJob(job.id)))?.state === "completed",
+      10_000,
+      "the retry",
+    );
+    expect((await run(queue.getJob(job.id)))?.result).toBe("fits now");
+  });
+
+  it("aborts a job past its priority's timeout and retries it, then dead-letters it", async () => {
+    runtime = await start({
+      config: testConfig(redis.server.url, { RT_TIMEOUT_NORMAL_S: "1" }),
+      groups: allInOne(),
+    });
+    const job = testJob("sleep", { ms: 30_000 }, "normal", { maxAttempts: 2 });
+    await run(runtime.queue.enqueue(job));
+    await eventually(
+      async () => (await run(runtime!.queue.getJob(job.id)))?.state === "failed",
+      15_000,
+      "two timeouts",
+    );
+    const [dead] = await run(new QueueAdmin(runtime.queue).listDead());
+    expect(dead).toMatchObject({ taskId: job.id, attempt: 2, reason: "timed out after 1 s" });
+  });
+
+  it("cancelling a running job aborts it in its thread and ends it cancelled", async () => {
+    runtime = await start({
+      config: testConfig(redis.server.url, { RT_LEASE_MS: "1000" }),
+      groups: allInOne(),
+    });
+    const { queue } = runtime;
+    const job = testJob("sleep", { ms: 30_000 }, "high", { userId: "9" });
+    await run(queue.enqueue(job));
+    await eventually(async () => (await run(queue.getJob(job.id)))?.state === "running", 10_000, "the start");
+    await run(queue.cancel(job.id, "user pressed cancel"));
+    await eventually(
+      async () => (await run(queue.getJob(job.id)))?.state === "cancelled",
+      // Under load a fresh thread may still be loading when the cancel comes: it aborts on arrival.
+      20_000,
+      "the abort",
+    );
+    expect(await run(new QueueAdmin(queue).activeTaskOf("9"))).toBeUndefined();
+    // The scope of the aborted job was closed as a failure, in its thread.
+    expect(readFileSync(log, "utf8")).toContain(`close ${job.id} failed`);
+  });
+
+  it("rides out Redis restarting empty: no actor gives up, and work goes on afterwards", async () => {
+    runtime = await start({
+      config: testConfig(redis.server.url, { RT_HEARTBEAT_MS: "200" }),
+      groups: allInOne(),
+    });
+    const { queue } = runtime;
+    await redis.server.kill();
+    // Long enough for several failed rounds of every actor.
+    await new Promise((r) => setTimeout(r, 4_000));
+    await redis.server.restart();
+    const job = testJob("echo", { text: "after the outage" });
+    await eventually(
+      async () => {
+        try {
+          await run(queue.enqueue(job));
+          return true;
+        } catch {
+          return false;
+        }
+      },
+      10_000,
+      "Redis to take jobs again",
+    );
+    await eventually(async () => (await run(queue.getJob(job.id)))?.state === "completed", 15_000, "the job");
+    expect(runtime.status().state).toBe("running");
+    // An outage is not a crash: nothing was restarted, let alone escalated.
+    for (const [id, actor] of Object.entries(runtime.status().actors)) {
+      expect({ id, restarts: actor.restarts }).toEqual({ id, restarts: 0 });
+    }
+    // The heartbeat put this process back into the (emptied) registry.
+    await eventually(
+      async () => (await run(new WorkerRegistry(queue).list())).length === 1,
+      10_000,
+      "re-registration",
+    );
+  });
+
+  it("refuses to start workers with a registry that has no job kinds", async () => {
+    const config = testConfig(redis.server.url, {
+      RT_JOBS_MODULE: new URL("../support/empty-jobs.ts", import.meta.url).href,
+    });
+    await expect(start({ config, groups: allInOne() })).rejects.toThrow(
+      /has no job kinds; set RT_JOBS_MODULE/,
+    );
+  });
+});

@@ -1,0 +1,209 @@
+import { Effect, Either } from "effect";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { CaptionTask } from "../../src/db/entities.js";
+import { PRIORITIES } from "../../src/domain/priority.js";
+import { Queue } from "../../src/queue/queue.js";
+import { connectRedis } from "../../src/redis/connection.js";
+import { type RuntimeHandle, start } from "../../src/runtime.js";
+import { TaskService } from "../../src/tasks/service.js";
+import { eventually, makeQueue } from "../support/queue.js";
+import { run, useRedis } from "../support/redis.js";
+import { hasPostgres, type LedgerDb, openLedgerDb, seedUser } from "../support/ledger.js";
+import { testConfig } from "../support/runtime.js";
+
+const LEDGER_JOBS = new URL("../support/ledger-jobs.ts", import.meta.url).href;
+
+const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
+  describe.skipIf(!enabled)(`tasks and the ledger on ${kind}`, () => {
+    const redis = useRedis();
+    let db: LedgerDb;
+    let runtime: RuntimeHandle | undefined;
+    const row = async (id: string) => (await db.orm.em.fork().findOne(CaptionTask, { id }))!;
+
+    beforeAll(async () => {
+      db = await openLedgerDb(kind);
+    });
+    afterAll(async () => {
+      await db?.cleanup();
+    });
+    afterEach(async () => {
+      await runtime?.stop({ graceful: false });
+      runtime = undefined;
+    });
+
+    const startRuntime = async () => {
+      runtime = await start({
+        config: testConfig(redis.server.url, {
+          DATABASE_URL: db.url,
+          RT_JOBS_MODULE: LEDGER_JOBS,
+          RT_LEASE_MS: "1000",
+        }),
+        groups: [{ name: "all", queues: PRIORITIES, concurrency: 4 }],
+        ledger: true,
+      });
+      return runtime;
+    };
+
+    it("refuses bad settings field by field, and users without a connection", async () => {
+      const service = new TaskService(db.orm, await makeQueue(redis));
+      const { userId } = await seedUser(db.orm);
+      const bad = await service.submit({
+        userId,
+        priority: "normal",
+        settings: { max_posts_per_run: 0, processing_delay: "soon" },
+      });
+      expect(Either.isLeft(bad) && bad.left._tag).toBe("InvalidTaskInput");
+      const fields =
+        Either.isLeft(bad) && bad.left._tag === "InvalidTaskInput"
+          ? bad.left.details.map((d) => d.field)
+          : [];
+      expect(fields.sort()).toEqual(["settings.max_posts_per_run", "settings.processing_delay"]);
+      const nobody = await service.submit({ userId: 999_999, priority: "normal" });
+      expect(Either.isLeft(nobody) && nobody.left._tag).toBe("NoPlatformConnection");
+      const foreign = await seedUser(db.orm);
+      const wrong = await service.submit({
+        userId,
+        platformConnectionId: foreign.connectionId,
+        priority: "normal",
+      });
+      expect(Either.isLeft(wrong) && wrong.left._tag).toBe("NoPlatformConnection");
+    });
+
+    it("lets exactly one of 20 racing submissions of one user in: one row, one job", async () => {
+      const queue = await makeQueue(redis);
+      const services = Array.from({ length: 5 }, () => new TaskService(db.orm, queue));
+      const { userId } = await seedUser(db.orm);
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => services[i % 5]!.submit({ userId, priority: "high" })),
+      );
+      const winners = results.filter(Either.isRight).map((r) => r.right.taskId);
+      expect(winners).toHaveLength(1);
+      for (const r of results.filter(Either.isLeft))
+        expect(r.left).toMatchObject({ _tag: "ActiveTaskExists", activeTaskId: winners[0] });
+      expect(await db.orm.em.fork().count(CaptionTask, { userId })).toBe(1);
+      expect((await run(queue.getJob(winners[0]!)))?.state).toBe("queued");
+    });
+
+    it("keeps a submission when Redis is away: the row waits with backend database", async () => {
+      const dead = connectRedis("redis://127.0.0.1:1", { name: "dead" });
+      const service = new TaskService(db.orm, new Queue(dead));
+      const { userId } = await seedUser(db.orm);
+      const submitted = await service.submit({ userId, priority: "low" });
+      dead.disconnect();
+      expect(Either.isRight(submitted) && submitted.right.backend).toBe("database");
+      const taskId = Either.isRight(submitted) ? submitted.right.taskId : "";
+      expect(await row(taskId)).toMatchObject({ status: "queued", queueBackend: "database" });
+    });
+
+    it("follows a task through the runtime: running with progress, a retry, then completed with results", async () => {
+      const { queue } = await startRuntime();
+      const service = new TaskService(db.orm, queue);
+      const { userId } = await seedUser(db.orm);
+      const ok = await service.submit({ userId, priority: "urgent", settings: { processing_delay: 1 } });
+      const flaky = await service.submit({
+        userId: (await seedUser(db.orm)).userId,
+        priority: "normal",
+        settings: { max_posts_per_run: 13, processing_delay: 0 },
+      });
+      const okId = Either.isRight(ok) ? ok.right.taskId : "";
+      const flakyId = Either.isRight(flaky) ? flaky.right.taskId : "";
+      const seen = new Set<number>();
+      await eventually(
+        async () => {
+          const r = await row(okId);
+          seen.add(r.progressPercent);
+          return r.status === "completed";
+        },
+        20_000,
+        "the task to complete",
+      );
+      expect([...seen].some((p) => p > 0 && p < 100)).toBe(true);
+      const done = await row(okId);
+      expect(done).toMatchObject({
+        status: "completed",
+        progressPercent: 100,
+        attempt: 1,
+        currentStep: "Completed",
+      });
+      expect(JSON.parse(done.resultsJson!)).toMatchObject({ captions_generated: 2, task_id: okId });
+      expect(await service.results(okId, { userId })).toEqual(Either.right(JSON.parse(done.resultsJson!)));
+      expect(Either.isLeft(await service.results(okId, { userId: userId + 1000 }))).toBe(true);
+      expect(Either.isRight(await service.results(okId, { userId: userId + 1000, admin: true }))).toBe(true);
+      expect(done.startedAt).toBeInstanceOf(Date);
+      await eventually(async () => (await row(flakyId)).status === "completed", 20_000, "the retried task");
+      expect(await row(flakyId)).toMatchObject({ attempt: 2, retryCount: 1, errorMessage: null });
+    });
+
+    it("cancels: a queued task at once, a running one through its worker, a lost one in the ledger", async () => {
+      const queue = await makeQueue(redis);
+      const service = new TaskService(db.orm, queue);
+      const a = await seedUser(db.orm);
+      const queued = await service.submit({ userId: a.userId, priority: "low" });
+      const queuedId = Either.isRight(queued) ? queued.right.taskId : "";
+      expect(await service.cancel(queuedId, { userId: a.userId })).toEqual(Either.right("cancelled"));
+      expect(await row(queuedId)).toMatchObject({ status: "cancelled", cancelledByAdmin: false });
+      // Another user cannot see, let alone cancel, it.
+      const b = await seedUser(db.orm);
+      expect(Either.isLeft(await service.cancel(queuedId, { userId: b.userId }))).toBe(true);
+
+      const { queue: rq } = await startRuntime();
+      const svc = new TaskService(db.orm, rq);
+      const running = await svc.submit({
+        userId: b.userId,
+        priority: "high",
+        settings: { processing_delay: 30 },
+      });
+      const runningId = Either.isRight(running) ? running.right.taskId : "";
+      await eventually(async () => (await row(runningId)).status === "running", 15_000, "the start");
+      expect(await svc.cancel(runningId, { userId: 1, admin: true }, "admin stop")).toEqual(
+        Either.right("cancelling"),
+      );
+      await eventually(
+        async () => (await row(runningId)).status === "cancelled",
+        15_000,
+        "the worker to stop",
+      );
+
+      const c = await seedUser(db.orm);
+      const lost = await svc.submit({
+        userId: c.userId,
+        priority: "low",
+        settings: { processing_delay: 30 },
+      });
+      const lostId = Either.isRight(lost) ? lost.right.taskId : "";
+      await redis.client().del(rq.keys.job(lostId));
+      expect(await svc.cancel(lostId, { userId: c.userId })).toEqual(Either.right("cancelled"));
+      expect((await row(lostId)).status).toBe("cancelled");
+    });
+
+    it("refuses a stale attempt's word in the ledger, and retries a failed task as a new one", async () => {
+      const queue = await makeQueue(redis);
+      const service = new TaskService(db.orm, queue);
+      const { userId } = await seedUser(db.orm);
+      const sub = await service.submit({ userId, priority: "normal" });
+      const id = Either.isRight(sub) ? sub.right.taskId : "";
+      expect(await service.ledger.markRunning(id, 2)).toBe(true);
+      expect(await service.ledger.markRunning(id, 1)).toBe(false);
+      // Attempt 1's "retrying" arriving after attempt 2 started changes nothing; the count holds.
+      expect(await service.ledger.markRetrying(id, 1, "late")).toBe(false);
+      expect(await row(id)).toMatchObject({ status: "running", attempt: 2, retryCount: 1 });
+      expect(await service.ledger.markCompleted(id, 1, "{}")).toBe(false);
+      expect(await service.ledger.markFailed(id, 2, "broken")).toBe(true);
+      expect(await service.ledger.markCompleted(id, 2, "{}")).toBe(false);
+      await run(Effect.ignore(queue.cancel(id)));
+      const again = await service.retry(id, { userId });
+      expect(Either.isRight(again)).toBe(true);
+      const newId = Either.isRight(again) ? again.right.taskId : "";
+      expect(newId).not.toBe(id);
+      expect(await row(newId)).toMatchObject({
+        status: "queued",
+        userId,
+        settingsJson: (await row(id)).settingsJson,
+      });
+      const notYet = await service.retry(newId, { userId });
+      expect(Either.isLeft(notYet) && notYet.left._tag).toBe("TaskNotRetryable");
+    });
+  });
+
+suite("sqlite", true);
+suite("postgres", hasPostgres);

@@ -1,0 +1,80 @@
+import { appendFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { Schema } from "effect";
+import { defineRegistry } from "../../src/jobs/definition.js";
+import { JobFailure } from "../../src/queue/failures.js";
+
+/**
+ * Job kinds for the runtime's tests, loaded by real worker threads. Where a test must see what
+ * happened inside a thread, the kind appends a line to the file named by RT_TEST_LOG.
+ */
+const note = (line: string) => {
+  const file = process.env.RT_TEST_LOG;
+  if (file) appendFileSync(file, `${line}\n`);
+};
+
+const abortable = (ms: number, signal: AbortSignal) => sleep(ms, undefined, { signal });
+
+export default defineRegistry<{ id: string }>({
+  kinds: {
+    echo: {
+      schema: Schema.Struct({ text: Schema.String }),
+      handler: async ({ text }) => ({ echoed: text }),
+    },
+    sleep: {
+      schema: Schema.Struct({
+        ms: Schema.Number,
+        steps: Schema.optional(Schema.Number),
+        /** How long later attempts take (a job that hung in a dead worker runs fast elsewhere). */
+        retryMs: Schema.optional(Schema.Number),
+      }),
+      handler: async ({ ms, steps = 1, retryMs }, { signal, progress, job }) => {
+        const total = job.attempt > 1 && retryMs !== undefined ? retryMs : ms;
+        for (let i = 1; i <= steps; i++) {
+          await abortable(total / steps, signal);
+          progress({ percent: Math.round((100 * i) / steps), step: `step ${i} of ${steps}` });
+        }
+        note(`ran ${job.id} ${job.attempt} ${process.pid}`);
+        return "slept";
+      },
+    },
+    ignoreAbort: {
+      schema: Schema.Struct({ ms: Schema.Number }),
+      handler: async ({ ms }) => {
+        await sleep(ms);
+        return "finished anyway";
+      },
+    },
+    exit: {
+      schema: Schema.Struct({}),
+      handler: async (_, { job }) => {
+        // Crash the thread on the first attempt only, so the retry can succeed.
+        if (job.runAttempt === 1) process.exit(3);
+        return "survived";
+      },
+    },
+    hog: {
+      schema: Schema.Struct({}),
+      handler: async (_, { job }) => {
+        if (job.runAttempt > 1) return "fits now";
+        const hoard: number[][] = [];
+        for (;;) hoard.push(new Array(1_000_000).fill(job.attempt));
+      },
+    },
+    fail: {
+      schema: Schema.Struct({ kind: Schema.Literal("transient", "unavailable", "invalid", "exhausted") }),
+      handler: async ({ kind }) => {
+        throw new JobFailure(kind, `asked to fail (${kind})`);
+      },
+    },
+  },
+  scope: {
+    open: async (job) => {
+      note(`open ${job.id}`);
+      return { id: job.id };
+    },
+    close: async (resources, { ok }) => {
+      note(`close ${resources.id} ${ok ? "ok" : "failed"}`);
+    },
+  },
+});
