@@ -18,7 +18,7 @@ const PROGRESS_EVERY_MS = 250;
 export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec => ({
   id: `dispatcher:${group.name}`,
   restart: "permanent",
-  shutdownMs: ctx.config.RT_SHUTDOWN_MS + 5_000,
+  shutdownMs: () => ctx.drainMs() + 5_000,
   run: Effect.gen(function* () {
     const pool = ctx.pool;
     if (!pool) return yield* Effect.dieMessage("a dispatcher needs the thread pool");

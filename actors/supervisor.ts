@@ -26,9 +26,10 @@ export interface ChildSpec {
   readonly restart?: Restart;
   /**
    * How long a stop waits for the child's finalizers (a dispatcher's is its graceful-drain time).
-   * Past it the child is abandoned, still being interrupted, and the stop goes on.
+   * Past it the child is abandoned, still being interrupted, and the stop goes on. A function
+   * is read when the stop begins, for a drain time that is only known then.
    */
-  readonly shutdownMs?: number;
+  readonly shutdownMs?: number | (() => number);
 }
 
 export interface Intensity {
@@ -160,16 +161,14 @@ export const supervise = (spec: SupervisorSpec): Effect.Effect<never, Supervisor
         if (!fiber) return;
         yield* Fiber.interruptFork(fiber);
         // Stops run uninterruptibly; the wait itself must stay interruptible for the timeout to cut it.
+        const limitMs = shutdownMsOf(slot.spec);
         const stopped = yield* Fiber.await(fiber).pipe(
           Effect.interruptible,
-          Effect.timeoutOption(Duration.millis(slot.spec.shutdownMs ?? 5_000)),
+          Effect.timeoutOption(Duration.millis(limitMs)),
         );
         const timedOut = stopped._tag === "None";
-        if (timedOut) {
-          yield* Effect.logWarning(
-            `${slot.spec.id} did not stop within ${slot.spec.shutdownMs ?? 5_000} ms; left behind`,
-          );
-        }
+        if (timedOut)
+          yield* Effect.logWarning(`${slot.spec.id} did not stop within ${limitMs} ms; left behind`);
         observe({ type: "stopped", supervisor: spec.id, child: slot.spec.id, timedOut });
       });
 
@@ -246,5 +245,8 @@ export const supervisorChild = (
     restart: options.restart ?? "permanent",
     // Long enough for its own children to stop one after another.
     shutdownMs:
-      options.shutdownMs ?? spec.children.reduce((total, c) => total + (c.shutdownMs ?? 5_000), 0) + 1_000,
+      options.shutdownMs ?? (() => spec.children.reduce((total, c) => total + shutdownMsOf(c), 0) + 1_000),
   }) satisfies ChildSpec;
+
+const shutdownMsOf = (spec: ChildSpec): number =>
+  typeof spec.shutdownMs === "function" ? spec.shutdownMs() : (spec.shutdownMs ?? 5_000);

@@ -215,7 +215,11 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
       if (state === "failed") return;
       state = "stopping";
       drainMs = stopOptions.graceful === false ? 0 : (stopOptions.timeoutMs ?? config.RT_SHUTDOWN_MS);
+      // Every dispatcher stops claiming now and drains alongside the others; the tree's stop,
+      // which goes one child at a time, then only waits for drains already under way.
+      const drains = [...ctx.workers.values()].map((w) => w.stop({ timeoutMs: drainMs }));
       await Effect.runPromise(Fiber.interrupt(fiber));
+      await Promise.all(drains);
       await pool?.close();
       await closeLedger();
       await closeConnections();

@@ -58,6 +58,7 @@ export class Worker {
   private readonly completions: Array<{ job: ClaimedJob; result: string; done: () => void }> = [];
   private flushScheduled = false;
   private stopping = false;
+  private stopped: Promise<{ abandoned: number }> | undefined;
   private wakeLoop: (() => void) | undefined;
   private wakeSignal: Promise<void> | undefined;
   private pendingWait: Promise<void> | undefined;
@@ -93,11 +94,18 @@ export class Worker {
    * Stops claiming at once; waits up to `timeoutMs` for running jobs; aborts the rest, which
    * keep their stream entries and are reclaimed by another worker once their lease lapses.
    */
-  async stop(options: { timeoutMs?: number } = {}): Promise<{ abandoned: number }> {
+  stop(options: { timeoutMs?: number } = {}): Promise<{ abandoned: number }> {
+    // Every caller shares the first stop: a runtime drains all its workers at once, and each
+    // dispatcher's own release then only waits for that same drain.
+    this.stopped ??= this.drain(options.timeoutMs ?? 30_000);
+    return this.stopped;
+  }
+
+  private async drain(timeoutMs: number): Promise<{ abandoned: number }> {
     this.stopping = true;
     this.wake();
     await this.loopDone;
-    const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+    const deadline = Date.now() + timeoutMs;
     while (this.running.size > 0 && Date.now() < deadline) await sleep(10);
     const abandoned = this.running.size;
     for (const r of this.running.values()) r.controller.abort(new Error(SHUTDOWN));

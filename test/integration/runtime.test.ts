@@ -2,11 +2,12 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { queueOptionsFrom } from "../../config/schema.js";
 import { PRIORITIES } from "../../src/domain/priority.js";
 import { QueueAdmin } from "../../src/queue/admin.js";
 import { WorkerRegistry } from "../../src/queue/workers.js";
 import { type RuntimeHandle, start } from "../../src/runtime.js";
-import { eventually } from "../support/queue.js";
+import { eventually, makeQueue } from "../support/queue.js";
 import { run, useRedis } from "../support/redis.js";
 import { testConfig, testJob } from "../support/runtime.js";
 
@@ -173,6 +174,34 @@ describe("embedded runtime", () => {
       10_000,
       "re-registration",
     );
+  });
+
+  it("a stop ends claiming in every group at once and honours a drain longer than the default", async () => {
+    runtime = await start({
+      config: testConfig(redis.server.url, { RT_SHUTDOWN_MS: "100" }),
+      groups: [
+        { name: "fast", queues: ["urgent"], concurrency: 1 },
+        { name: "slow", queues: ["low"], concurrency: 1 },
+      ],
+    });
+    // Its own connection: the runtime's closes with it.
+    const queue = await makeQueue(redis, queueOptionsFrom(testConfig(redis.server.url)));
+    const first = [testJob("sleep", { ms: 1_500 }, "urgent"), testJob("sleep", { ms: 1_500 }, "low")];
+    for (const j of first) await run(queue.enqueue(j));
+    await eventually(
+      async () =>
+        (await Promise.all(first.map((j) => run(queue.getJob(j.id))))).every((j) => j?.state === "running"),
+      10_000,
+      "both groups running",
+    );
+    const stopped = runtime.stop({ timeoutMs: 15_000 });
+    runtime = undefined;
+    const late = [testJob("echo", { text: "a" }, "urgent"), testJob("echo", { text: "b" }, "low")];
+    for (const j of late) await run(queue.enqueue(j));
+    await stopped;
+    // Both drained past RT_SHUTDOWN_MS (the stop's own time counts), and neither group took more.
+    for (const j of first) expect((await run(queue.getJob(j.id)))?.state).toBe("completed");
+    for (const j of late) expect((await run(queue.getJob(j.id)))?.state).toBe("queued");
   });
 
   it("refuses to start workers with a registry that has no job kinds", async () => {
