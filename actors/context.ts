@@ -5,6 +5,11 @@ import type { TaskLedger } from "../src/tasks/ledger.js";
 import type { Queue } from "../src/queue/queue.js";
 import type { Worker } from "../src/queue/worker.js";
 import type { WorkerRegistry } from "../src/queue/workers.js";
+import type { RedisHealth } from "../src/health/redis-health.js";
+import type { DatabaseQueue } from "../src/tasks/database-queue.js";
+import type { DatabaseRunner } from "../src/tasks/database-runner.js";
+import type { Reconciler } from "../src/tasks/reconciler.js";
+import type { Mailbox } from "./mailbox.js";
 
 /** What every actor of one runtime shares. */
 export interface RuntimeContext {
@@ -22,4 +27,15 @@ export interface RuntimeContext {
   readonly ledger: TaskLedger | undefined;
   /** How long a stopping dispatcher lets running jobs finish; a forced stop sets it to 0. */
   drainMs(): number;
+  /** This process's view of Redis, kept by the redis-health actor. */
+  readonly health: RedisHealth;
+  /** The database queue and its reconciler, with the ledger. */
+  readonly dbQueue: DatabaseQueue | undefined;
+  readonly reconciler: Reconciler | undefined;
+  /** Running fallback dispatchers' runners by group name. */
+  readonly fallbacks: Map<string, DatabaseRunner>;
+  /** Wakes the reconciler now (Redis came back, or restarted). */
+  readonly reconcile: Mailbox<"now">;
+  /** Wakes the janitor now (Redis memory pressure). */
+  readonly cleanup: Mailbox<"now">;
 }

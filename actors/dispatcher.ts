@@ -1,14 +1,11 @@
 import { Effect, Runtime } from "effect";
 import { jobTimeoutsMs, type WorkerGroup } from "../config/profiles.js";
-import type { Progress } from "../src/jobs/definition.js";
-import { JobFailure } from "../src/queue/failures.js";
+import { throttleProgress } from "../src/jobs/throttle-progress.js";
+import { describeFailure, JobFailure } from "../src/queue/failures.js";
 import type { ClaimedJob } from "../src/queue/queue.js";
 import { Worker, type WorkerEvent } from "../src/queue/worker.js";
 import type { RuntimeContext } from "./context.js";
 import type { ChildSpec } from "./supervisor.js";
-
-/** Progress is written to Redis at most this often per job (the last one always). */
-const PROGRESS_EVERY_MS = 250;
 
 /**
  * One dispatcher per worker group: claims from the group's priorities (strictly in order, up to
@@ -35,15 +32,16 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
       );
       const reportProgress = throttledProgress(ctx, job);
       if (ctx.ledger && !(await ctx.ledger.markRunning(job.id, job.attempt))) {
-        // The ledger has moved on (cancelled while Redis was away, or ended): nothing to run.
+        // The ledger has moved on: the task ended (say, cancelled while Redis was away), a
+        // database-fallback dispatcher runs it, or a later attempt started. Nothing to run here.
         const row = await ctx.ledger.status(job.id);
-        if (row !== undefined && row !== "queued" && row !== "running") {
+        if (row !== undefined) {
           clearTimeout(timeout);
           return JSON.stringify({ skipped: `the ledger has this task as ${row}` });
         }
       }
       try {
-        return await pool.run(
+        const result = await pool.run(
           {
             id: job.id,
             attempt: job.attempt,
@@ -54,6 +52,20 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
           job.data,
           { signal: AbortSignal.any([signal, timer.signal]), onProgress: reportProgress },
         );
+        reportProgress.flush();
+        // The ledger first: a result must not wait on Redis, which may be away right now. If the
+        // queue's acknowledgement is lost, a later attempt finds the row completed and skips.
+        if (ctx.ledger) {
+          const { ledger } = ctx;
+          await ledger
+            .markCompleted(job.id, job.attempt, result || undefined)
+            .catch((error: unknown) =>
+              log(
+                Effect.logWarning(`ledger: could not record ${job.id} completed: ${describeFailure(error)}`),
+              ),
+            );
+        }
+        return result;
       } catch (error) {
         // The thread answers with the abort reason; a timeout is this job's failure, retriable.
         if (timer.signal.aborted && !signal.aborted) {
@@ -91,7 +103,10 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
       }
       switch (event.type) {
         case "error":
-          return log(Effect.logWarning(`redis: ${event.error}`));
+          // Declared outages are reported once by the health actor, not at every claim.
+          return log(
+            (ctx.health.mode() === "database" ? Effect.logDebug : Effect.logWarning)(`redis: ${event.error}`),
+          );
         case "dead":
           return log(Effect.logWarning(`job ${event.job.id} dead-lettered: ${event.error}`));
         case "retry":
@@ -143,30 +158,10 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
   }),
 });
 
-/** Writes a job's progress to Redis at most every 250 ms, never dropping the latest. */
-const throttledProgress = (ctx: RuntimeContext, job: ClaimedJob) => {
-  let last = 0;
-  let pending: Progress | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const write = () => {
-    timer = undefined;
-    const progress = pending;
-    pending = undefined;
-    if (!progress) return;
-    last = Date.now();
+/** Writes a job's progress to Redis and the ledger, throttled. */
+const throttledProgress = (ctx: RuntimeContext, job: ClaimedJob) =>
+  throttleProgress((progress) => {
     // Progress is advisory: a failed write is dropped, the job goes on.
     Effect.runPromise(ctx.queue.progress({ id: job.id, attempt: job.attempt }, progress)).catch(() => {});
     ctx.ledger?.markProgress(job.id, job.attempt, progress.percent, progress.step).catch(() => {});
-  };
-  const report = (progress: Progress) => {
-    pending = progress;
-    const wait = PROGRESS_EVERY_MS - (Date.now() - last);
-    if (wait <= 0) write();
-    else timer ??= setTimeout(write, wait);
-  };
-  report.flush = () => {
-    clearTimeout(timer);
-    write();
-  };
-  return report;
-};
+  });

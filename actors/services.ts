@@ -14,14 +14,19 @@ const PROMOTE_BATCH = 1000;
 /**
  * One round of a periodic duty. Redis being away is weather, not a bug: the round is logged and
  * skipped, and the actor goes on; restarting it would only burn the supervisor's restart
- * intensity and bring the process down over a blip. A defect still fails the actor.
+ * intensity and bring the process down over a blip. A defect still fails the actor. Once the
+ * health actor has declared the outage (and said so), the skipped rounds are only debug lines.
  */
-const tolerateRedis = (round: Effect.Effect<void, RedisError>, retryMs: number): Effect.Effect<void> =>
+const tolerateRedis = (
+  ctx: RuntimeContext,
+  round: Effect.Effect<void, RedisError>,
+  retryMs: number,
+): Effect.Effect<void> =>
   round.pipe(
     Effect.catchTag("RedisError", (error) =>
-      Effect.logWarning(`skipped a round: ${error.message}`).pipe(
-        Effect.zipRight(Effect.sleep(Duration.millis(retryMs))),
-      ),
+      (ctx.health.mode() === "database" ? Effect.logDebug : Effect.logWarning)(
+        `skipped a round: ${error.message}`,
+      ).pipe(Effect.zipRight(Effect.sleep(Duration.millis(retryMs)))),
     ),
   );
 
@@ -30,6 +35,7 @@ export const scheduler = (ctx: RuntimeContext): ChildSpec => ({
   id: "scheduler",
   run: Effect.forever(
     tolerateRedis(
+      ctx,
       Effect.gen(function* () {
         const { moved, nextDueAt } = yield* ctx.queue.promote(PROMOTE_BATCH);
         if (moved > 0) yield* Effect.logDebug(`promoted ${moved} delayed jobs`);
@@ -51,6 +57,7 @@ export const reclaimer = (ctx: RuntimeContext): ChildSpec => ({
     let cursors: readonly string[] = [];
     return Effect.forever(
       tolerateRedis(
+        ctx,
         Effect.gen(function* () {
           const result = yield* ctx.queue.reclaim(`${ctx.workerId}/reclaimer`, {
             leaseMs: ctx.config.RT_LEASE_MS,
@@ -85,14 +92,17 @@ export const heartbeat = (ctx: RuntimeContext, startedAt: number): ChildSpec => 
           startedAt,
           // The configured groups, known from the first beat (dispatchers start after this actor).
           groups: ctx.groups.map((g) => ({ name: g.name, queues: g.queues, concurrency: g.concurrency })),
-          active: [...ctx.workers.values()].reduce((n, w) => n + w.active, 0),
+          active: [...ctx.workers.values(), ...ctx.fallbacks.values()].reduce((n, w) => n + w.active, 0),
         },
         interval * 3,
       ),
     );
-    yield* Effect.addFinalizer(() => ctx.registry.remove(ctx.workerId).pipe(Effect.ignore));
+    // Leaving is a courtesy: with Redis away the registration simply lapses, so do not wait long.
+    yield* Effect.addFinalizer(() =>
+      ctx.registry.remove(ctx.workerId).pipe(Effect.timeout(Duration.seconds(1)), Effect.ignore),
+    );
     return yield* Effect.forever(
-      tolerateRedis(beat.pipe(Effect.asVoid), interval).pipe(
+      tolerateRedis(ctx, beat.pipe(Effect.asVoid), interval).pipe(
         Effect.zipRight(Effect.sleep(Duration.millis(interval))),
       ),
     );
@@ -107,6 +117,7 @@ export const janitor = (ctx: RuntimeContext, everyMs = 60_000): ChildSpec => ({
   id: "janitor",
   run: Effect.forever(
     tolerateRedis(
+      ctx,
       Effect.gen(function* () {
         const pruned = yield* ctx.registry.prune();
         if (pruned.workers > 0 || pruned.consumers > 0) {
@@ -116,7 +127,9 @@ export const janitor = (ctx: RuntimeContext, everyMs = 60_000): ChildSpec => ({
         }
         const trimmed = yield* ctx.queue.trimDeadLetters(ctx.config.RT_KEEP_FAILED_S * 1000);
         if (trimmed > 0) yield* Effect.logInfo(`trimmed ${trimmed} expired dead letters`);
-        yield* Effect.sleep(Duration.millis(everyMs));
+        // The next round comes after the interval, or at once when Redis runs short of memory.
+        yield* Effect.race(ctx.cleanup.take, Effect.sleep(Duration.millis(everyMs)));
+        yield* ctx.cleanup.drain;
       }),
       everyMs,
     ),

@@ -54,6 +54,18 @@ export const EnvSchema = Schema.Struct({
   RT_TIMEOUT_LOW_S: Schema.optionalWith(IntFromEnv(1, 86_400), { default: () => 900 }),
   /** How often each process renews its registration; it lapses after three missed beats. */
   RT_HEARTBEAT_MS: Schema.optionalWith(IntFromEnv(100, 600_000), { default: () => 5_000 }),
+  /** How often the health actor pings Redis; this many misses in a row mean Redis is down. */
+  RT_HEALTH_INTERVAL_MS: Schema.optionalWith(IntFromEnv(50, 60_000), { default: () => 1_000 }),
+  RT_HEALTH_TIMEOUT_MS: Schema.optionalWith(IntFromEnv(10, 60_000), { default: () => 500 }),
+  RT_HEALTH_FAILURES: Schema.optionalWith(IntFromEnv(1, 100), { default: () => 3 }),
+  /** Redis memory use (of maxmemory) that raises an alert and triggers a cleanup, in percent. */
+  RT_MEMORY_WARN_PCT: Schema.optionalWith(IntFromEnv(1, 100), { default: () => 80 }),
+  /** How long a submission waits for Redis before it is kept in the database queue instead. */
+  RT_SUBMIT_TIMEOUT_MS: Schema.optionalWith(IntFromEnv(10, 60_000), { default: () => 1_000 }),
+  /** How often the reconciler compares the ledger with Redis (and at once when Redis returns). */
+  RT_RECONCILE_MS: Schema.optionalWith(IntFromEnv(100, 3_600_000), { default: () => 15_000 }),
+  /** An active task younger than this is left alone by the reconciler: it may be mid-submit. */
+  RT_RECONCILE_GRACE_MS: Schema.optionalWith(IntFromEnv(0, 3_600_000), { default: () => 10_000 }),
   /** Which caption engine runs: `ollama` (default when OLLAMA_URL is set) or the offline `basic`. */
   CAPTION_ENGINE: Schema.optional(Schema.Literal("ollama", "basic")),
   OLLAMA_URL: Schema.optional(Schema.String.pipe(Schema.pattern(/^https?:\/\//))),

@@ -16,13 +16,7 @@ const levels: Record<LevelName, LogLevel.LogLevel> = {
  */
 export const loggerLayer = (format: LogFormat, level: LevelName) =>
   Layer.merge(
-    Logger.replace(
-      Logger.defaultLogger,
-      format === "json"
-        ? Logger.jsonLogger
-        : format === "pretty"
-          ? Logger.prettyLoggerDefault
-          : Logger.logfmtLogger,
-    ),
+    // The layers, not the bare formatters: a formatter only makes the line, these also print it.
+    format === "json" ? Logger.json : format === "pretty" ? Logger.pretty : Logger.logFmt,
     Logger.minimumLogLevel(levels[level]),
   );

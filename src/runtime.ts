@@ -3,8 +3,12 @@ import { hostname } from "node:os";
 import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { MikroORM } from "@mikro-orm/core";
-import { Effect, Exit, Fiber } from "effect";
+import { Effect, Either, Exit, Fiber } from "effect";
 import { dispatcher } from "../actors/dispatcher.js";
+import { fallbackDispatcher } from "../actors/fallback.js";
+import { redisHealth } from "../actors/health.js";
+import { makeMailbox } from "../actors/mailbox.js";
+import { reconciler } from "../actors/reconciler.js";
 import type { RuntimeContext } from "../actors/context.js";
 import { heartbeat, janitor, reclaimer, scheduler } from "../actors/services.js";
 import { type SupervisionEvent, supervise, supervisorChild } from "../actors/supervisor.js";
@@ -17,7 +21,11 @@ import { JobPool } from "./pool/pool.js";
 import { Queue } from "./queue/queue.js";
 import type { Worker } from "./queue/worker.js";
 import { WorkerRegistry } from "./queue/workers.js";
+import { type HealthSnapshot, RedisHealth } from "./health/redis-health.js";
+import { DatabaseQueue } from "./tasks/database-queue.js";
+import type { DatabaseRunner } from "./tasks/database-runner.js";
 import { TaskLedger } from "./tasks/ledger.js";
+import { Reconciler } from "./tasks/reconciler.js";
 import { connectRedis } from "./redis/connection.js";
 import { PrivateRedis } from "./redis/private-server.js";
 
@@ -41,11 +49,14 @@ export interface RuntimeStatus {
   readonly state: "running" | "stopping" | "stopped" | "failed";
   readonly failure: string | undefined;
   readonly actors: Readonly<Record<string, ActorStatus>>;
+  readonly health: HealthSnapshot;
 }
 
 export interface RuntimeHandle {
   readonly workerId: string;
   readonly queue: Queue;
+  /** This process's view of Redis; a TaskService given it skips Redis while it is down. */
+  readonly health: RedisHealth;
   readonly redisUrl: string;
   status(): RuntimeStatus;
   /**
@@ -104,16 +115,32 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
   }
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
   const redis = connectRedis(redisUrl, { name: `ratatoskr:${workerId}` });
+  const probe = connectRedis(redisUrl, { name: `ratatoskr:${workerId}:health`, failFast: true });
   const queue = new Queue(redis, queueOptionsFrom(config));
+  const health = new RedisHealth(probe, {
+    timeoutMs: config.RT_HEALTH_TIMEOUT_MS,
+    failureThreshold: config.RT_HEALTH_FAILURES,
+    memoryWarnPercent: config.RT_MEMORY_WARN_PCT,
+    backendKey: queue.keys.backend,
+  });
   const closeConnections = async () => {
     redis.disconnect();
+    probe.disconnect();
     await privateRedis?.stop();
   };
+  const startupWarnings: string[] = [];
 
   let pool: JobPool | undefined;
   let orm: MikroORM | undefined;
   try {
-    await Effect.runPromise(queue.prepare());
+    const prepared = await Effect.runPromise(Effect.either(queue.prepare()));
+    if (Either.isLeft(prepared)) {
+      // With the ledger, a Redis that is away at start is an outage like any other: tasks
+      // queue in the database and the scripts load when it answers. Without it, nothing could run.
+      if (!options.ledger) throw prepared.left;
+      startupWarnings.push(`redis unreachable at start (${prepared.left.message}); using the database queue`);
+      health.assumeDown(prepared.left.message);
+    }
     if (options.ledger) {
       const settings = { url: config.DATABASE_URL, dataDir: config.RT_DATA_DIR };
       orm = await openDatabase(settings);
@@ -140,6 +167,9 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
     await orm?.close();
   };
   let drainMs = config.RT_SHUTDOWN_MS;
+  const fork = () => (orm as MikroORM).em.fork();
+  const ledger = orm ? new TaskLedger(fork) : undefined;
+  const dbQueue = orm ? new DatabaseQueue(fork) : undefined;
   const ctx: RuntimeContext = {
     workerId,
     config,
@@ -147,9 +177,21 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
     registry: new WorkerRegistry(queue),
     pool,
     groups: options.groups,
-    ledger: orm ? new TaskLedger(() => (orm as MikroORM).em.fork()) : undefined,
+    ledger,
     workers: new Map<string, Worker>(),
     drainMs: () => drainMs,
+    health,
+    dbQueue,
+    reconciler:
+      ledger && dbQueue
+        ? new Reconciler(fork, queue, dbQueue, ledger, {
+            graceMs: config.RT_RECONCILE_GRACE_MS,
+            redisTimeoutMs: Math.max(config.RT_SUBMIT_TIMEOUT_MS, 1_000),
+          })
+        : undefined,
+    fallbacks: new Map<string, DatabaseRunner>(),
+    reconcile: makeMailbox<"now">(),
+    cleanup: makeMailbox<"now">(),
   };
 
   const actors = new Map<string, { running: boolean; restarts: number; lastExit: string | undefined }>();
@@ -175,19 +217,29 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
         id: "services",
         strategy: "one_for_one",
         observe,
-        children: [heartbeat(ctx, startedAt), scheduler(ctx), reclaimer(ctx), janitor(ctx)],
+        children: [
+          redisHealth(ctx),
+          heartbeat(ctx, startedAt),
+          scheduler(ctx),
+          reclaimer(ctx),
+          janitor(ctx),
+          ...(ctx.reconciler ? [reconciler(ctx)] : []),
+        ],
       }),
       supervisorChild({
         id: "workers",
         strategy: "one_for_one",
         observe,
-        children: options.groups.map((g) => dispatcher(ctx, g)),
+        children: options.groups.flatMap((g) =>
+          ctx.dbQueue ? [dispatcher(ctx, g), fallbackDispatcher(ctx, g)] : [dispatcher(ctx, g)],
+        ),
       }),
     ],
   });
   const format = config.RT_LOG_FORMAT ?? profiles[config.RT_PROFILE].logFormat;
+  const warnings = Effect.forEach(startupWarnings, (w) => Effect.logWarning(w), { discard: true });
   const fiber = Effect.runFork(
-    tree.pipe(
+    Effect.zipRight(warnings, tree).pipe(
       Effect.annotateLogs("worker", workerId),
       Effect.provide(loggerLayer(format, config.RT_LOG_LEVEL)),
     ),
@@ -217,7 +269,9 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
       drainMs = stopOptions.graceful === false ? 0 : (stopOptions.timeoutMs ?? config.RT_SHUTDOWN_MS);
       // Every dispatcher stops claiming now and drains alongside the others; the tree's stop,
       // which goes one child at a time, then only waits for drains already under way.
-      const drains = [...ctx.workers.values()].map((w) => w.stop({ timeoutMs: drainMs }));
+      const drains = [...ctx.workers.values(), ...ctx.fallbacks.values()].map((w) =>
+        w.stop({ timeoutMs: drainMs }),
+      );
       await Effect.runPromise(Fiber.interrupt(fiber));
       await Promise.all(drains);
       await pool?.close();
@@ -231,8 +285,9 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
   return {
     workerId,
     queue,
+    health,
     redisUrl,
-    status: () => ({ state, failure, actors: Object.fromEntries(actors) }),
+    status: () => ({ state, failure, actors: Object.fromEntries(actors), health: health.snapshot() }),
     stop,
     done,
   };

@@ -8,6 +8,7 @@ import { AccountsUsageError, addPlatform, createUser } from "./accounts.js";
 import { runDb } from "./db.js";
 import { runDemo } from "./demo.js";
 import { runSupervisor } from "./supervisor.js";
+import { runTasks, TasksUsageError } from "./tasks.js";
 import { formatStats, formatTable, formatWorkers } from "./table.js";
 
 const USAGE = `ratatoskr <command>
@@ -29,6 +30,10 @@ const USAGE = `ratatoskr <command>
   dead purge <priority> [<entry id>...]
   user active <user id>         the user's active task
   user release <user id>        free the user's slot (the task itself is not touched)
+  tasks migrate-to-redis [--dry-run]
+                                database-queued tasks into the streams; ends a rollback
+  tasks rollback-to-db [--dry-run]
+                                stop taking from Redis; its waiting tasks to the database queue
 
 Environment: REDIS_URL (admin commands and supervisor need it), RT_PROFILE, WORKER_MODE,
 RT_JOBS_MODULE, RT_SHUTDOWN_MS, ... (every variable: config/schema.ts)`;
@@ -74,6 +79,7 @@ export const main = async (argv: string[]): Promise<number> => {
       name: { type: "string" },
       default: { type: "boolean" },
       concurrency: { type: "string" },
+      "dry-run": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -130,6 +136,8 @@ export const main = async (argv: string[]): Promise<number> => {
     }
     case "dead":
       return dead(sub, rest, values);
+    case "tasks":
+      return runTasks(sub, { dryRun: values["dry-run"] === true }, print);
     case "user": {
       const [userId] = rest;
       if (!userId) throw new UsageError("expected a user id");
@@ -197,7 +205,10 @@ if (isEntryPoint) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (error: unknown) => {
-      const usage = error instanceof UsageError || error instanceof AccountsUsageError;
+      const usage =
+        error instanceof UsageError ||
+        error instanceof AccountsUsageError ||
+        error instanceof TasksUsageError;
       process.stderr.write(
         `ratatoskr: ${error instanceof Error ? error.message : String(error)}\n${usage ? "try: ratatoskr --help\n" : ""}`,
       );

@@ -71,6 +71,11 @@ export const CaptionTask = defineEntity({
     queueBackend: p.enum(["redis", "database"]).default("redis"),
     /** The queue's attempt number last written here; every update compares it (fencing). */
     attempt: p.integer().default(0),
+    /** Database queue only: not to be claimed before this (a retry's backoff). */
+    availableAt: p.datetime().nullable(),
+    /** Database queue only: the running attempt's lease; past it the task is run again. */
+    leaseUntil: p.datetime().nullable(),
+    leaseOwner: p.string().length(200).nullable(),
   }),
 });
 export type CaptionTask = InferEntity<typeof CaptionTask>;

@@ -5,6 +5,7 @@ import { BetterSqliteDriver } from "@mikro-orm/better-sqlite";
 import { Migrator } from "@mikro-orm/migrations";
 import { PostgreSqlDriver } from "@mikro-orm/postgresql";
 import { entities } from "./entities.js";
+import { DatabaseQueue } from "./migrations/database-queue.js";
 import { InitialSchema } from "./migrations/initial.js";
 
 export interface DatabaseSettings {
@@ -18,7 +19,10 @@ export interface DatabaseSettings {
 }
 
 /** Applied in order; a name, once released, never changes. */
-const MIGRATIONS = [{ name: "20261122000000_initial", class: InitialSchema }];
+const MIGRATIONS = [
+  { name: "20261122000000_initial", class: InitialSchema },
+  { name: "20261122160000_database_queue", class: DatabaseQueue },
+];
 
 export const describeDatabase = (settings: DatabaseSettings) =>
   settings.url?.startsWith("postgres") ? settings.url.replace(/\/\/[^@/]*@/, "//***@") : sqlitePath(settings);

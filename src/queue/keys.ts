@@ -23,6 +23,8 @@ export interface QueueKeys {
   readonly workers: string;
   /** A worker process's registration (host, pid, groups, ...), expiring unless renewed. */
   worker(id: string): string;
+  /** Set to `database` by `tasks rollback-to-db`: every process then queues in the database. */
+  readonly backend: string;
 }
 
 const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -50,5 +52,6 @@ export const queueKeys = (prefix: string, queue: string): QueueKeys => {
     metrics: (minute) => `${base}m:${minute}`,
     workers: `${base}workers`,
     worker: (id) => `${base}w:${id}`,
+    backend: `${base}backend`,
   };
 };

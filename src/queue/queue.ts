@@ -41,6 +41,13 @@ export interface NewJob {
   /** Attempts in all, first one included; default 4 (three retries). */
   readonly maxAttempts?: number;
   readonly delayMs?: number;
+  /**
+   * Attempts this task already used elsewhere (the database ledger's count): the next claim is
+   * attempt `afterAttempt + 1`, and `maxAttempts` more are allowed from there.
+   */
+  readonly afterAttempt?: number;
+  /** An ended job of the same id is replaced instead of refusing the enqueue as a duplicate. */
+  readonly replaceEnded?: boolean;
 }
 
 export interface Enqueued {
@@ -94,6 +101,8 @@ export type FailOutcome =
 export type CancelOutcome =
   | { readonly outcome: "cancelled" }
   | { readonly outcome: "flagged"; readonly attempt: number }
+  /** Only with `waitingOnly`: the job runs and was left alone. */
+  | { readonly outcome: "running" }
   | { readonly outcome: "ended"; readonly state: string };
 
 export interface ReclaimOptions {
@@ -172,7 +181,16 @@ export class Queue {
   enqueue(job: NewJob): Effect.Effect<Enqueued, ActiveTaskExists | DuplicateTask | InvalidJob | RedisError> {
     const invalid = validateJob(job);
     if (invalid) return Effect.fail(new InvalidJob({ reason: invalid }));
-    const args = [job.id, job.userId ?? "", job.priority, job.data, job.maxAttempts ?? 4, job.delayMs ?? 0];
+    const args = [
+      job.id,
+      job.userId ?? "",
+      job.priority,
+      job.data,
+      job.maxAttempts ?? 4,
+      job.delayMs ?? 0,
+      job.afterAttempt ?? 0,
+      job.replaceEnded ? 1 : 0,
+    ];
     return this.run(scripts.enqueue, args).pipe(
       Effect.flatMap((reply): Effect.Effect<Enqueued, ActiveTaskExists | DuplicateTask> => {
         const [status, value] = reply as [string, string];
@@ -243,6 +261,18 @@ export class Queue {
     return this.run(scripts.renew, args).pipe(Effect.map((reply) => reply as RenewOutcome[]));
   }
 
+  /**
+   * Puts back the user locks of live jobs whose lock is missing (the ledger knows the tasks are
+   * active); returns how many were restored.
+   */
+  restoreUserLocks(tasks: ReadonlyArray<{ readonly id: string; readonly userId: string }>) {
+    if (tasks.length === 0) return Effect.succeed(0);
+    return this.run(
+      scripts.restoreLocks,
+      tasks.flatMap((t) => [t.id, t.userId]),
+    ).pipe(Effect.map(Number));
+  }
+
   /** Completes jobs in one round trip; 'stale' for an attempt that is no longer current. */
   complete(
     done: ReadonlyArray<Lease & { readonly result?: string }>,
@@ -283,8 +313,17 @@ export class Queue {
     );
   }
 
-  cancel(id: string, reason = "cancelled"): Effect.Effect<CancelOutcome, TaskNotFound | RedisError> {
-    return this.run(scripts.cancel, [id, reason.slice(0, 1000), this.retention.cancelledSeconds]).pipe(
+  /**
+   * Cancels a job: a waiting one is removed, a running one flagged for its worker to abort. With
+   * `waitingOnly`, a running job is left alone (answer `running`).
+   */
+  cancel(
+    id: string,
+    reason = "cancelled",
+    options: { waitingOnly?: boolean } = {},
+  ): Effect.Effect<CancelOutcome, TaskNotFound | RedisError> {
+    const args = [id, reason.slice(0, 1000), this.retention.cancelledSeconds, options.waitingOnly ? 1 : 0];
+    return this.run(scripts.cancel, args).pipe(
       Effect.flatMap((reply): Effect.Effect<CancelOutcome, TaskNotFound> => {
         const [outcome, value] = reply as [string, string | number];
         switch (outcome) {
@@ -294,6 +333,8 @@ export class Queue {
             return Effect.succeed({ outcome, attempt: Number(value) } as const);
           case "ended":
             return Effect.succeed({ outcome, state: String(value) } as const);
+          case "running":
+            return Effect.succeed({ outcome } as const);
           default:
             return Effect.succeed({ outcome: "cancelled" } as const);
         }
@@ -381,6 +422,8 @@ const validateJob = (job: NewJob): string | undefined => {
   const attempts = job.maxAttempts ?? 4;
   if (!Number.isInteger(attempts) || attempts < 1 || attempts > 1000)
     return "maxAttempts must be an integer 1-1000";
+  const after = job.afterAttempt ?? 0;
+  if (!Number.isInteger(after) || after < 0) return "afterAttempt must be an integer >= 0";
   const delay = job.delayMs ?? 0;
   if (!Number.isFinite(delay) || delay < 0) return "delayMs must be a finite number >= 0";
   return undefined;

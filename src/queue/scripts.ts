@@ -17,4 +17,5 @@ export const scripts = {
   redrive: LuaScript.fromDirectory(dir, "redrive"),
   progress: LuaScript.fromDirectory(dir, "progress"),
   heartbeat: LuaScript.fromDirectory(dir, "heartbeat"),
+  restoreLocks: LuaScript.fromDirectory(dir, "restore-locks"),
 } as const;

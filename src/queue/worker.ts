@@ -42,6 +42,8 @@ export interface WorkerOptions {
 interface Running {
   readonly job: ClaimedJob;
   readonly controller: AbortController;
+  /** The handler is done and its answer is on its way: a renewal's word no longer matters. */
+  settled: boolean;
 }
 
 const LEASE_LOST = "lease lost";
@@ -173,7 +175,7 @@ export class Worker {
   }
 
   private startJob(job: ClaimedJob) {
-    const entry = { job, controller: new AbortController() };
+    const entry: Running = { job, controller: new AbortController(), settled: false };
     // By attempt, not id: an attempt that lost its lease may still be winding down here when the
     // job's next attempt is claimed by this same worker.
     const key = `${job.id}#${job.attempt}`;
@@ -186,7 +188,8 @@ export class Worker {
       });
   }
 
-  private async execute({ job, controller }: Running): Promise<void> {
+  private async execute(entry: Running): Promise<void> {
+    const { job, controller } = entry;
     const invalid = this.options.validate?.(job);
     if (invalid !== undefined) {
       await this.reportFailure(job, invalid, "invalid");
@@ -200,9 +203,11 @@ export class Worker {
       // A lost lease belongs to another attempt now and a shutdown leaves the job to the
       // reclaimer: neither is reported. A cancel is, and the queue records it as cancelled.
       if (reason === LEASE_LOST || reason === SHUTDOWN) return;
+      entry.settled = true;
       await this.reportFailure(job, reason ?? describeFailure(error), failureKindOf(error));
       return;
     }
+    entry.settled = true;
     await new Promise<void>((done) => {
       this.completions.push({ job, result: result ?? "", done });
       this.scheduleFlush();
@@ -271,7 +276,8 @@ export class Worker {
       const answers = await Effect.runPromise(this.options.queue.renew(this.options.consumer, leases));
       answers.forEach((answer, i) => {
         const entry = entries[i];
-        if (!entry || entry.controller.signal.aborted) return;
+        // A renewal that crossed the job's completion answers 'lost': the job is done, not lost.
+        if (!entry || entry.settled || entry.controller.signal.aborted) return;
         if (answer === "lost") {
           this.emit({ type: "lost", job: entry.job });
           entry.controller.abort(new Error(LEASE_LOST));

@@ -7,6 +7,11 @@ export interface ConnectOptions {
   readonly name?: string;
   /** A connection used for blocking reads: no auto-pipelining behind a BLOCK. */
   readonly blocking?: boolean;
+  /**
+   * Commands fail at once while disconnected instead of waiting for a reconnect: for probes,
+   * whose whole point is to notice that Redis is away.
+   */
+  readonly failFast?: boolean;
 }
 
 /**
@@ -17,7 +22,8 @@ export const connectRedis = (url: string, options: ConnectOptions = {}): RedisCl
   const redis = new Redis(url, {
     connectionName: options.name ?? "ratatoskr",
     enableAutoPipelining: !options.blocking,
-    maxRetriesPerRequest: options.blocking ? null : 3,
+    maxRetriesPerRequest: options.failFast ? 0 : options.blocking ? null : 3,
+    enableOfflineQueue: !options.failFast,
     // Reconnect quickly at first, then settle at 2 s; the health actor decides what "down" means.
     retryStrategy: (times) => Math.min(50 * 2 ** times, 2000),
   });

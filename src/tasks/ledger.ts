@@ -15,20 +15,30 @@ export class TaskLedger {
   }
 
   /**
-   * Attempt `attempt` started: only forward, never back to an older attempt. It also counts the
+   * Attempt `attempt` of a Redis job started: only forward, never back to an older attempt, and
+   * never over an attempt a database-fallback dispatcher is running. A task waiting in the
+   * database queue is taken over: Redis delivered it, so Redis runs it. It also counts the
    * attempts before it as retries, because the previous attempt's own "retrying" write may land
    * after this one (the writes race) and would then find the row moved on.
    */
   markRunning(id: string, attempt: number): Promise<boolean> {
     return this.update(
-      { id, status: { $in: ["queued", "running"] }, attempt: { $lt: attempt } },
+      {
+        id,
+        attempt: { $lt: attempt },
+        $or: [{ status: "queued" }, { status: "running", queueBackend: "redis" }],
+      },
       {
         status: "running",
+        queueBackend: "redis",
         attempt,
         retryCount: attempt - 1,
         startedAt: new Date(),
         progressPercent: 0,
         currentStep: "Starting",
+        availableAt: null,
+        leaseUntil: null,
+        leaseOwner: null,
       },
     );
   }
@@ -47,6 +57,22 @@ export class TaskLedger {
         status: "completed",
         completedAt: new Date(),
         resultsJson: resultsJson ?? null,
+        progressPercent: 100,
+        currentStep: "Completed",
+        errorMessage: null,
+      },
+    );
+  }
+
+  /** Redis says attempt `attempt` completed, and the ledger missed it: settle the row. */
+  settleCompleted(id: string, attempt: number, resultsJson: string | undefined): Promise<boolean> {
+    return this.update(
+      { id, status: { $in: ["queued", "running"] }, attempt: { $lte: attempt } },
+      {
+        status: "completed",
+        attempt,
+        completedAt: new Date(),
+        resultsJson: resultsJson || null,
         progressPercent: 100,
         currentStep: "Completed",
         errorMessage: null,
@@ -101,7 +127,11 @@ export class TaskLedger {
     return row?.status;
   }
 
-  markBackend(id: string, backend: "redis" | "database"): Promise<boolean> {
-    return this.update({ id, status: "queued" }, { queueBackend: backend });
+  /** A new task Redis could not take waits in the database queue instead. */
+  keepInDatabase(id: string): Promise<boolean> {
+    return this.update(
+      { id, status: "queued", attempt: 0, queueBackend: "redis" },
+      { queueBackend: "database" },
+    );
   }
 }

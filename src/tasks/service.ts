@@ -1,12 +1,13 @@
 import { type MikroORM, UniqueConstraintViolationException } from "@mikro-orm/core";
-import { DateTime, Effect, Either, ParseResult, Schema } from "effect";
+import { Duration, Effect, Either, ParseResult, Schema } from "effect";
 import { CaptionTask, PlatformConnection } from "../db/entities.js";
 import { CaptionSettings } from "../domain/caption-settings.js";
-import { jobCodec } from "../domain/index.js";
 import { type Priority } from "../domain/priority.js";
 import { newTaskId } from "../domain/task-id.js";
 import { QueueAdmin } from "../queue/admin.js";
-import { ActiveTaskExists } from "../queue/errors.js";
+import { ActiveTaskExists, RedisError } from "../queue/errors.js";
+import type { Backend } from "../health/redis-health.js";
+import { captionJob } from "./caption-job.js";
 import type { Queue } from "../queue/queue.js";
 import { InvalidTaskInput, NoPlatformConnection, TaskNotFound, TaskNotRetryable } from "./errors.js";
 import { TaskLedger } from "./ledger.js";
@@ -24,6 +25,13 @@ export interface Submitted {
   readonly taskId: string;
   /** `database` when Redis could not take it: the row waits for the fallback dispatcher. */
   readonly backend: "redis" | "database";
+}
+
+export interface TaskServiceOptions {
+  /** This process's view of Redis: while it says `database`, submissions skip Redis. */
+  readonly health?: { mode(): Backend } | undefined;
+  /** How long a submission or cancel waits for Redis (default 1 s). */
+  readonly redisTimeoutMs?: number | undefined;
 }
 
 export type CancelOutcome = "cancelled" | "cancelling" | { readonly ended: string };
@@ -46,11 +54,28 @@ const decodeSettings = Schema.decodeUnknownEither(CaptionSettings, {
 export class TaskService {
   readonly ledger: TaskLedger;
 
+  private readonly health: { mode(): Backend } | undefined;
+  private readonly redisTimeoutMs: number;
+
   constructor(
     private readonly orm: MikroORM,
     private readonly queue: Queue,
+    options: TaskServiceOptions = {},
   ) {
     this.ledger = new TaskLedger(() => this.orm.em.fork());
+    this.health = options.health;
+    this.redisTimeoutMs = options.redisTimeoutMs ?? 1_000;
+  }
+
+  /** A Redis call that gives up after the submit timeout: a paused Redis must not hold a request. */
+  private withinTimeout<A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E | RedisError> {
+    return effect.pipe(
+      Effect.timeoutFail({
+        duration: Duration.millis(this.redisTimeoutMs),
+        onTimeout: () =>
+          new RedisError({ operation: "submit", cause: new Error(`no answer in ${this.redisTimeoutMs} ms`) }),
+      }),
+    );
   }
 
   async submit(
@@ -88,6 +113,8 @@ export class TaskService {
       return Either.left(new ActiveTaskExists({ userId: String(input.userId), activeTaskId: active }));
 
     const taskId = newTaskId();
+    // Read once: the row and the path it takes must agree even if the mode changes meanwhile.
+    const redisKnownDown = this.health?.mode() === "database";
     const createdAt = new Date();
     em.create(CaptionTask, {
       id: taskId,
@@ -98,7 +125,8 @@ export class TaskService {
       settingsJson: JSON.stringify(settings.right),
       createdAt,
       maxRetries,
-      queueBackend: "redis",
+      // Known down: straight to the database queue, no Redis round trip in the request.
+      queueBackend: redisKnownDown ? "database" : "redis",
       attempt: 0,
     });
     try {
@@ -114,34 +142,33 @@ export class TaskService {
       throw error;
     }
 
-    const data = jobCodec.encode("caption", {
-      task_id: taskId,
-      user_id: input.userId,
-      platform_connection_id: connection.id,
-      priority: input.priority,
-      settings: settings.right,
-      created_at: DateTime.unsafeFromDate(createdAt),
-      retry_count: 0,
-      max_retries: maxRetries,
-    });
-    const job = {
+    if (redisKnownDown) return Either.right({ taskId, backend: "database" as const });
+    const job = captionJob({
       id: taskId,
+      userId: input.userId,
+      platformConnectionId: connection.id,
       priority: input.priority,
-      data,
-      userId: String(input.userId),
-      maxAttempts: maxRetries + 1,
-    };
+      settingsJson: JSON.stringify(settings.right),
+      createdAt,
+      retryCount: 0,
+      maxRetries,
+    });
     const enqueue = this.queue.enqueue(job).pipe(
       // The ledger says this user has no active task, so a Redis lock saying otherwise is stale.
       Effect.catchTag("ActiveTaskExists", () =>
-        new QueueAdmin(this.queue).releaseUser(job.userId).pipe(Effect.zipRight(this.queue.enqueue(job))),
+        new QueueAdmin(this.queue)
+          .releaseUser(job.userId ?? "")
+          .pipe(Effect.zipRight(this.queue.enqueue(job))),
       ),
+      (effect) => this.withinTimeout(effect),
       Effect.either,
     );
     const enqueued = await Effect.runPromise(enqueue);
     if (Either.isLeft(enqueued)) {
-      // Redis could not take it: the row stays queued for the database fallback. Nothing is lost.
-      await this.ledger.markBackend(taskId, "database");
+      // Redis could not take it: the row waits in the database queue. Nothing is lost; if the
+      // enqueue still lands later, whichever side claims the task first runs it (the ledger's
+      // compare-and-set lets only one), and the reconciler settles the other.
+      await this.ledger.keepInDatabase(taskId);
       return Either.right({ taskId, backend: "database" });
     }
     return Either.right({ taskId, backend: "redis" });
@@ -177,13 +204,19 @@ export class TaskService {
     if (!row) return Either.left(new TaskNotFound({ taskId }));
     if (row.status !== "queued" && row.status !== "running") return Either.right({ ended: row.status });
     const byAdmin = caller.admin && row.userId !== caller.userId ? { adminUserId: caller.userId } : undefined;
-    const outcome = await Effect.runPromise(Effect.either(this.queue.cancel(taskId, reason)));
-    if (Either.isRight(outcome) && outcome.right.outcome === "flagged") {
-      // Running: its worker aborts and the dispatcher records the end, within one lease renewal.
-      return Either.right("cancelling");
-    }
-    // Removed from the queue, or not there (database backend, Redis lost it, Redis away): the
-    // ledger's word is final; a dispatcher that claims it later finds it cancelled and skips it.
+    const flagged =
+      row.queueBackend === "redis" &&
+      (await Effect.runPromise(
+        this.withinTimeout(this.queue.cancel(taskId, reason)).pipe(
+          Effect.map((answer) => answer.outcome === "flagged"),
+          Effect.orElseSucceed(() => false),
+        ),
+      ));
+    // Running from Redis: its worker aborts and the dispatcher records the end, within one renewal.
+    if (flagged) return Either.right("cancelling");
+    // Removed from the queue, or not there (database queue, Redis lost it, Redis away): the
+    // ledger's word is final; a dispatcher that claims it later finds it cancelled and skips
+    // it, and a database-queue attempt sees it at its next lease renewal and aborts.
     await this.ledger.markCancelled(taskId, { reason, byAdmin });
     return Either.right("cancelled");
   }

@@ -1,9 +1,8 @@
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { migrate, openDatabase } from "../../src/db/orm.js";
 import { sqliteUrl } from "../support/databases.js";
@@ -11,17 +10,8 @@ import { QueueAdmin } from "../../src/queue/admin.js";
 import { WorkerRegistry } from "../../src/queue/workers.js";
 import { eventually, makeQueue } from "../support/queue.js";
 import { run, useRedis } from "../support/redis.js";
-import { TEST_JOBS, testJob } from "../support/runtime.js";
-
-const CLI = fileURLToPath(new URL("../../bin/ratatoskr.js", import.meta.url));
-
-interface Proc {
-  child: ChildProcess;
-  output: () => string;
-  exited: Promise<number | null>;
-}
-
-const children: Proc[] = [];
+import { CLI, supervisors } from "../support/processes.js";
+import { testJob } from "../support/runtime.js";
 
 /** A supervisor keeps the ledger, so it needs a migrated database (its rows: none, for these jobs). */
 let ledgerUrl = "";
@@ -32,27 +22,9 @@ beforeAll(async () => {
   await orm.close();
 });
 
-/** A real `ratatoskr supervisor` process, as an operator would start it. */
-const spawnSupervisor = (env: Record<string, string>, args: string[] = []): Proc => {
-  const child = spawn(process.execPath, [CLI, "supervisor", ...args], {
-    env: {
-      ...process.env,
-      RT_PROFILE: "test",
-      RT_JOBS_MODULE: TEST_JOBS,
-      RT_POOL_THREADS: "2",
-      DATABASE_URL: ledgerUrl,
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  child.stdout?.on("data", (d: Buffer) => (output += d.toString()));
-  child.stderr?.on("data", (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  const proc = { child, output: () => output, exited };
-  children.push(proc);
-  return proc;
-};
+const processes = supervisors();
+const spawnSupervisor = (env: Record<string, string>, args: string[] = []) =>
+  processes.spawnSupervisor({ DATABASE_URL: ledgerUrl, ...env }, args);
 
 const ranLines = (log: string) =>
   existsSync(log)
@@ -67,12 +39,7 @@ const ranLines = (log: string) =>
 
 describe("ratatoskr supervisor processes", () => {
   const redis = useRedis();
-  afterEach(async () => {
-    for (const p of children.splice(0)) {
-      p.child.kill("SIGKILL");
-      await p.exited;
-    }
-  });
+  afterEach(processes.killAll);
 
   it("SIGTERM during 20 running jobs: finished ones complete, the rest complete in another process", async () => {
     const log = join(mkdtempSync(join(tmpdir(), "rt-sigterm-")), "log");

@@ -1,8 +1,9 @@
 -- cancel: a waiting or delayed job is removed at once; a running one is flagged and its owner is
 -- told on the events channel (and again by its next lease renewal) so it can abort the run.
+-- With waiting_only, a running job is left alone ({'running'}): for moving waiting work elsewhere.
 -- KEYS[1] base
--- ARGV id, reason, ttl_cancelled
--- -> {'cancelled'} | {'flagged', attempt} | {'ended', state} | {'missing'}
+-- ARGV id, reason, ttl_cancelled, waiting_only
+-- -> {'cancelled'} | {'flagged', attempt} | {'running'} | {'ended', state} | {'missing'}
 -- @include common
 
 local base, id, reason, ttl = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
@@ -21,6 +22,7 @@ elseif state == 'delayed' then
   finish(base, id, job[4], 'cancelled', now, ttl, 'error', reason)
   return { 'cancelled' }
 elseif state == 'running' then
+  if ARGV[4] == '1' then return { 'running' } end
   redis.call('HSET', key, 'cancel', '1', 'error', reason)
   redis.call('PUBLISH', base .. 'events', cjson.encode({ type = 'cancel', id = id, attempt = tonumber(job[5]) }))
   return { 'flagged', job[5] }

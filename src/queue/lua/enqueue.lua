@@ -1,17 +1,27 @@
 -- enqueue: a new job enters its priority's stream (or the delayed set when delay_ms > 0).
 -- The one-active-task-per-user rule is checked in the same step, so 50 racing submissions of one
 -- user leave exactly one job. A lock naming a job that is no longer active is stale and replaced.
+-- A task coming back from the database ledger carries the attempts it already used (after_attempt):
+-- its next claim continues from there, so an attempt number is never handed out twice, whichever
+-- Redis or database ran the earlier ones. With replace_ended, an ended job of the same id (a
+-- leftover of a run the ledger has since moved elsewhere) gives way to the new one.
 -- KEYS[1] base
--- ARGV id, user ('' = no user rule), prio, data, max_attempts, delay_ms
+-- ARGV id, user ('' = no user rule), prio, data, max_attempts, delay_ms, after_attempt, replace_ended
 -- -> {'OK', entry_or_empty} | {'ACTIVE', active_id} | {'DUPLICATE', id}
 -- @include common
 
 local base = KEYS[1]
 local id, user, prio, data, max, delay = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local after, replace_ended = tonumber(ARGV[7] or '0'), ARGV[8] == '1'
 if not PRIORITY[prio] then return redis.error_reply('ERR unknown priority ' .. tostring(prio)) end
 
 local key = job_key(base, id)
-if redis.call('EXISTS', key) == 1 then return { 'DUPLICATE', id } end
+local existing = redis.call('HGET', key, 'state')
+if existing then
+  local ended = existing == 'completed' or existing == 'failed' or existing == 'cancelled'
+  if not (replace_ended and ended) then return { 'DUPLICATE', id } end
+  redis.call('DEL', key)
+end
 
 if user ~= '' then
   local lock = user_key(base, user)
@@ -26,11 +36,11 @@ end
 local now = now_ms()
 if delay > 0 then
   redis.call('ZADD', delayed_key(base, prio), now + delay, id)
-  redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'delayed', 'attempt', 0,
-    'max', max, 'created', now, 'entry', '', 'due', now + delay)
+  redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'delayed', 'attempt', after,
+    'spent', after, 'max', max, 'created', now, 'entry', '', 'due', now + delay)
   return { 'OK', '' }
 end
 local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id)
-redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'queued', 'attempt', 0,
-  'max', max, 'created', now, 'entry', entry)
+redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'queued', 'attempt', after,
+  'spent', after, 'max', max, 'created', now, 'entry', entry)
 return { 'OK', entry }

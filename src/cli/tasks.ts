@@ -1,0 +1,53 @@
+import { loadConfig } from "../../config/schema.js";
+import { assertMigrated, openDatabase } from "../db/orm.js";
+import { PRIORITIES } from "../domain/priority.js";
+import { migrateToRedis, rollbackToDb } from "../tasks/backend-switch.js";
+import { connect } from "./connect.js";
+
+export class TasksUsageError extends Error {}
+
+/** `ratatoskr tasks migrate-to-redis | rollback-to-db [--dry-run]`: prints what moved, and why not. */
+export const runTasks = async (
+  sub: string | undefined,
+  options: { dryRun: boolean },
+  print: (line: string) => void,
+): Promise<number> => {
+  if (sub !== "migrate-to-redis" && sub !== "rollback-to-db")
+    throw new TasksUsageError(`unknown tasks command ${JSON.stringify(sub ?? "")}`);
+  const config = loadConfig();
+  const settings = { url: config.DATABASE_URL, dataDir: config.RT_DATA_DIR };
+  const orm = await openDatabase(settings);
+  try {
+    await assertMigrated(orm, settings);
+    const redis = await connect({ allowPrivate: false, name: "ratatoskr-cli" });
+    try {
+      const dry = options.dryRun ? " (dry run: nothing changed)" : "";
+      if (sub === "migrate-to-redis") {
+        const r = await migrateToRedis(orm, redis.queue, options);
+        const waiting = PRIORITIES.map((p) => `${p} ${r.waiting[p]}`).join(", ");
+        print(`waiting in the database: ${waiting}`);
+        for (const bad of r.invalid)
+          print(`  invalid, ${options.dryRun ? "would be" : "marked"} failed: ${bad.id}: ${bad.reason}`);
+        print(
+          `${options.dryRun ? "would move" : "moved"} ${options.dryRun ? Object.values(r.waiting).reduce((a, b) => a + b, 0) - r.invalid.length : r.moved} tasks to redis${dry}`,
+        );
+        if (r.resumed.length > 0)
+          print(`${options.dryRun ? "would resume" : "resumed"}: ${r.resumed.join(", ")}`);
+        return r.invalid.length > 0 ? 1 : 0;
+      }
+      const r = await rollbackToDb(orm, redis.queue, options);
+      print(
+        `${options.dryRun ? "would pause" : "paused"} in redis: ${r.paused.join(", ") || "none (already paused)"}`,
+      );
+      print(
+        `${options.dryRun ? "would move" : "moved"} ${r.moved} waiting tasks to the database queue${dry}`,
+      );
+      print(`${r.running} running tasks finish in redis`);
+      return 0;
+    } finally {
+      await redis.close();
+    }
+  } finally {
+    await orm.close();
+  }
+};

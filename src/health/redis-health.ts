@@ -1,0 +1,210 @@
+import type { RedisClient } from "../redis/connection.js";
+
+export type Backend = "redis" | "database";
+
+export interface Alert {
+  readonly at: number;
+  readonly level: "warning" | "info";
+  readonly message: string;
+}
+
+export interface MemoryReading {
+  readonly usedBytes: number;
+  /** 0 when Redis has no maxmemory set. */
+  readonly maxBytes: number;
+  readonly percent: number | undefined;
+}
+
+export interface HealthSnapshot {
+  /** Where new tasks go and which dispatchers claim: Redis, or the database fallback. */
+  readonly mode: Backend;
+  /** `tasks rollback-to-db` holds every process in database mode. */
+  readonly forced: boolean;
+  readonly since: number;
+  readonly misses: number;
+  readonly lastPingMs: number | undefined;
+  /** Mode changes since start, each way. */
+  readonly transitions: { readonly toDatabase: number; readonly toRedis: number };
+  readonly memory: MemoryReading | undefined;
+  readonly runId: string | undefined;
+  readonly alerts: readonly Alert[];
+}
+
+export type HealthEvent =
+  | { readonly type: "down"; readonly reason: string }
+  | { readonly type: "up"; readonly downForMs: number }
+  | { readonly type: "restarted"; readonly runId: string }
+  | { readonly type: "memory"; readonly reading: MemoryReading };
+
+export interface HealthOptions {
+  readonly timeoutMs: number;
+  readonly failureThreshold: number;
+  readonly memoryWarnPercent: number;
+  readonly backendKey: string;
+  readonly now?: () => number;
+}
+
+const MAX_ALERTS = 50;
+
+const infoField = (info: string, field: string): string | undefined =>
+  new RegExp(`^${field}:(.*)$`, "m").exec(info)?.[1]?.trim();
+
+/** Resolves with the command's answer, or rejects after `ms` (a paused Redis never answers). */
+const within = <A>(ms: number, promise: Promise<A>): Promise<A> =>
+  new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error instanceof Error ? error : new Error(String(error)));
+      },
+    );
+  });
+
+/**
+ * What this process believes of Redis: up (tasks go through it) or down (tasks wait in the
+ * database and the fallback dispatchers run them). One probe per call of `check`, made by the
+ * health actor; everyone else only reads. Down takes `failureThreshold` misses in a row, up one
+ * answer: a flapping Redis is used as soon as it answers, and the reconciler sorts out the rest.
+ */
+export class RedisHealth {
+  private state: Backend = "redis";
+  private forcedMode = false;
+  private sinceMs: number;
+  private missCount = 0;
+  private pingMs: number | undefined;
+  private readonly counts = { toDatabase: 0, toRedis: 0 };
+  private memoryReading: MemoryReading | undefined;
+  private memoryAlerted = false;
+  private knownRunId: string | undefined;
+  private readonly alertLog: Alert[] = [];
+  private readonly listeners = new Set<(event: HealthEvent) => void>();
+  private readonly now: () => number;
+
+  constructor(
+    private readonly client: RedisClient,
+    private readonly options: HealthOptions,
+  ) {
+    this.now = options.now ?? Date.now;
+    this.sinceMs = this.now();
+  }
+
+  mode(): Backend {
+    return this.state;
+  }
+
+  snapshot(): HealthSnapshot {
+    return {
+      mode: this.state,
+      forced: this.forcedMode,
+      since: this.sinceMs,
+      misses: this.missCount,
+      lastPingMs: this.pingMs,
+      transitions: { ...this.counts },
+      memory: this.memoryReading,
+      runId: this.knownRunId,
+      alerts: [...this.alertLog],
+    };
+  }
+
+  on(listener: (event: HealthEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Start in database mode: Redis did not answer at start-up (the probes take it from here). */
+  assumeDown(reason: string): void {
+    if (this.state === "redis") this.change("database", `unreachable at start (${reason})`);
+  }
+
+  /** One probe: PING (and the rollback flag) within the timeout; with `deep`, INFO as well. */
+  async check(options: { deep?: boolean } = {}): Promise<void> {
+    const started = this.now();
+    let forced: boolean;
+    try {
+      const [pong, backend] = await within(
+        this.options.timeoutMs,
+        Promise.all([this.client.ping(), this.client.get(this.options.backendKey)]),
+      );
+      if (pong !== "PONG") throw new Error(`PING answered ${String(pong)}`);
+      forced = backend === "database";
+    } catch (error) {
+      this.miss(error instanceof Error ? error.message : String(error));
+      return;
+    }
+    this.pingMs = this.now() - started;
+    this.missCount = 0;
+    this.forcedMode = forced;
+    const wasDown = this.state === "database";
+    if (forced) {
+      if (!wasDown) this.change("database", "tasks rollback-to-db holds the database queue");
+    } else if (wasDown) {
+      this.change("redis", "Redis answers again");
+    }
+    // After an outage Redis may be a new, empty instance: read its run id at once.
+    if (options.deep || wasDown || this.knownRunId === undefined) await this.inspect();
+  }
+
+  private miss(reason: string) {
+    this.missCount++;
+    if (this.state === "redis" && this.missCount >= this.options.failureThreshold) {
+      this.change("database", `${this.missCount} pings missed in a row (last: ${reason})`);
+    }
+  }
+
+  private change(mode: Backend, reason: string) {
+    const downFor = this.now() - this.sinceMs;
+    this.state = mode;
+    this.sinceMs = this.now();
+    if (mode === "database") {
+      this.counts.toDatabase++;
+      this.alert("warning", `Redis is down: ${reason}; tasks now queue in the database`);
+      this.emit({ type: "down", reason });
+    } else {
+      this.counts.toRedis++;
+      this.alert("info", `Redis is back after ${(downFor / 1000).toFixed(1)} s; tasks move back to it`);
+      this.emit({ type: "up", downForMs: downFor });
+    }
+  }
+
+  private async inspect() {
+    let info: string;
+    try {
+      info = await within(this.options.timeoutMs, this.client.info());
+    } catch {
+      return; // The next PING tells whether Redis is away; INFO alone decides nothing.
+    }
+    const runId = infoField(info, "run_id");
+    if (runId && this.knownRunId && runId !== this.knownRunId) {
+      this.alert("warning", `Redis restarted (run id ${runId}); the ledger will re-enqueue what it lost`);
+      this.emit({ type: "restarted", runId });
+    }
+    if (runId) this.knownRunId = runId;
+    const usedBytes = Number(infoField(info, "used_memory") ?? 0);
+    const maxBytes = Number(infoField(info, "maxmemory") ?? 0);
+    const percent = maxBytes > 0 ? Math.round((100 * usedBytes) / maxBytes) : undefined;
+    this.memoryReading = { usedBytes, maxBytes, percent };
+    const high = percent !== undefined && percent >= this.options.memoryWarnPercent;
+    if (high && !this.memoryAlerted) {
+      this.alert(
+        "warning",
+        `Redis memory at ${percent}% of maxmemory (warning at ${this.options.memoryWarnPercent}%); cleaning up expired job data`,
+      );
+      this.emit({ type: "memory", reading: this.memoryReading });
+    }
+    this.memoryAlerted = high;
+  }
+
+  private alert(level: Alert["level"], message: string) {
+    this.alertLog.push({ at: this.now(), level, message });
+    if (this.alertLog.length > MAX_ALERTS) this.alertLog.shift();
+  }
+
+  private emit(event: HealthEvent) {
+    for (const listener of this.listeners) listener(event);
+  }
+}

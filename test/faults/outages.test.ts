@@ -1,0 +1,186 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterEach, describe, expect, it } from "vitest";
+import { CaptionTask as CaptionTaskRow } from "../../src/db/entities.js";
+import { PRIORITIES } from "../../src/domain/priority.js";
+import { connectRedis } from "../../src/redis/connection.js";
+import type { RuntimeHandle } from "../../src/runtime.js";
+import { TaskService } from "../../src/tasks/service.js";
+import { hasPostgres, type LedgerDb, openLedgerDb } from "../support/ledger.js";
+import { eventually } from "../support/queue.js";
+import { useRedis } from "../support/redis.js";
+import { TcpProxy } from "../support/tcp-proxy.js";
+import {
+  countByStatus,
+  report,
+  runLog,
+  seedUsers,
+  startCaptionRuntime,
+  submitOne,
+  verdict,
+} from "./support.js";
+
+/**
+ * The fault-injection suite: real redis-server processes killed, paused and kept away, and a
+ * real PostgreSQL cut off behind a TCP proxy, while a caption runtime works. Each scenario
+ * prints what it measured.
+ */
+describe("faults", () => {
+  const redis = useRedis();
+  let runtime: RuntimeHandle | undefined;
+  let db: LedgerDb | undefined;
+
+  afterEach(async () => {
+    await runtime?.stop({ graceful: false });
+    runtime = undefined;
+    await db?.cleanup();
+    db = undefined;
+  });
+
+  const allCompleted = (ids: readonly string[], timeoutMs: number, what: string) =>
+    eventually(async () => (await countByStatus(db!.orm, ids)).completed === ids.length, timeoutMs, what);
+
+  it("(a) Redis killed during 500 queued and running tasks, back empty: all 500 complete exactly once", async () => {
+    db = await openLedgerDb("sqlite");
+    const log = runLog();
+    runtime = await startCaptionRuntime(redis.server.url, db.url);
+    const service = new TaskService(db.orm, runtime.queue, { health: runtime.health });
+    const users = await seedUsers(db.orm, 500);
+    const ids = (await Promise.all(users.map((u, i) => submitOne(service, u, PRIORITIES[i % 4]!, 0.15)))).map(
+      (s) => s.taskId,
+    );
+    await eventually(
+      async () => ((await countByStatus(db!.orm, ids)).completed ?? 0) >= 30,
+      30_000,
+      "work under way",
+    );
+    const before = await countByStatus(db.orm, ids);
+    const killedAt = Date.now();
+    await redis.server.kill();
+    await eventually(async () => runtime!.health.mode() === "database", 10_000, "the outage noticed");
+    const detectedMs = Date.now() - killedAt;
+    await sleep(1_500);
+    await redis.server.restart();
+    const restartedAt = Date.now();
+    await allCompleted(ids, 120_000, "all 500 tasks");
+    const recoveryMs = Date.now() - restartedAt;
+    const result = await verdict(db.orm, ids, log);
+    report("(a)", {
+      runningAtKill: before.running ?? 0,
+      completedAtKill: before.completed ?? 0,
+      detectionMs: detectedMs,
+      recoveryMs,
+      ...result,
+    });
+    expect(before.running).toBeGreaterThan(0);
+    expect(before.queued).toBeGreaterThan(0);
+    expect(result).toMatchObject({ tasks: 500, completed: 500, lost: 0, unbacked: 0 });
+    expect(result.duplicates).toBe(0);
+    expect(runtime.health.snapshot().transitions).toEqual({ toDatabase: 1, toRedis: 1 });
+  }, 180_000);
+
+  it("(b) Redis paused 10 s under steady submissions: none fails, noticed in under 5 s, all complete", async () => {
+    db = await openLedgerDb("sqlite");
+    const log = runLog();
+    // The default health settings: a ping a second, three misses.
+    runtime = await startCaptionRuntime(redis.server.url, db.url);
+    const service = new TaskService(db.orm, runtime.queue, { health: runtime.health });
+    const users = await seedUsers(db.orm, 300);
+    const submissions: Array<Promise<{ taskId: string; backend: string; ms: number }>> = [];
+    const admin = connectRedis(redis.server.url);
+    let pausedAt = 0;
+    let detectedAt = 0;
+    const watch = setInterval(() => {
+      if (pausedAt && !detectedAt && runtime?.health.mode() === "database") detectedAt = Date.now();
+    }, 20);
+    try {
+      for (const [i, userId] of users.entries()) {
+        if (i === 40) {
+          pausedAt = Date.now();
+          await admin.call("CLIENT", "PAUSE", "10000", "ALL");
+        }
+        submissions.push(submitOne(service, userId, PRIORITIES[i % 4]!, 0.1));
+        await sleep(50);
+      }
+      const settled = await Promise.allSettled(submissions);
+      const failed = settled.filter((s) => s.status === "rejected");
+      expect(failed).toEqual([]);
+      const accepted = settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+      const ids = accepted.map((s) => s.taskId);
+      await allCompleted(ids, 120_000, "all submitted tasks");
+      const result = await verdict(db.orm, ids, log);
+      const slowest = Math.max(...accepted.map((s) => s.ms));
+      report("(b)", {
+        submissions: accepted.length,
+        failedSubmissions: failed.length,
+        toDatabase: accepted.filter((s) => s.backend === "database").length,
+        slowestSubmitMs: slowest,
+        detectionMs: detectedAt - pausedAt,
+        ...result,
+      });
+      expect(detectedAt).toBeGreaterThan(0);
+      expect(detectedAt - pausedAt).toBeLessThan(5_000);
+      expect(result).toMatchObject({ lost: 0, duplicates: 0, unbacked: 0 });
+    } finally {
+      clearInterval(watch);
+      admin.disconnect();
+    }
+  }, 180_000);
+
+  it("(c) Redis down for the whole run: every task completes through the database", async () => {
+    db = await openLedgerDb("sqlite");
+    const log = runLog();
+    await redis.server.kill();
+    runtime = await startCaptionRuntime(redis.server.url, db.url);
+    const service = new TaskService(db.orm, runtime.queue, { health: runtime.health });
+    const users = await seedUsers(db.orm, 60);
+    const submitted = await Promise.all(users.map((u, i) => submitOne(service, u, PRIORITIES[i % 4]!, 0.1)));
+    const ids = submitted.map((s) => s.taskId);
+    await allCompleted(ids, 60_000, "every task through the database");
+    const result = await verdict(db.orm, ids, log);
+    report("(c)", {
+      slowestSubmitMs: Math.max(...submitted.map((s) => s.ms)),
+      viaDatabase: submitted.filter((s) => s.backend === "database").length,
+      ...result,
+    });
+    expect(submitted.every((s) => s.backend === "database")).toBe(true);
+    expect(result).toMatchObject({ tasks: 60, lost: 0, duplicates: 0, unbacked: 0 });
+    expect(runtime.health.mode()).toBe("database");
+  }, 120_000);
+
+  it.skipIf(!hasPostgres)(
+    "(e) PostgreSQL unreachable for 3 s: jobs fail retriably and complete after it returns",
+    async () => {
+      db = await openLedgerDb("postgres");
+      const log = runLog();
+      const target = new URL(db.url);
+      const proxy = await TcpProxy.start({ host: target.hostname, port: Number(target.port || 5432) });
+      const viaProxy = new URL(db.url);
+      viaProxy.port = String(proxy.port);
+      try {
+        runtime = await startCaptionRuntime(redis.server.url, viaProxy.toString());
+        // The web side keeps its own path to the database.
+        const service = new TaskService(db.orm, runtime.queue, { health: runtime.health });
+        const users = await seedUsers(db.orm, 40);
+        const ids = (
+          await Promise.all(users.map((u, i) => submitOne(service, u, PRIORITIES[i % 4]!, 0.6)))
+        ).map((s) => s.taskId);
+        await sleep(500);
+        await proxy.cut();
+        const cutAt = Date.now();
+        await sleep(3_000);
+        await proxy.restore();
+        await allCompleted(ids, 90_000, "every task after the database returned");
+        const result = await verdict(db.orm, ids, log);
+        const retried = (await db.orm.em.fork().find(CaptionTaskRow, { id: { $in: ids } })).filter(
+          (r) => r.attempt > 1,
+        ).length;
+        report("(e)", { outageMs: 3_000, recoveredAfterMs: Date.now() - cutAt, retried, ...result });
+        expect(result).toMatchObject({ tasks: 40, lost: 0, unbacked: 0 });
+        expect(retried).toBeGreaterThan(0);
+      } finally {
+        await proxy.cut();
+      }
+    },
+    150_000,
+  );
+});

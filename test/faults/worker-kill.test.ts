@@ -1,0 +1,68 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { TaskService } from "../../src/tasks/service.js";
+import { type LedgerDb, openLedgerDb } from "../support/ledger.js";
+import { supervisors } from "../support/processes.js";
+import { eventually, makeQueue } from "../support/queue.js";
+import { useRedis } from "../support/redis.js";
+import {
+  countByStatus,
+  FAULT_JOBS,
+  report,
+  runLog,
+  runsByTask,
+  seedUsers,
+  submitOne,
+  verdict,
+} from "./support.js";
+
+describe("faults: a worker process killed", () => {
+  const redis = useRedis();
+  const processes = supervisors();
+  let db: LedgerDb | undefined;
+
+  afterEach(async () => {
+    await processes.killAll();
+    await db?.cleanup();
+    db = undefined;
+  });
+
+  it("(d) kill -9 of a supervisor mid-job: its tasks complete in the other one, each once", async () => {
+    db = await openLedgerDb("sqlite");
+    const log = runLog();
+    const env = {
+      REDIS_URL: redis.server.url,
+      DATABASE_URL: db.url,
+      RT_JOBS_MODULE: FAULT_JOBS,
+      RT_LEASE_MS: "1500",
+      RT_TEST_LOG: log,
+    };
+    const victim = processes.spawnSupervisor(env, ["--concurrency", "10"]);
+    const service = new TaskService(db.orm, await makeQueue(redis));
+    const users = await seedUsers(db.orm, 20);
+    const ids = (await Promise.all(users.map((u) => submitOne(service, u, "normal", 3)))).map(
+      (s) => s.taskId,
+    );
+    await eventually(async () => (await countByStatus(db!.orm, ids)).running === 10, 30_000, "10 running");
+    const survivor = processes.spawnSupervisor(env, ["--concurrency", "10"]);
+    await eventually(async () => (await countByStatus(db!.orm, ids)).running === 20, 30_000, "20 running");
+    const killedAt = Date.now();
+    victim.child.kill("SIGKILL");
+    await victim.exited;
+    await eventually(
+      async () => (await countByStatus(db!.orm, ids)).completed === 20,
+      60_000,
+      "every task, the killed process's ones elsewhere",
+    );
+    const result = await verdict(db.orm, ids, log);
+    const attempts = [...runsByTask(log).values()];
+    report("(d)", {
+      recoveredAfterMs: Date.now() - killedAt,
+      rerun: attempts.filter((a) => a[0] === 2).length,
+      ...result,
+    });
+    expect(result).toMatchObject({ tasks: 20, completed: 20, lost: 0, duplicates: 0, unbacked: 0 });
+    // The killed process's ten never finished there; each ran to the end once, as attempt 2.
+    expect(attempts.filter((a) => a.length === 1 && a[0] === 2)).toHaveLength(10);
+    expect(survivor.output()).toContain("reclaimed");
+  }, 120_000);
+});
