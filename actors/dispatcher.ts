@@ -98,6 +98,7 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         if (event.type === "retry")
           record(`${id} retrying`, () => ledger.markRetrying(id, attempt, event.error));
         if (event.type === "dead") record(`${id} failed`, () => ledger.markFailed(id, attempt, event.error));
+        if (event.type === "released") record(`${id} released`, () => ledger.markReleased(id, attempt));
         if (event.type === "cancelled")
           record(`${id} cancelled`, () => ledger.markCancelled(id, { reason: event.error }));
       }
@@ -146,7 +147,7 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         Effect.promise(() => w.stop({ timeoutMs: ctx.drainMs() })).pipe(
           Effect.tap(({ abandoned }) =>
             abandoned > 0
-              ? Effect.logWarning(`stopped; ${abandoned} unfinished jobs left to the reclaimer`)
+              ? Effect.logWarning(`stopped; ${abandoned} unfinished jobs given back to the queue`)
               : Effect.logInfo("stopped; every running job finished"),
           ),
           Effect.ensuring(Effect.sync(() => ctx.workers.delete(group.name))),

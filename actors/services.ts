@@ -93,6 +93,8 @@ export const heartbeat = (ctx: RuntimeContext, startedAt: number): ChildSpec => 
           // The configured groups, known from the first beat (dispatchers start after this actor).
           groups: ctx.groups.map((g) => ({ name: g.name, queues: g.queues, concurrency: g.concurrency })),
           active: [...ctx.workers.values(), ...ctx.fallbacks.values()].reduce((n, w) => n + w.active, 0),
+          mode: ctx.health.mode(),
+          outages: ctx.health.snapshot().transitions.toDatabase,
         },
         interval * 3,
       ),

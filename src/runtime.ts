@@ -122,6 +122,8 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
     failureThreshold: config.RT_HEALTH_FAILURES,
     memoryWarnPercent: config.RT_MEMORY_WARN_PCT,
     backendKey: queue.keys.backend,
+    alertsKey: queue.keys.alerts,
+    source: workerId,
   });
   const closeConnections = async () => {
     redis.disconnect();

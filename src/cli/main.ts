@@ -9,7 +9,7 @@ import { runDb } from "./db.js";
 import { runDemo } from "./demo.js";
 import { runSupervisor } from "./supervisor.js";
 import { runTasks, TasksUsageError } from "./tasks.js";
-import { formatStats, formatTable, formatWorkers } from "./table.js";
+import { formatAlerts, formatStats, formatTable, formatWorkers } from "./table.js";
 
 const USAGE = `ratatoskr <command>
 
@@ -21,7 +21,8 @@ const USAGE = `ratatoskr <command>
                                 a user; prints its API token (shown once)
   platforms add --user <name> --type mastodon|pixelfed --url <instance url> --token <access token>
                 [--name N] [--default]   a platform connection (token stored encrypted)
-  stats                         queue depth, last-hour counts per priority, live workers
+  stats                         queue depth, last-hour counts per priority, live workers, alerts
+  alerts [--limit N]            operator alerts: Redis down and back, restarts, memory pressure
   pause <priority>              stop claiming from a priority
   resume <priority>             claim from it again
   clear <priority>              cancel every waiting job of a priority
@@ -115,11 +116,22 @@ export const main = async (argv: string[]): Promise<number> => {
       return 0;
     }
     case "stats": {
-      const [stats, workers] = await admin((a) =>
-        Effect.all([a.stats(), new WorkerRegistry(a.queue).list()]),
+      const [stats, workers, mode, alerts] = await admin((a) =>
+        Effect.all([a.stats(), new WorkerRegistry(a.queue).list(), a.backendMode(), a.alerts(5)]),
+      );
+      print(
+        `queue backend: ${mode === "database" ? "database (held by tasks rollback-to-db; undo with tasks migrate-to-redis)" : "redis"}\n`,
       );
       print(formatStats(stats));
       print(`\n${formatWorkers(workers)}`);
+      print(`\nrecent alerts (ratatoskr alerts for more):\n${formatAlerts(alerts)}`);
+      return 0;
+    }
+    case "alerts": {
+      const limit = values.limit === undefined ? 20 : Number(values.limit);
+      if (!Number.isInteger(limit) || limit < 1)
+        throw new UsageError("--limit takes a positive whole number");
+      print(formatAlerts(await admin((a) => a.alerts(limit))));
       return 0;
     }
     case "pause":

@@ -1,4 +1,4 @@
-import type { PriorityStats } from "../queue/admin.js";
+import type { AlertEntry, PriorityStats } from "../queue/admin.js";
 import type { WorkerInfo } from "../queue/workers.js";
 
 /** A plain left-aligned text table; numbers right-aligned. */
@@ -41,11 +41,21 @@ export const formatWorkers = (workers: readonly WorkerInfo[], now = Date.now()):
   workers.length === 0
     ? "no live workers"
     : formatTable(
-        ["worker", "groups", "active", "beat"],
+        ["worker", "groups", "active", "mode", "outages", "beat"],
         workers.map((w) => [
           w.id,
           w.groups.map((g) => `${g.name}[${g.queues.join(">")}]x${g.concurrency}`).join(" "),
           w.active,
+          w.mode,
+          w.outages,
           `${Math.max(0, Math.round((now - w.lastBeatAt) / 1000))}s ago`,
         ]),
+      );
+
+export const formatAlerts = (alerts: readonly AlertEntry[]): string =>
+  alerts.length === 0
+    ? "no alerts"
+    : formatTable(
+        ["at", "level", "source", "message"],
+        alerts.map((a) => [new Date(a.at).toISOString(), a.level, a.source, a.message]),
       );

@@ -41,10 +41,26 @@ export interface HealthOptions {
   readonly failureThreshold: number;
   readonly memoryWarnPercent: number;
   readonly backendKey: string;
+  /** Where alerts are delivered for admins (a capped stream), and who says them. */
+  readonly alertsKey?: string;
+  readonly source?: string;
   readonly now?: () => number;
 }
 
 const MAX_ALERTS = 50;
+/** Alerts kept in the Redis stream (approximately). */
+const ALERTS_KEPT = 1_000;
+
+const alertFields = (a: Alert, source: string) => [
+  "at",
+  String(a.at),
+  "level",
+  a.level,
+  "message",
+  a.message,
+  "source",
+  source,
+];
 
 const infoField = (info: string, field: string): string | undefined =>
   new RegExp(`^${field}:(.*)$`, "m").exec(info)?.[1]?.trim();
@@ -82,6 +98,8 @@ export class RedisHealth {
   private memoryAlerted = false;
   private knownRunId: string | undefined;
   private readonly alertLog: Alert[] = [];
+  /** Said while Redis could not hear it: delivered at the next answer. */
+  private readonly undelivered: Alert[] = [];
   private readonly listeners = new Set<(event: HealthEvent) => void>();
   private readonly now: () => number;
 
@@ -147,6 +165,23 @@ export class RedisHealth {
     }
     // After an outage Redis may be a new, empty instance: read its run id at once.
     if (options.deep || wasDown || this.knownRunId === undefined) await this.inspect();
+    await this.deliverAlerts();
+  }
+
+  private async deliverAlerts() {
+    const key = this.options.alertsKey;
+    if (!key || this.undelivered.length === 0) return;
+    const batch = this.undelivered.splice(0);
+    try {
+      const pipeline = this.client.pipeline();
+      for (const a of batch) {
+        pipeline.xadd(key, "MAXLEN", "~", ALERTS_KEPT, "*", ...alertFields(a, this.options.source ?? ""));
+      }
+      await within(this.options.timeoutMs, pipeline.exec());
+    } catch {
+      this.undelivered.unshift(...batch);
+      this.undelivered.splice(0, Math.max(0, this.undelivered.length - MAX_ALERTS));
+    }
   }
 
   private miss(reason: string) {
@@ -200,8 +235,10 @@ export class RedisHealth {
   }
 
   private alert(level: Alert["level"], message: string) {
-    this.alertLog.push({ at: this.now(), level, message });
+    const alert = { at: this.now(), level, message };
+    this.alertLog.push(alert);
     if (this.alertLog.length > MAX_ALERTS) this.alertLog.shift();
+    this.undelivered.push(alert);
   }
 
   private emit(event: HealthEvent) {

@@ -18,6 +18,14 @@ export interface PriorityStats {
   readonly retriedLastHour: number;
 }
 
+export interface AlertEntry {
+  readonly at: number;
+  readonly level: string;
+  readonly message: string;
+  /** The worker process that raised it. */
+  readonly source: string;
+}
+
 export interface DeadLetter {
   readonly priority: Priority;
   /** The dead-letter stream entry id: what redrive and purge take. */
@@ -205,6 +213,30 @@ export class QueueAdmin {
    * Frees the user's slot whatever holds it, so a new task can be submitted. The old task keeps
    * running: use it when the lock is wrong, not to cancel.
    */
+  /** `database` while `tasks rollback-to-db` holds every process on the database queue. */
+  backendMode(): Effect.Effect<"redis" | "database", RedisError> {
+    return this.redis("backend mode", async () =>
+      (await this.queue.redis.get(this.queue.keys.backend)) === "database" ? "database" : "redis",
+    );
+  }
+
+  /** The newest operator alerts first (outages, Redis restarts, memory pressure). */
+  alerts(limit = 20): Effect.Effect<AlertEntry[], RedisError> {
+    return this.redis("alerts", async () => {
+      const entries = await this.queue.redis.xrevrange(this.queue.keys.alerts, "+", "-", "COUNT", limit);
+      return entries.map(([, fields]) => {
+        const f = new Map<string, string>();
+        for (let i = 0; i + 1 < fields.length; i += 2) f.set(fields[i]!, fields[i + 1]!);
+        return {
+          at: Number(f.get("at") ?? 0),
+          level: f.get("level") ?? "info",
+          message: f.get("message") ?? "",
+          source: f.get("source") ?? "",
+        };
+      });
+    });
+  }
+
   releaseUser(userId: string): Effect.Effect<boolean, RedisError> {
     return this.redis(
       "release user",

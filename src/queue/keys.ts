@@ -25,6 +25,8 @@ export interface QueueKeys {
   worker(id: string): string;
   /** Set to `database` by `tasks rollback-to-db`: every process then queues in the database. */
   readonly backend: string;
+  /** Capped stream of operator alerts (Redis down and back, restarts, memory pressure). */
+  readonly alerts: string;
 }
 
 const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -53,5 +55,6 @@ export const queueKeys = (prefix: string, queue: string): QueueKeys => {
     workers: `${base}workers`,
     worker: (id) => `${base}w:${id}`,
     backend: `${base}backend`,
+    alerts: `${base}alerts`,
   };
 };

@@ -273,6 +273,16 @@ export class Queue {
     ).pipe(Effect.map(Number));
   }
 
+  /**
+   * Gives a running job back to its stream at once, uncharged (the worker is shutting down and
+   * stopped it); 'stale' if the attempt is no longer this consumer's.
+   */
+  release(consumer: string, lease: Lease): Effect.Effect<"ok" | "stale", RedisError> {
+    return this.run(scripts.release, [this.group, consumer, lease.id, lease.attempt]).pipe(
+      Effect.map((reply) => (reply === "ok" ? "ok" : "stale")),
+    );
+  }
+
   /** Completes jobs in one round trip; 'stale' for an attempt that is no longer current. */
   complete(
     done: ReadonlyArray<Lease & { readonly result?: string }>,

@@ -18,4 +18,5 @@ export const scripts = {
   progress: LuaScript.fromDirectory(dir, "progress"),
   heartbeat: LuaScript.fromDirectory(dir, "heartbeat"),
   restoreLocks: LuaScript.fromDirectory(dir, "restore-locks"),
+  release: LuaScript.fromDirectory(dir, "release"),
 } as const;

@@ -19,6 +19,8 @@ export type WorkerEvent =
   /** The queue refused this attempt's answer: another attempt owns the job now. */
   | { readonly type: "stale"; readonly job: ClaimedJob }
   | { readonly type: "lost" | "cancel-requested"; readonly job: ClaimedJob }
+  /** Stopped by a shutdown and given back to the queue, uncharged. */
+  | { readonly type: "released"; readonly job: ClaimedJob }
   | { readonly type: "error"; readonly error: string };
 
 export interface WorkerOptions {
@@ -111,6 +113,9 @@ export class Worker {
     while (this.running.size > 0 && Date.now() < deadline) await sleep(10);
     const abandoned = this.running.size;
     for (const r of this.running.values()) r.controller.abort(new Error(SHUTDOWN));
+    // Handlers that heed the abort settle quickly and give their job back; a moment for that.
+    const settle = Date.now() + 2_000;
+    while (this.running.size > 0 && Date.now() < settle) await sleep(10);
     clearInterval(this.renewTimer);
     if (this.ownsBlocking) this.blocking.disconnect();
     return { abandoned };
@@ -200,9 +205,13 @@ export class Worker {
       result = await this.options.handler(job, { signal: controller.signal });
     } catch (error) {
       const reason = controller.signal.aborted ? describeFailure(controller.signal.reason) : undefined;
-      // A lost lease belongs to another attempt now and a shutdown leaves the job to the
-      // reclaimer: neither is reported. A cancel is, and the queue records it as cancelled.
-      if (reason === LEASE_LOST || reason === SHUTDOWN) return;
+      // A cancel is reported, and the queue records it as cancelled.
+      // A lost lease belongs to another attempt now: not reported. A shutdown gives the job back.
+      if (reason === LEASE_LOST) return;
+      if (reason === SHUTDOWN) {
+        await this.release(job);
+        return;
+      }
       entry.settled = true;
       await this.reportFailure(job, reason ?? describeFailure(error), failureKindOf(error));
       return;
@@ -212,6 +221,18 @@ export class Worker {
       this.completions.push({ job, result: result ?? "", done });
       this.scheduleFlush();
     });
+  }
+
+  /** One try: if Redis cannot take it back now, the lease lapses and the reclaimer does. */
+  private async release(job: ClaimedJob) {
+    try {
+      const answer = await Effect.runPromise(
+        this.options.queue.release(this.options.consumer, { id: job.id, attempt: job.attempt }),
+      );
+      if (answer === "ok") this.emit({ type: "released", job });
+    } catch (error) {
+      this.emit({ type: "error", error: describeFailure(error) });
+    }
   }
 
   private async reportFailure(job: ClaimedJob, message: string, kind: ReturnType<typeof failureKindOf>) {

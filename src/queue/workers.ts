@@ -18,6 +18,10 @@ export interface WorkerInfo {
   readonly startedAt: number;
   /** Jobs running when it last beat. */
   readonly active: number;
+  /** Where it sends and takes tasks: `redis`, or `database` while it holds Redis for down. */
+  readonly mode: string;
+  /** Redis outages it has seen (switches to the database queue) since it started. */
+  readonly outages: number;
   readonly lastBeatAt: number;
 }
 
@@ -35,6 +39,8 @@ export class WorkerRegistry {
       ["groups", JSON.stringify(info.groups)],
       ["started", info.startedAt],
       ["active", info.active],
+      ["mode", info.mode],
+      ["outages", info.outages],
     ].flat();
     return this.queue.run(scripts.heartbeat, [info.id, ttlMs, ...fields]).pipe(Effect.map(Number));
   }
@@ -63,6 +69,8 @@ export class WorkerRegistry {
             groups: JSON.parse(h.groups ?? "[]") as WorkerGroupInfo[],
             startedAt: Number(h.started ?? 0),
             active: Number(h.active ?? 0),
+            mode: h.mode ?? "redis",
+            outages: Number(h.outages ?? 0),
             lastBeatAt: Number(h.beat),
           },
         ];

@@ -1,7 +1,7 @@
 import type { MikroORM } from "@mikro-orm/core";
 import { Effect } from "effect";
 import { CaptionTask } from "../db/entities.js";
-import { PRIORITIES, type Priority } from "../domain/priority.js";
+import { inPriorityOrder, isPriority, PRIORITIES, type Priority } from "../domain/priority.js";
 import { QueueAdmin } from "../queue/admin.js";
 import type { Queue } from "../queue/queue.js";
 import { captionJob } from "./caption-job.js";
@@ -71,7 +71,9 @@ export const migrateToRedis = async (
       invalid.push({ id: row.id, reason: error instanceof Error ? error.message : String(error) });
     }
   }
-  const toResume = (await queue.redis.smembers(pausedByRollbackKey(queue))) as Priority[];
+  const toResume = inPriorityOrder(
+    (await queue.redis.smembers(pausedByRollbackKey(queue))).filter(isPriority),
+  );
   if (options.dryRun) return { dryRun: true, waiting, moved: 0, invalid, resumed: toResume };
 
   // The unusable rows are parked first so the move below does not trip over them.

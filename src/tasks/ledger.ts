@@ -80,6 +80,14 @@ export class TaskLedger {
     );
   }
 
+  /** The attempt was stopped by a shutdown and the task waits to run again, uncharged. */
+  markReleased(id: string, attempt: number): Promise<boolean> {
+    return this.update(
+      { id, status: "running", attempt },
+      { status: "queued", currentStep: "Requeued: its worker shut down" },
+    );
+  }
+
   /** The attempt failed and the queue will run the task again. */
   markRetrying(id: string, attempt: number, error: string): Promise<boolean> {
     return this.update(

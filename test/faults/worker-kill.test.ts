@@ -3,7 +3,8 @@ import { TaskService } from "../../src/tasks/service.js";
 import { type LedgerDb, openLedgerDb } from "../support/ledger.js";
 import { supervisors } from "../support/processes.js";
 import { eventually, makeQueue } from "../support/queue.js";
-import { useRedis } from "../support/redis.js";
+import { WorkerRegistry } from "../../src/queue/workers.js";
+import { run, useRedis } from "../support/redis.js";
 import {
   countByStatus,
   FAULT_JOBS,
@@ -37,14 +38,23 @@ describe("faults: a worker process killed", () => {
       RT_TEST_LOG: log,
     };
     const victim = processes.spawnSupervisor(env, ["--concurrency", "10"]);
-    const service = new TaskService(db.orm, await makeQueue(redis));
+    const survivor = processes.spawnSupervisor(env, ["--concurrency", "10"]);
+    const queue = await makeQueue(redis);
+    await eventually(
+      async () => (await run(new WorkerRegistry(queue).list())).length === 2,
+      30_000,
+      "both up",
+    );
+    const service = new TaskService(db.orm, queue);
     const users = await seedUsers(db.orm, 20);
-    const ids = (await Promise.all(users.map((u) => submitOne(service, u, "normal", 3)))).map(
+    const ids = (await Promise.all(users.map((u) => submitOne(service, u, "normal", 4)))).map(
       (s) => s.taskId,
     );
-    await eventually(async () => (await countByStatus(db!.orm, ids)).running === 10, 30_000, "10 running");
-    const survivor = processes.spawnSupervisor(env, ["--concurrency", "10"]);
     await eventually(async () => (await countByStatus(db!.orm, ids)).running === 20, 30_000, "20 running");
+    // Which of them the victim holds: its consumers are named after its pid.
+    const owners = await Promise.all(ids.map(async (id) => (await run(queue.getJob(id)))?.owner ?? ""));
+    const held = owners.filter((o) => o.includes(`:${victim.child.pid}:`)).length;
+    expect(held).toBeGreaterThan(0);
     const killedAt = Date.now();
     victim.child.kill("SIGKILL");
     await victim.exited;
@@ -57,12 +67,13 @@ describe("faults: a worker process killed", () => {
     const attempts = [...runsByTask(log).values()];
     report("(d)", {
       recoveredAfterMs: Date.now() - killedAt,
+      heldByVictim: held,
       rerun: attempts.filter((a) => a[0] === 2).length,
       ...result,
     });
     expect(result).toMatchObject({ tasks: 20, completed: 20, lost: 0, duplicates: 0, unbacked: 0 });
-    // The killed process's ten never finished there; each ran to the end once, as attempt 2.
-    expect(attempts.filter((a) => a.length === 1 && a[0] === 2)).toHaveLength(10);
+    // The killed process's tasks never finished there; each ran to the end once, as attempt 2.
+    expect(attempts.filter((a) => a.length === 1 && a[0] === 2)).toHaveLength(held);
     expect(survivor.output()).toContain("reclaimed");
   }, 120_000);
 });

@@ -8,6 +8,30 @@ describe("leases, reclaim and fencing", () => {
   const redis = useRedis();
   const leaseMs = 300;
 
+  it("a stopping worker gives back the jobs it stopped at once, uncharged: no reclaim, no attempt spent", async () => {
+    const queue = await makeQueue(redis);
+    const job = newJob("normal", { userId: "7", maxAttempts: 1 });
+    await run(queue.enqueue(job));
+    const log = eventLog();
+    const worker = testWorker(queue, {
+      leaseMs: 60_000,
+      onEvent: log.onEvent,
+      // Heeds the abort, as a well-behaved handler does.
+      handler: (_job, { signal }) =>
+        new Promise((_resolve, reject) => signal.addEventListener("abort", () => reject(signal.reason))),
+    }).start();
+    await eventually(() => worker.active === 1, 5_000, "the job to start");
+    expect(await worker.stop({ timeoutMs: 0 })).toEqual({ abandoned: 1 });
+    expect(log.ids("released")).toEqual([job.id]);
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "queued", attempt: 1, reclaims: 0 });
+    expect(await run(new QueueAdmin(queue).activeTaskOf("7"))).toBe(job.id);
+    // Claimable now, not after the lease; a higher attempt, and still the first of its run.
+    const [next] = (await run(queue.claim("B", ALL, 1))).jobs;
+    expect(next).toMatchObject({ id: job.id, attempt: 2, runAttempt: 1 });
+    // The stopped worker's word about attempt 1 is refused from now on.
+    expect(await run(queue.release("w", { id: job.id, attempt: 1 }))).toBe("stale");
+  });
+
   it("reclaims the job of a vanished worker after the lease; the stale worker's late answer is refused", async () => {
     const queue = await makeQueue(redis);
     const job = newJob("normal", { userId: "1" });

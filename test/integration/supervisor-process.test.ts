@@ -72,9 +72,11 @@ describe("ratatoskr supervisor processes", () => {
     expect(await first.exited).toBe(0);
     expect(first.output()).toContain("SIGTERM: stopping");
 
-    // The short jobs finished within the drain time; the long ones were left, still leased.
+    // The short jobs finished within the drain time; the long ones were given back, uncharged.
     for (const j of short) expect((await run(queue.getJob(j.id)))?.state).toBe("completed");
-    for (const j of long) expect((await run(queue.getJob(j.id)))?.state).toBe("running");
+    for (const j of long)
+      expect(await run(queue.getJob(j.id))).toMatchObject({ state: "queued", reclaims: 0 });
+    expect(first.output()).toContain("10 unfinished jobs given back to the queue");
 
     const second = spawnSupervisor(env, ["--concurrency", "10"]);
     await eventually(
