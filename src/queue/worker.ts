@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import { drainRunning } from "../jobs/drain.js";
 import { Effect } from "effect";
 import type { Priority } from "../domain/priority.js";
 import type { RedisClient } from "../redis/connection.js";
@@ -109,13 +110,8 @@ export class Worker {
     this.stopping = true;
     this.wake();
     await this.loopDone;
-    const deadline = Date.now() + timeoutMs;
-    while (this.running.size > 0 && Date.now() < deadline) await sleep(10);
-    const abandoned = this.running.size;
-    for (const r of this.running.values()) r.controller.abort(new Error(SHUTDOWN));
-    // Handlers that heed the abort settle quickly and give their job back; a moment for that.
-    const settle = Date.now() + 2_000;
-    while (this.running.size > 0 && Date.now() < settle) await sleep(10);
+    // Handlers that heed the abort settle quickly and give their job back.
+    const abandoned = await drainRunning(this.running, timeoutMs, SHUTDOWN);
     clearInterval(this.renewTimer);
     if (this.ownsBlocking) this.blocking.disconnect();
     return { abandoned };

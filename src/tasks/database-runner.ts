@@ -1,4 +1,4 @@
-import { setTimeout as sleep } from "node:timers/promises";
+import { drainRunning } from "../jobs/drain.js";
 import type { Priority } from "../domain/priority.js";
 import type { Progress } from "../jobs/definition.js";
 import { throttleProgress } from "../jobs/throttle-progress.js";
@@ -80,13 +80,8 @@ export class DatabaseRunner {
     this.stopping = true;
     this.wake();
     await this.loopDone;
-    const deadline = Date.now() + timeoutMs;
-    while (this.running.size > 0 && Date.now() < deadline) await sleep(10);
-    const abandoned = this.running.size;
-    for (const r of this.running.values()) r.controller.abort(new Error(SHUTDOWN));
-    // Their releases run in their own finally blocks; give them a moment to land.
-    const settle = Date.now() + 2_000;
-    while (this.running.size > 0 && Date.now() < settle) await sleep(10);
+    // Handlers that heed the abort settle quickly and give their job back.
+    const abandoned = await drainRunning(this.running, timeoutMs, SHUTDOWN);
     clearInterval(this.renewTimer);
     return { abandoned };
   }
