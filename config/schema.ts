@@ -54,6 +54,11 @@ export const EnvSchema = Schema.Struct({
   RT_TIMEOUT_LOW_S: Schema.optionalWith(IntFromEnv(1, 86_400), { default: () => 900 }),
   /** How often each process renews its registration; it lapses after three missed beats. */
   RT_HEARTBEAT_MS: Schema.optionalWith(IntFromEnv(100, 600_000), { default: () => 5_000 }),
+  /** `ratatoskr serve`: HTTP and WebSocket on one port. */
+  PORT: Schema.optionalWith(IntFromEnv(0, 65_535), { default: () => 8000 }),
+  RT_HTTP_HOST: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { default: () => "0.0.0.0" }),
+  /** Largest request body accepted, in KiB; more is refused with 413. */
+  RT_HTTP_BODY_LIMIT_KB: Schema.optionalWith(IntFromEnv(1, 10_240), { default: () => 64 }),
   /** How often the health actor pings Redis; this many misses in a row mean Redis is down. */
   RT_HEALTH_INTERVAL_MS: Schema.optionalWith(IntFromEnv(50, 60_000), { default: () => 1_000 }),
   RT_HEALTH_TIMEOUT_MS: Schema.optionalWith(IntFromEnv(10, 60_000), { default: () => 500 }),

@@ -1,4 +1,4 @@
-import { Layer, Logger, LogLevel } from "effect";
+import { Effect, Layer, Logger, LogLevel, ManagedRuntime } from "effect";
 
 export type LogFormat = "json" | "logfmt" | "pretty";
 export type LevelName = "debug" | "info" | "warning" | "error";
@@ -20,3 +20,26 @@ export const loggerLayer = (format: LogFormat, level: LevelName) =>
     format === "json" ? Logger.json : format === "pretty" ? Logger.pretty : Logger.logFmt,
     Logger.minimumLogLevel(levels[level]),
   );
+
+export interface PlainLogger {
+  info(message: string, annotations?: Record<string, unknown>): void;
+  warn(message: string, annotations?: Record<string, unknown>): void;
+  error(message: string, annotations?: Record<string, unknown>): void;
+}
+
+/**
+ * The same logger for code that is not an Effect (the HTTP server's callbacks): one runtime
+ * built once, each line an Effect log run on it, so format, level and annotations are shared.
+ */
+export const plainLogger = (
+  format: LogFormat,
+  level: LevelName,
+  annotations: Record<string, unknown> = {},
+): PlainLogger => {
+  const runtime = ManagedRuntime.make(loggerLayer(format, level));
+  const write =
+    (log: (message: string) => Effect.Effect<void>) =>
+    (message: string, extra = {}) =>
+      runtime.runSync(log(message).pipe(Effect.annotateLogs({ ...annotations, ...extra })));
+  return { info: write(Effect.logInfo), warn: write(Effect.logWarning), error: write(Effect.logError) };
+};

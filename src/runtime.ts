@@ -4,6 +4,7 @@ import { isAbsolute, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { MikroORM } from "@mikro-orm/core";
 import { Effect, Either, Exit, Fiber } from "effect";
+import { cancelListener } from "../actors/cancel-listener.js";
 import { dispatcher } from "../actors/dispatcher.js";
 import { fallbackDispatcher } from "../actors/fallback.js";
 import { redisHealth } from "../actors/health.js";
@@ -57,6 +58,8 @@ export interface RuntimeHandle {
   readonly queue: Queue;
   /** This process's view of Redis; a TaskService given it skips Redis while it is down. */
   readonly health: RedisHealth;
+  /** The ledger's ORM, when the runtime keeps it: share it rather than open a second pool. */
+  readonly orm: MikroORM | undefined;
   readonly redisUrl: string;
   status(): RuntimeStatus;
   /**
@@ -232,9 +235,12 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
         id: "workers",
         strategy: "one_for_one",
         observe,
-        children: options.groups.flatMap((g) =>
-          ctx.dbQueue ? [dispatcher(ctx, g), fallbackDispatcher(ctx, g)] : [dispatcher(ctx, g)],
-        ),
+        children: [
+          ...options.groups.flatMap((g) =>
+            ctx.dbQueue ? [dispatcher(ctx, g), fallbackDispatcher(ctx, g)] : [dispatcher(ctx, g)],
+          ),
+          ...(options.groups.length > 0 ? [cancelListener(ctx)] : []),
+        ],
       }),
     ],
   });
@@ -288,6 +294,7 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
     workerId,
     queue,
     health,
+    orm,
     redisUrl,
     status: () => ({ state, failure, actors: Object.fromEntries(actors), health: health.snapshot() }),
     stop,

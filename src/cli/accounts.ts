@@ -1,13 +1,10 @@
-import { createHash, randomBytes } from "node:crypto";
 import { PLATFORM_TYPES, PlatformConnection, ROLES, User } from "../db/entities.js";
 import { assertMigrated, openDatabase } from "../db/orm.js";
 import { loadConfig } from "../../config/schema.js";
 import { encryptField, loadFieldKey } from "../security/field-crypto.js";
+import { hashToken, newApiToken } from "../security/tokens.js";
 
 export class AccountsUsageError extends Error {}
-
-/** API tokens are random; only their SHA-256 is stored, so a database leak reveals none. */
-export const hashToken = (token: string) => createHash("sha256").update(token).digest("hex");
 
 const withDatabase = async <A>(
   use: (orm: Awaited<ReturnType<typeof openDatabase>>) => Promise<A>,
@@ -36,7 +33,7 @@ export const createUser = (name: string | undefined, options: { role?: string; e
     const em = orm.em.fork();
     if (await em.findOne(User, { username: name }))
       throw new AccountsUsageError(`user ${name} exists already`);
-    const token = `rt_${randomBytes(32).toString("base64url")}`;
+    const token = newApiToken();
     em.create(User, {
       username: name,
       email: options.email ?? `${name}@localhost`,

@@ -7,6 +7,7 @@ import { connect } from "./connect.js";
 import { AccountsUsageError, addPlatform, createUser } from "./accounts.js";
 import { runDb } from "./db.js";
 import { runDemo } from "./demo.js";
+import { runServe } from "./serve.js";
 import { runSupervisor } from "./supervisor.js";
 import { runTasks, TasksUsageError } from "./tasks.js";
 import { formatAlerts, formatStats, formatTable, formatWorkers } from "./table.js";
@@ -14,6 +15,7 @@ import { formatAlerts, formatStats, formatTable, formatWorkers } from "./table.j
 const USAGE = `ratatoskr <command>
 
   demo                          run the queue end to end on the embedded defaults
+  serve                         the HTTP API on PORT (8000), with workers per WORKER_MODE
   supervisor [--queues urgent,high] [--concurrency N]
                                 a worker process: dispatchers, thread pool, background actors
   db migrate | db status        apply / list the database ledger's migrations
@@ -93,6 +95,8 @@ export const main = async (argv: string[]): Promise<number> => {
     case "demo":
       await runDemo();
       return 0;
+    case "serve":
+      return runServe();
     case "supervisor":
       return runSupervisor({
         ...(values.queues === undefined ? {} : { queues: values.queues }),

@@ -2,6 +2,7 @@ import { groupsFor, type WorkerGroup } from "../../config/profiles.js";
 import { loadConfig } from "../../config/schema.js";
 import { isPriority, type Priority } from "../domain/priority.js";
 import { start } from "../runtime.js";
+import { say, untilSignalled } from "./signals.js";
 
 export interface SupervisorFlags {
   readonly queues?: string;
@@ -31,8 +32,6 @@ const parseGroups = (flags: SupervisorFlags, profileGroups: readonly WorkerGroup
   return [{ name: queues.join("+"), queues: queues as Priority[], concurrency: concurrency ?? 4 }];
 };
 
-const say = (line: string) => process.stderr.write(`${line}\n`);
-
 /**
  * A standalone worker process. SIGTERM or SIGINT: stop claiming, let running jobs finish up to
  * RT_SHUTDOWN_MS, leave the rest to the reclaimer, exit 0. A second signal exits at once (130).
@@ -47,33 +46,9 @@ export const runSupervisor = async (flags: SupervisorFlags): Promise<number> => 
   say(
     `ratatoskr supervisor ${runtime.workerId}: ${groups.map((g) => `${g.name} [${g.queues.join(">")}] x${g.concurrency}`).join(", ")}`,
   );
-  return new Promise<number>((resolve) => {
-    let signals = 0;
-    const onSignal = (signal: NodeJS.Signals) => {
-      signals++;
-      if (signals > 1) {
-        say(`${signal} again: exiting now, running jobs are left to the reclaimer`);
-        resolve(130);
-        return;
-      }
-      say(
-        `${signal}: stopping; running jobs have ${config.RT_SHUTDOWN_MS} ms to finish (send again to force)`,
-      );
-      runtime.stop({ graceful: true }).then(
-        () => resolve(0),
-        (error: unknown) => {
-          say(`stop failed: ${error instanceof Error ? error.message : String(error)}`);
-          resolve(1);
-        },
-      );
-    };
-    process.on("SIGTERM", onSignal);
-    process.on("SIGINT", onSignal);
-    void runtime.done.then(({ failed, reason }) => {
-      if (failed) {
-        say(`the supervision tree gave up: ${reason}`);
-        resolve(1);
-      }
-    });
+  return untilSignalled({
+    stop: () => runtime.stop({ graceful: true }),
+    done: runtime.done,
+    shutdownMs: config.RT_SHUTDOWN_MS,
   });
 };

@@ -117,6 +117,18 @@ export class Worker {
     return { abandoned };
   }
 
+  /**
+   * A cancel heard on the events channel: abort that attempt now rather than at its next lease
+   * renewal (which still catches a cancel whose message was missed). False if it is not here.
+   */
+  cancelRunning(id: string, attempt: number): boolean {
+    const entry = this.running.get(`${id}#${attempt}`);
+    if (!entry || entry.settled || entry.controller.signal.aborted) return false;
+    this.emit({ type: "cancel-requested", job: entry.job });
+    entry.controller.abort(new Error(CANCELLED));
+    return true;
+  }
+
   private emit(event: WorkerEvent) {
     this.options.onEvent?.(event);
   }

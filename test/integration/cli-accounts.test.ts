@@ -8,7 +8,7 @@ import { describe, expect, it } from "vitest";
 import { PlatformConnection, User } from "../../src/db/entities.js";
 import { openDatabase } from "../../src/db/orm.js";
 import { decryptField, parseKey } from "../../src/security/field-crypto.js";
-import { hashToken } from "../../src/cli/accounts.js";
+import { hashToken } from "../../src/security/tokens.js";
 
 const CLI = fileURLToPath(new URL("../../bin/ratatoskr.js", import.meta.url));
 

@@ -1,0 +1,79 @@
+import type { MikroORM } from "@mikro-orm/core";
+import uWS from "uWebSockets.js";
+import type { PlainLogger } from "../log.js";
+import type { RuntimeStatus } from "../runtime.js";
+import type { TaskService } from "../tasks/service.js";
+import { captionRoutes } from "./caption-routes.js";
+import { healthRoutes } from "./health-routes.js";
+import { exchange, HttpError, reply } from "./http.js";
+import { Router } from "./router.js";
+
+export interface WebServerOptions {
+  readonly orm: MikroORM;
+  readonly tasks: TaskService;
+  readonly runtime: () => RuntimeStatus;
+  readonly logger: PlainLogger;
+  readonly host: string;
+  /** 0 picks a free port (tests); the one taken is in the handle. */
+  readonly port: number;
+  readonly bodyLimitBytes: number;
+}
+
+export interface WebServer {
+  readonly port: number;
+  close(): void;
+}
+
+/**
+ * The HTTP side of `ratatoskr serve` on uWebSockets.js: one catch-all handler that captures the
+ * request, routes it, and answers JSON. Errors a route throws on purpose (HttpError) become their
+ * status; anything else is a 500 with the request id and no detail, the detail going to the log.
+ */
+export const startWebServer = async (options: WebServerOptions): Promise<WebServer> => {
+  const router = new Router();
+  healthRoutes(router, options.orm, options.runtime);
+  captionRoutes(router, options.orm, options.tasks);
+
+  const app = uWS.App().any("/*", (res, req) => {
+    const { request, send } = exchange(res, req, options.bodyLimitBytes);
+    const started = Date.now();
+    void (async () => {
+      try {
+        const { handler, params } = router.resolve(request);
+        return await handler({ ...request, params });
+      } catch (error) {
+        if (error instanceof HttpError) return error.toReply();
+        options.logger.error(`${request.method} ${request.path} failed: ${describe(error)}`, {
+          request_id: request.id,
+        });
+        return reply(500, {
+          success: false,
+          error: "internal error",
+          error_type: "internal",
+          request_id: request.id,
+        });
+      }
+    })().then((answer) => {
+      send(answer);
+      if (answer.status >= 500 || request.path !== "/healthz")
+        options.logger.info(`${request.method} ${request.path} ${answer.status}`, {
+          request_id: request.id,
+          ms: Date.now() - started,
+        });
+    });
+  });
+
+  const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>
+    app.listen(options.host, options.port, (socket) =>
+      socket ? resolve(socket) : reject(new Error(`cannot listen on ${options.host}:${options.port}`)),
+    ),
+  );
+  return {
+    port: uWS.us_socket_local_port(listenSocket),
+    // New connections are refused from here; requests under way are answered.
+    close: () => uWS.us_listen_socket_close(listenSocket),
+  };
+};
+
+const describe = (error: unknown) =>
+  error instanceof Error ? `${error.name}: ${error.message}` : String(error);
