@@ -27,6 +27,7 @@ export const runServe = async (): Promise<number> => {
     server = await startWebServer({
       orm,
       tasks,
+      queue: runtime.queue,
       runtime: () => runtime.status(),
       logger: plainLogger(
         config.RT_LOG_FORMAT ?? profiles[config.RT_PROFILE].logFormat,

@@ -2,15 +2,20 @@ import type { MikroORM } from "@mikro-orm/core";
 import uWS from "uWebSockets.js";
 import type { PlainLogger } from "../log.js";
 import type { RuntimeStatus } from "../runtime.js";
+import type { Queue } from "../queue/queue.js";
 import type { TaskService } from "../tasks/service.js";
 import { captionRoutes } from "./caption-routes.js";
 import { healthRoutes } from "./health-routes.js";
 import { exchange, HttpError, reply } from "./http.js";
+import { ProgressHub } from "./progress-hub.js";
+import { progressSocket } from "./progress-socket.js";
 import { Router } from "./router.js";
 
 export interface WebServerOptions {
   readonly orm: MikroORM;
   readonly tasks: TaskService;
+  /** The queue: its events channel feeds the progress socket. */
+  readonly queue: Queue;
   readonly runtime: () => RuntimeStatus;
   readonly logger: PlainLogger;
   readonly host: string;
@@ -34,7 +39,14 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
   healthRoutes(router, options.orm, options.runtime);
   captionRoutes(router, options.orm, options.tasks);
 
-  const app = uWS.App().any("/*", (res, req) => {
+  const app = uWS.App();
+  const subscriber = options.queue.redis.duplicate({ enableAutoPipelining: false });
+  subscriber.on("error", () => {});
+  const hub = new ProgressHub(app, options.orm, subscriber);
+  await hub.start(options.queue.keys.events);
+  progressSocket(app, options.orm, hub, options.logger);
+
+  app.any("/*", (res, req) => {
     const { request, send } = exchange(res, req, options.bodyLimitBytes);
     const started = Date.now();
     void (async () => {
@@ -67,11 +79,17 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
     app.listen(options.host, options.port, (socket) =>
       socket ? resolve(socket) : reject(new Error(`cannot listen on ${options.host}:${options.port}`)),
     ),
-  );
+  ).catch((error: unknown) => {
+    hub.stop();
+    throw error;
+  });
   return {
     port: uWS.us_socket_local_port(listenSocket),
     // New connections are refused from here; requests under way are answered.
-    close: () => uWS.us_listen_socket_close(listenSocket),
+    close: () => {
+      uWS.us_listen_socket_close(listenSocket);
+      hub.stop();
+    },
   };
 };
 

@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -126,7 +126,12 @@ describe("embedded runtime", () => {
     const { queue } = runtime;
     const job = testJob("sleep", { ms: 30_000 }, "high", { userId: "9" });
     await run(queue.enqueue(job));
-    await eventually(async () => (await run(queue.getJob(job.id)))?.state === "running", 10_000, "the start");
+    // Cancel once the job runs in its thread (its scope is open), so there is a scope to close.
+    await eventually(
+      () => existsSync(log) && readFileSync(log, "utf8").includes(`open ${job.id}`),
+      20_000,
+      "the job to start in its thread",
+    );
     await run(queue.cancel(job.id, "user pressed cancel"));
     await eventually(
       async () => (await run(queue.getJob(job.id)))?.state === "cancelled",

@@ -1,58 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { CaptionTask, User } from "../../src/db/entities.js";
-import { PRIORITIES } from "../../src/domain/priority.js";
-import { plainLogger } from "../../src/log.js";
-import { type RuntimeHandle, start } from "../../src/runtime.js";
-import { hashToken, newApiToken } from "../../src/security/tokens.js";
-import { TaskService } from "../../src/tasks/service.js";
-import { startWebServer, type WebServer } from "../../src/web/server.js";
-import { type LedgerDb, openLedgerDb, seedUser } from "../support/ledger.js";
+import { describe, expect, it } from "vitest";
+import { User } from "../../src/db/entities.js";
 import { eventually } from "../support/queue.js";
 import { useRedis } from "../support/redis.js";
-import { testConfig } from "../support/runtime.js";
+import { useWebServer, type WebFixture } from "../support/web.js";
 
-const LEDGER_JOBS = new URL("../support/ledger-jobs.ts", import.meta.url).href;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
 describe("the caption API over real HTTP", () => {
   const redis = useRedis();
-  let db: LedgerDb;
-  let runtime: RuntimeHandle;
-  let server: WebServer;
-  let base: string;
-
-  beforeAll(async () => {
-    db = await openLedgerDb("sqlite");
-    runtime = await start({
-      config: testConfig(redis.server.url, { DATABASE_URL: db.url, RT_JOBS_MODULE: LEDGER_JOBS }),
-      groups: [{ name: "all", queues: PRIORITIES, concurrency: 8 }],
-      ledger: true,
-    });
-    const orm = runtime.orm!;
-    server = await startWebServer({
-      orm,
-      tasks: new TaskService(orm, runtime.queue, { health: runtime.health }),
-      runtime: () => runtime.status(),
-      logger: plainLogger("logfmt", "error"),
-      host: "127.0.0.1",
-      port: 0,
-      bodyLimitBytes: 4096,
-    });
-    base = `http://127.0.0.1:${server.port}`;
-  });
-  afterAll(async () => {
-    server?.close();
-    await runtime?.stop({ graceful: false });
-    await db?.cleanup();
-  });
-
-  /** A user with a default platform connection and an API token. */
-  const account = async (role: "admin" | "viewer" = "viewer") => {
-    const { userId, connectionId } = await seedUser(db.orm, { role });
-    const token = newApiToken();
-    await db.orm.em.fork().nativeUpdate(User, { id: userId }, { apiTokenHash: hashToken(token) });
-    return { userId, connectionId, token };
-  };
+  const web = useWebServer(redis);
+  const account: WebFixture["account"] = (role) => web.account(role);
+  const row: WebFixture["row"] = (id) => web.row(id);
 
   const call = async (
     method: string,
@@ -78,7 +36,7 @@ describe("the caption API over real HTTP", () => {
       headers["content-type"] = options.type ?? "application/json";
       body = options.raw;
     }
-    const response = await fetch(`${base}${path}`, {
+    const response = await fetch(`${web.base}${path}`, {
       method,
       headers,
       ...(body === undefined ? {} : { body }),
@@ -93,8 +51,6 @@ describe("the caption API over real HTTP", () => {
     };
   };
 
-  const row = async (id: string) => (await db.orm.em.fork().findOne(CaptionTask, { id }))!;
-
   it("refuses callers without a valid token with 401, as JSON, without telling which part was wrong", async () => {
     const { token, userId } = await account();
     for (const auth of [undefined, "not-a-token", `${token}x`]) {
@@ -102,7 +58,7 @@ describe("the caption API over real HTTP", () => {
       expect(answer.status).toBe(401);
       expect(answer.body).toMatchObject({ success: false, error_type: "unauthorized" });
     }
-    await db.orm.em.fork().nativeUpdate(User, { id: userId }, { isActive: false });
+    await web.db.orm.em.fork().nativeUpdate(User, { id: userId }, { isActive: false });
     expect((await call("GET", `/caption/api/status/${crypto.randomUUID()}`, { token })).status).toBe(401);
   });
 
@@ -317,9 +273,9 @@ describe("the caption API over real HTTP", () => {
     expect(unknown.status).toBe(404);
     expect(unknown.body).toMatchObject({ success: false, error_type: "not_found" });
     expect((await call("GET", "/caption/start", { token: me.token })).status).toBe(405);
-    const traced = await fetch(`${base}/healthz`, { headers: { "x-request-id": "trace-123" } });
+    const traced = await fetch(`${web.base}/healthz`, { headers: { "x-request-id": "trace-123" } });
     expect(traced.headers.get("x-request-id")).toBe("trace-123");
-    expect((await fetch(`${base}/healthz`)).headers.get("x-request-id")).toMatch(UUID);
+    expect((await fetch(`${web.base}/healthz`)).headers.get("x-request-id")).toMatch(UUID);
   });
 
   it("is healthy and ready; stays ready on the database queue while Redis is down", async () => {

@@ -1,0 +1,145 @@
+import type { MikroORM } from "@mikro-orm/core";
+import type { TemplatedApp, WebSocket } from "uWebSockets.js";
+import { CaptionTask } from "../db/entities.js";
+import { parseTaskId } from "../domain/task-id.js";
+import type { PlainLogger } from "../log.js";
+import { authenticate, type Caller } from "./auth.js";
+import { frame, type ProgressHub, stateFrames, topicOf } from "./progress-hub.js";
+
+interface SocketState {
+  caller: Caller | undefined;
+  readonly joined: Set<string>;
+  closed: boolean;
+}
+
+/** A slow client may owe this much before it is dropped (it reconnects and catches up). */
+const MAX_BACKPRESSURE = 1024 * 1024;
+
+/**
+ * `GET /ws`, the progress socket. The token comes as `?token=` or in a first `auth` message.
+ * `join_task` subscribes to a task the caller may see (their own; admins any) and answers with
+ * its current state first, so a client that reconnects misses nothing; `leave_task` stops.
+ */
+export const progressSocket = (
+  app: TemplatedApp,
+  orm: MikroORM,
+  hub: ProgressHub,
+  logger: PlainLogger,
+): TemplatedApp => {
+  function send(ws: WebSocket<SocketState>, text: string) {
+    if (!ws.getUserData().closed) ws.send(text);
+  }
+
+  async function handle(ws: WebSocket<SocketState>, text: string) {
+    let message: { event?: unknown; data?: Record<string, unknown> };
+    try {
+      message = JSON.parse(text) as typeof message;
+    } catch {
+      send(ws, frame("error", { message: 'frames are JSON: {"event": ..., "data": ...}' }));
+      return;
+    }
+    const state = ws.getUserData();
+    const data = message.data ?? {};
+    if (message.event === "auth") {
+      const caller = await authenticate(orm, `Bearer ${String(data.token ?? "")}`).catch(() => undefined);
+      if (state.closed) return;
+      if (!caller) {
+        send(ws, frame("error", { message: "invalid token" }));
+        ws.end(4401, "invalid token");
+        return;
+      }
+      state.caller = caller;
+      send(ws, frame("authenticated", { user_id: caller.userId, username: caller.username }));
+      return;
+    }
+    const caller = state.caller;
+    if (!caller) {
+      send(ws, frame("error", { message: "authenticate first: ?token= or an auth message" }));
+      return;
+    }
+    const id = parseTaskId(data.task_id);
+    if (message.event !== "join_task" && message.event !== "leave_task") {
+      send(ws, frame("error", { message: `unknown event ${JSON.stringify(message.event)}` }));
+      return;
+    }
+    if (id._tag === "None") {
+      send(ws, frame("error", { message: "task_id is not a valid task id", task_id: data.task_id ?? null }));
+      return;
+    }
+    const taskId = id.value;
+    if (message.event === "leave_task") {
+      if (state.joined.delete(taskId)) {
+        ws.unsubscribe(topicOf(taskId));
+        hub.unwatch(taskId);
+      }
+      return;
+    }
+    const row = await orm.em.fork().findOne(CaptionTask, { id: taskId });
+    if (state.closed) return;
+    if (!row || (!caller.admin && row.userId !== caller.userId)) {
+      send(ws, frame("error", { message: "no such task", task_id: taskId }));
+      return;
+    }
+    if (!state.joined.has(taskId)) {
+      state.joined.add(taskId);
+      ws.subscribe(topicOf(taskId));
+      hub.watch(row);
+    }
+    // The current state first: a client that reconnects misses nothing.
+    send(ws, stateFrames(row));
+  }
+
+  return app.ws<SocketState>("/ws", {
+    maxPayloadLength: 16 * 1024,
+    idleTimeout: 120,
+    sendPingsAutomatically: true,
+    maxBackpressure: MAX_BACKPRESSURE,
+    closeOnBackpressureLimit: 1,
+    upgrade: (res, req, context) => {
+      const key = req.getHeader("sec-websocket-key");
+      const protocol = req.getHeader("sec-websocket-protocol");
+      const extensions = req.getHeader("sec-websocket-extensions");
+      const token = new URLSearchParams(req.getQuery() ?? "").get("token");
+      let aborted = false;
+      res.onAborted(() => {
+        aborted = true;
+      });
+      void (async () => {
+        let caller: Caller | undefined;
+        if (token) {
+          caller = await authenticate(orm, `Bearer ${token}`).catch(() => undefined);
+          if (!caller) {
+            if (!aborted)
+              res.cork(() => {
+                res.writeStatus("401 Unauthorized").writeHeader("content-type", "application/json");
+                res.end(
+                  JSON.stringify({ success: false, error: "invalid token", error_type: "unauthorized" }),
+                );
+              });
+            return;
+          }
+        }
+        if (aborted) return;
+        const state: SocketState = { caller, joined: new Set(), closed: false };
+        res.cork(() => res.upgrade(state, key, protocol, extensions, context));
+      })();
+    },
+    open: (ws) => {
+      const { caller } = ws.getUserData();
+      if (caller) ws.send(frame("authenticated", { user_id: caller.userId, username: caller.username }));
+    },
+    message: (ws, message) => {
+      const text = Buffer.from(message).toString("utf8");
+      void handle(ws, text).catch((error: unknown) => {
+        logger.error(`progress socket: ${error instanceof Error ? error.message : String(error)}`);
+        send(ws, frame("error", { message: "internal error" }));
+      });
+    },
+    close: (ws) => {
+      const state = ws.getUserData();
+      state.closed = true;
+      for (const taskId of state.joined) hub.unwatch(taskId);
+      state.joined.clear();
+    },
+  });
+};

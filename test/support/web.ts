@@ -1,0 +1,66 @@
+import { afterAll, beforeAll } from "vitest";
+import { CaptionTask, User } from "../../src/db/entities.js";
+import { PRIORITIES } from "../../src/domain/priority.js";
+import { plainLogger } from "../../src/log.js";
+import { type RuntimeHandle, start } from "../../src/runtime.js";
+import { hashToken, newApiToken } from "../../src/security/tokens.js";
+import { TaskService } from "../../src/tasks/service.js";
+import { startWebServer, type WebServer } from "../../src/web/server.js";
+import { type LedgerDb, openLedgerDb, seedUser } from "./ledger.js";
+import type { RedisFixture } from "./redis.js";
+import { testConfig } from "./runtime.js";
+
+export const LEDGER_JOBS = new URL("./ledger-jobs.ts", import.meta.url).href;
+
+export interface WebFixture {
+  db: LedgerDb;
+  runtime: RuntimeHandle;
+  server: WebServer;
+  /** `http://127.0.0.1:<port>` */
+  base: string;
+  /** A user with a default platform connection and an API token. */
+  account(role?: "admin" | "viewer"): Promise<{ userId: number; connectionId: number; token: string }>;
+  row(id: string): Promise<CaptionTask>;
+}
+
+/**
+ * A served instance for a test file: a ledger (SQLite), the runtime with its workers (or none,
+ * with `workers: false`, as a web process in `external` mode) and the HTTP/WebSocket server on a
+ * free port, all real.
+ */
+export const useWebServer = (redis: RedisFixture, options: { workers?: boolean } = {}): WebFixture => {
+  const fixture = {} as WebFixture;
+  beforeAll(async () => {
+    fixture.db = await openLedgerDb("sqlite");
+    fixture.runtime = await start({
+      config: testConfig(redis.server.url, { DATABASE_URL: fixture.db.url, RT_JOBS_MODULE: LEDGER_JOBS }),
+      groups: options.workers === false ? [] : [{ name: "all", queues: PRIORITIES, concurrency: 8 }],
+      ledger: true,
+    });
+    const orm = fixture.runtime.orm!;
+    fixture.server = await startWebServer({
+      orm,
+      tasks: new TaskService(orm, fixture.runtime.queue, { health: fixture.runtime.health }),
+      queue: fixture.runtime.queue,
+      runtime: () => fixture.runtime.status(),
+      logger: plainLogger("logfmt", "error"),
+      host: "127.0.0.1",
+      port: 0,
+      bodyLimitBytes: 4096,
+    });
+    fixture.base = `http://127.0.0.1:${fixture.server.port}`;
+    fixture.account = async (role = "viewer") => {
+      const { userId, connectionId } = await seedUser(fixture.db.orm, { role });
+      const token = newApiToken();
+      await fixture.db.orm.em.fork().nativeUpdate(User, { id: userId }, { apiTokenHash: hashToken(token) });
+      return { userId, connectionId, token };
+    };
+    fixture.row = async (id) => (await fixture.db.orm.em.fork().findOne(CaptionTask, { id }))!;
+  });
+  afterAll(async () => {
+    fixture.server?.close();
+    await fixture.runtime?.stop({ graceful: false });
+    await fixture.db?.cleanup();
+  });
+  return fixture;
+};

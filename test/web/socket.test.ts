@@ -1,0 +1,159 @@
+import { afterAll, describe, expect, it } from "vitest";
+import WebSocket from "ws";
+import { eventually } from "../support/queue.js";
+import { useRedis } from "../support/redis.js";
+import { supervisors } from "../support/processes.js";
+import { LEDGER_JOBS, useWebServer, type WebFixture } from "../support/web.js";
+
+interface Frame {
+  event: string;
+  data: Record<string, unknown>;
+}
+
+/** A real WebSocket client that keeps every frame it got, in order. */
+const connect = async (url: string) => {
+  const socket = new WebSocket(url);
+  const frames: Frame[] = [];
+  socket.on("message", (data) => frames.push(JSON.parse(String(data)) as Frame));
+  await new Promise<void>((resolve, reject) => {
+    socket.once("open", () => resolve());
+    socket.once("error", reject);
+  });
+  return {
+    socket,
+    frames,
+    send: (event: string, data: unknown) => socket.send(JSON.stringify({ event, data })),
+    /** Waits for a frame matching `predicate` that arrived after frame number `from`. */
+    next: async (predicate: (f: Frame) => boolean, from = 0, timeoutMs = 15_000) => {
+      let found: Frame | undefined;
+      await eventually(
+        () => (found = frames.slice(from).find(predicate)) !== undefined,
+        timeoutMs,
+        "a frame",
+      );
+      return found!;
+    },
+  };
+};
+
+const wsUrl = (web: WebFixture, token?: string) =>
+  `${web.base.replace("http", "ws")}/ws${token ? `?token=${token}` : ""}`;
+
+const startTask = async (web: WebFixture, token: string, settings: Record<string, unknown>) => {
+  const response = await fetch(`${web.base}/caption/start`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify(settings),
+  });
+  return ((await response.json()) as { data: { task_id: string } }).data.task_id;
+};
+
+describe("the progress socket", () => {
+  const redis = useRedis();
+  const web = useWebServer(redis);
+
+  it("sends the current state on join, then live progress, then the completion with results", async () => {
+    const me = await web.account();
+    const client = await connect(wsUrl(web, me.token));
+    await client.next((f) => f.event === "authenticated");
+    const taskId = await startTask(web, me.token, { processing_delay: 3 });
+    client.send("join_task", { task_id: taskId });
+    const first = await client.next((f) => f.data.task_id === taskId);
+    expect(first.event).toBe("progress_update");
+    expect(first.data).toMatchObject({ task_id: taskId, progress_percent: expect.any(Number) });
+    const done = await client.next((f) => f.event === "task_completed");
+    expect(done.data).toEqual({
+      task_id: taskId,
+      results: { posts_processed: 1, captions_generated: 2, task_id: taskId },
+    });
+    const seen = client.frames
+      .filter((f) => f.event === "progress_update" && f.data.task_id === taskId)
+      .map((f) => f.data.progress_percent as number);
+    expect(seen.some((p) => p > 0 && p < 100)).toBe(true);
+    expect([...seen].sort((a, b) => a - b)).toEqual(seen);
+    client.socket.close();
+  });
+
+  it("catches a reconnecting client up: joining an ended task gets its end at once", async () => {
+    const me = await web.account();
+    const taskId = await startTask(web, me.token, { processing_delay: 0.1 });
+    await eventually(async () => (await web.row(taskId)).status === "completed", 15_000, "the task");
+    const client = await connect(wsUrl(web));
+    client.send("auth", { token: me.token });
+    await client.next((f) => f.event === "authenticated");
+    client.send("join_task", { task_id: taskId });
+    expect((await client.next((f) => f.data.task_id === taskId)).event).toBe("task_completed");
+    client.socket.close();
+  });
+
+  it("keeps users to their own tasks (admins may join any), and tells of cancels", async () => {
+    const owner = await web.account();
+    const stranger = await web.account();
+    const admin = await web.account("admin");
+    const taskId = await startTask(web, owner.token, { processing_delay: 30 });
+    const nosy = await connect(wsUrl(web, stranger.token));
+    nosy.send("join_task", { task_id: taskId });
+    expect(await nosy.next((f) => f.event === "error")).toMatchObject({
+      data: { message: "no such task", task_id: taskId },
+    });
+    const boss = await connect(wsUrl(web, admin.token));
+    boss.send("join_task", { task_id: taskId });
+    await boss.next((f) => f.event === "progress_update" && f.data.task_id === taskId);
+    await fetch(`${web.base}/caption/api/cancel/${taskId}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${owner.token}` },
+    });
+    expect((await boss.next((f) => f.event === "task_cancelled")).data).toMatchObject({ task_id: taskId });
+    expect(nosy.frames.filter((f) => f.data.task_id === taskId && f.event !== "error")).toEqual([]);
+    nosy.socket.close();
+    boss.socket.close();
+  });
+
+  it("refuses a bad token at the door, and anything but auth before authenticating", async () => {
+    const refused = new WebSocket(wsUrl(web, "rt_wrong"));
+    const status = await new Promise<number>((resolve) =>
+      refused.once("unexpected-response", (_req, res) => resolve(res.statusCode ?? 0)),
+    );
+    expect(status).toBe(401);
+    const anonymous = await connect(wsUrl(web));
+    anonymous.send("join_task", { task_id: crypto.randomUUID() });
+    expect((await anonymous.next((f) => f.event === "error")).data.message).toMatch(/authenticate first/);
+    anonymous.socket.send("not json");
+    await anonymous.next((f) => f.event === "error" && String(f.data.message).includes("JSON"));
+    anonymous.send("auth", { token: "rt_wrong" });
+    await new Promise((resolve) => anonymous.socket.once("close", resolve));
+  });
+});
+
+describe("the progress socket, with the job run by another process", () => {
+  const redis = useRedis();
+  // The web process runs no workers (WORKER_MODE=external); a `ratatoskr supervisor` does.
+  const web = useWebServer(redis, { workers: false });
+  const processes = supervisors();
+  afterAll(processes.killAll);
+
+  it("relays progress and the end of a job that a supervisor process runs", async () => {
+    const worker = processes.spawnSupervisor({
+      REDIS_URL: redis.server.url,
+      DATABASE_URL: web.db.url,
+      RT_JOBS_MODULE: LEDGER_JOBS,
+    });
+    const me = await web.account();
+    const client = await connect(wsUrl(web, me.token));
+    await client.next((f) => f.event === "authenticated");
+    const taskId = await startTask(web, me.token, { processing_delay: 5 });
+    client.send("join_task", { task_id: taskId });
+    const live = await client.next(
+      (f) => f.event === "progress_update" && (f.data.progress_percent as number) > 0,
+      0,
+      30_000,
+    );
+    expect(live.data).toMatchObject({ task_id: taskId, status: "running" });
+    const done = await client.next((f) => f.event === "task_completed", 0, 30_000);
+    expect(done.data).toMatchObject({ task_id: taskId, results: { task_id: taskId } });
+    // It ran there, not here.
+    expect(web.runtime.status().actors["dispatcher:all"]).toBeUndefined();
+    expect(worker.output()).toContain("ratatoskr supervisor");
+    client.socket.close();
+  }, 60_000);
+});
