@@ -100,7 +100,8 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         if (event.type === "dead") record(`${id} failed`, () => ledger.markFailed(id, attempt, event.error));
         if (event.type === "released") record(`${id} released`, () => ledger.markReleased(id, attempt));
         if (event.type === "cancelled")
-          record(`${id} cancelled`, () => ledger.markCancelled(id, { reason: event.error }));
+          // The reason was noted when the cancel was asked for; the worker's word is only "cancelled".
+          record(`${id} cancelled`, () => ledger.markCancelled(id, {}));
       }
       switch (event.type) {
         case "error":

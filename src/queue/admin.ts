@@ -213,6 +213,28 @@ export class QueueAdmin {
    * Frees the user's slot whatever holds it, so a new task can be submitted. The old task keeps
    * running: use it when the lock is wrong, not to cancel.
    */
+  /**
+   * Deletes the data of completed jobs now rather than at the end of their retention (memory
+   * pressure, or an operator's cleanup). Only completed ones: failed and cancelled jobs explain
+   * themselves to whoever looks. Returns how many were deleted.
+   */
+  purgeFinished(): Effect.Effect<number, RedisError> {
+    return this.redis("purge finished jobs", async () => {
+      const { redis, keys } = this.queue;
+      const prefix = keys.job("");
+      let cursor = "0";
+      let removed = 0;
+      do {
+        const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
+        cursor = next;
+        const ids = found.map((key) => key.slice(prefix.length));
+        if (ids.length > 0)
+          removed += Number(await Effect.runPromise(this.queue.run(scripts.purgeCompleted, ids)));
+      } while (cursor !== "0");
+      return removed;
+    });
+  }
+
   /** `database` while `tasks rollback-to-db` holds every process on the database queue. */
   backendMode(): Effect.Effect<"redis" | "database", RedisError> {
     return this.redis("backend mode", async () =>

@@ -273,6 +273,20 @@ export class Queue {
     ).pipe(Effect.map(Number));
   }
 
+  /** Moves a waiting (or delayed) job to another priority; a running or ended one stays. */
+  reprioritize(
+    id: string,
+    priority: Priority,
+  ): Effect.Effect<"ok" | { readonly state: string }, TaskNotFound | RedisError> {
+    return this.run(scripts.reprioritize, [id, priority]).pipe(
+      Effect.flatMap((reply) => {
+        const [outcome, state] = reply as [string, string | undefined];
+        if (outcome === "missing") return Effect.fail(new TaskNotFound({ taskId: id }));
+        return Effect.succeed(outcome === "ok" ? ("ok" as const) : { state: state ?? "unknown" });
+      }),
+    );
+  }
+
   /**
    * Gives a running job back to its stream at once, uncharged (the worker is shutting down and
    * stopped it); 'stale' if the attempt is no longer this consumer's.

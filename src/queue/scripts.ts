@@ -19,4 +19,6 @@ export const scripts = {
   heartbeat: LuaScript.fromDirectory(dir, "heartbeat"),
   restoreLocks: LuaScript.fromDirectory(dir, "restore-locks"),
   release: LuaScript.fromDirectory(dir, "release"),
+  reprioritize: LuaScript.fromDirectory(dir, "reprioritize"),
+  purgeCompleted: LuaScript.fromDirectory(dir, "purge-completed"),
 } as const;

@@ -34,3 +34,12 @@ export class TaskNotRetryable extends Data.TaggedError("TaskNotRetryable")<{
     return `task ${this.taskId} is ${this.status}; only failed or cancelled tasks can be retried`;
   }
 }
+
+export class TaskNotWaiting extends Data.TaggedError("TaskNotWaiting")<{
+  readonly taskId: string;
+  readonly status: string;
+}> {
+  override get message() {
+    return `task ${this.taskId} is ${this.status}; only a waiting task can change priority`;
+  }
+}

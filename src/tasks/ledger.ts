@@ -113,21 +113,67 @@ export class TaskLedger {
     );
   }
 
+  /**
+   * The task ended cancelled. Without a reason (the queue's word about a running task), the one
+   * noted when the cancel was asked for stays.
+   */
   markCancelled(
     id: string,
-    cancel: { reason: string; byAdmin?: { adminUserId: number } | undefined },
+    cancel: { reason?: string | undefined; byAdmin?: { adminUserId: number } | undefined },
   ): Promise<boolean> {
     return this.update(
       { id, status: { $in: ["queued", "running"] } },
       {
         status: "cancelled",
         completedAt: new Date(),
-        cancellationReason: cancel.reason.slice(0, 500),
-        cancelledByAdmin: cancel.byAdmin !== undefined,
-        adminUserId: cancel.byAdmin?.adminUserId ?? null,
+        ...(cancel.reason === undefined ? {} : { cancellationReason: cancel.reason.slice(0, 500) }),
+        // An admin's cancel of a running task is noted when asked; its worker's word later
+        // must not erase who asked.
+        ...(cancel.byAdmin ? { cancelledByAdmin: true, adminUserId: cancel.byAdmin.adminUserId } : {}),
         currentStep: "Cancelled",
       },
     );
+  }
+
+  /** Why a running task is being cancelled (and which admin asked), before its worker stops. */
+  noteCancel(id: string, reason: string, byAdmin: { adminUserId: number } | undefined): Promise<boolean> {
+    return this.update(
+      { id, status: "running" },
+      {
+        cancellationReason: reason.slice(0, 500),
+        ...(byAdmin ? { cancelledByAdmin: true, adminUserId: byAdmin.adminUserId } : {}),
+      },
+    );
+  }
+
+  /** A failed task runs again (its dead letter redriven): back to queued, if the user has room. */
+  reopenFailed(id: string): Promise<boolean> {
+    return this.update(
+      { id, status: "failed" },
+      {
+        status: "queued",
+        completedAt: null,
+        errorMessage: null,
+        currentStep: "Requeued by an administrator",
+      },
+    );
+  }
+
+  /** Undo of `reopenFailed` when the queue could not take the task after all. */
+  markFailedAgain(id: string, error: string): Promise<boolean> {
+    return this.update(
+      { id, status: "queued" },
+      {
+        status: "failed",
+        completedAt: new Date(),
+        errorMessage: error.slice(0, 2000),
+        currentStep: "Failed",
+      },
+    );
+  }
+
+  setPriority(id: string, priority: CaptionTask["priority"]): Promise<boolean> {
+    return this.update({ id, status: "queued" }, { priority });
   }
 
   async status(id: string): Promise<string | undefined> {

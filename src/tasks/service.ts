@@ -2,14 +2,20 @@ import { type MikroORM, UniqueConstraintViolationException } from "@mikro-orm/co
 import { Duration, Effect, Either, ParseResult, Schema } from "effect";
 import { CaptionTask, PlatformConnection } from "../db/entities.js";
 import { CaptionSettings } from "../domain/caption-settings.js";
-import { type Priority } from "../domain/priority.js";
+import type { Priority } from "../domain/priority.js";
 import { newTaskId } from "../domain/task-id.js";
 import { QueueAdmin } from "../queue/admin.js";
 import { ActiveTaskExists, RedisError } from "../queue/errors.js";
 import type { Backend } from "../health/redis-health.js";
 import { captionJob } from "./caption-job.js";
 import type { Queue } from "../queue/queue.js";
-import { InvalidTaskInput, NoPlatformConnection, TaskNotFound, TaskNotRetryable } from "./errors.js";
+import {
+  InvalidTaskInput,
+  NoPlatformConnection,
+  TaskNotFound,
+  TaskNotRetryable,
+  TaskNotWaiting,
+} from "./errors.js";
 import { TaskLedger } from "./ledger.js";
 
 export interface SubmitInput {
@@ -212,13 +218,40 @@ export class TaskService {
           Effect.orElseSucceed(() => false),
         ),
       ));
-    // Running from Redis: its worker aborts and the dispatcher records the end, within one renewal.
-    if (flagged) return Either.right("cancelling");
+    // Running from Redis: its worker aborts at once and the dispatcher records the end.
+    if (flagged) {
+      await this.ledger.noteCancel(taskId, reason, byAdmin);
+      return Either.right("cancelling");
+    }
     // Removed from the queue, or not there (database queue, Redis lost it, Redis away): the
     // ledger's word is final; a dispatcher that claims it later finds it cancelled and skips
     // it, and a database-queue attempt sees it at its next lease renewal and aborts.
     await this.ledger.markCancelled(taskId, { reason, byAdmin });
     return Either.right("cancelled");
+  }
+
+  /**
+   * Moves a waiting task to another priority (an admin's call): in Redis and in the ledger.
+   * `running` (or ended) tasks keep theirs.
+   */
+  async reprioritize(
+    taskId: string,
+    priority: Priority,
+  ): Promise<Either.Either<"ok", TaskNotFound | TaskNotWaiting>> {
+    const row = await this.orm.em.fork().findOne(CaptionTask, { id: taskId });
+    if (!row) return Either.left(new TaskNotFound({ taskId }));
+    if (row.status !== "queued") return Either.left(new TaskNotWaiting({ taskId, status: row.status }));
+    if (row.queueBackend === "redis") {
+      const moved = await Effect.runPromise(
+        Effect.either(this.withinTimeout(this.queue.reprioritize(taskId, priority))),
+      );
+      if (Either.isRight(moved) && moved.right !== "ok")
+        return Either.left(new TaskNotWaiting({ taskId, status: moved.right.state }));
+      // Not in Redis (lost, or Redis away): the ledger's priority is what the reconciler uses.
+    }
+    return (await this.ledger.setPriority(taskId, priority))
+      ? Either.right("ok")
+      : Either.left(new TaskNotWaiting({ taskId, status: "running" }));
   }
 
   /** A new task with the same connection, priority and settings as a failed or cancelled one. */

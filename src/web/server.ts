@@ -4,6 +4,7 @@ import type { PlainLogger } from "../log.js";
 import type { RuntimeStatus } from "../runtime.js";
 import type { Queue } from "../queue/queue.js";
 import type { TaskService } from "../tasks/service.js";
+import { adminRoutes } from "./admin-routes.js";
 import { captionRoutes } from "./caption-routes.js";
 import { healthRoutes } from "./health-routes.js";
 import { exchange, HttpError, reply } from "./http.js";
@@ -38,6 +39,7 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
   const router = new Router();
   healthRoutes(router, options.orm, options.runtime);
   captionRoutes(router, options.orm, options.tasks);
+  adminRoutes(router, options);
 
   const app = uWS.App();
   const subscriber = options.queue.redis.duplicate({ enableAutoPipelining: false });

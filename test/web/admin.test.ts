@@ -1,0 +1,203 @@
+import { Either } from "effect";
+import { describe, expect, it } from "vitest";
+import { QueueAdmin } from "../../src/queue/admin.js";
+import { TaskService } from "../../src/tasks/service.js";
+import { eventually } from "../support/queue.js";
+import { run, useRedis } from "../support/redis.js";
+import { useWebServer } from "../support/web.js";
+
+type Who = "anonymous" | "owner" | "stranger" | "admin";
+
+describe("the admin API, and who may call what", () => {
+  const redis = useRedis();
+  const web = useWebServer(redis);
+
+  const call = async (method: string, path: string, token?: string, json?: unknown) => {
+    const headers: Record<string, string> = {};
+    if (token) headers.authorization = `Bearer ${token}`;
+    if (json !== undefined) headers["content-type"] = "application/json";
+    const response = await fetch(`${web.base}${path}`, {
+      method,
+      headers,
+      ...(json === undefined ? {} : { body: JSON.stringify(json) }),
+    });
+    // eslint-disable-next-line @typescript-eslint/no-explicit-any -- answers are checked field by field
+    return { status: response.status, body: (await response.json()) as Record<string, any> };
+  };
+
+  const startTask = async (token: string, settings: Record<string, unknown> = {}) =>
+    (await call("POST", "/caption/start", token, settings)).body.data.task_id as string;
+
+  it("answers every route by role: 401 without a token, 403 for admin routes, 404 for others' tasks", async () => {
+    const owner = await web.account();
+    const stranger = await web.account();
+    const admin = await web.account("admin");
+    const taskId = await startTask(owner.token, { processing_delay: 0.1 });
+    await eventually(async () => (await web.row(taskId)).status === "completed", 15_000, "the task");
+    const tokens: Record<Who, string | undefined> = {
+      anonymous: undefined,
+      owner: owner.token,
+      stranger: stranger.token,
+      admin: admin.token,
+    };
+    const taskRoutes: Array<[string, string]> = [
+      ["GET", `/caption/api/status/${taskId}`],
+      ["GET", `/api/caption_generation/status/${taskId}`],
+      ["GET", `/api/caption_generation/results/${taskId}`],
+    ];
+    const adminRoutes: Array<[string, string, unknown?]> = [
+      ["GET", "/admin/api/jobs"],
+      ["GET", "/admin/api/jobs/active"],
+      ["GET", `/admin/api/jobs/${taskId}/details`],
+      ["PUT", `/admin/api/jobs/${taskId}/priority`, { priority: "low" }],
+      ["POST", `/admin/api/jobs/${taskId}/restart`],
+      ["POST", `/admin/api/jobs/${taskId}/cancel`, { reason: "test" }],
+      ["GET", "/admin/api/rq/queue-stats"],
+      ["POST", "/admin/api/rq/queue-management", { action: "resume_queue", queue_name: "low" }],
+      ["GET", "/admin/api/rq/health-check"],
+      ["GET", "/admin/api/workers"],
+      ["GET", "/admin/api/dead"],
+      ["POST", "/admin/api/dead/low/retry", { entry_ids: [] }],
+      ["POST", "/admin/api/dead/low/purge", { entry_ids: [] }],
+    ];
+    const seen: string[] = [];
+    for (const who of ["anonymous", "owner", "stranger", "admin"] as const) {
+      for (const [method, path] of taskRoutes) {
+        const { status } = await call(method, path, tokens[who]);
+        seen.push(`${who} ${method} ${path.split("/").slice(0, -1).join("/")} ${status}`);
+        const expected = { anonymous: 401, owner: 200, stranger: 404, admin: 200 }[who];
+        expect(status, `${who} ${method} ${path}`).toBe(expected);
+      }
+      for (const [method, path, body] of adminRoutes) {
+        const { status } = await call(method, path, tokens[who], body);
+        if (who === "admin") expect(status, `${who} ${method} ${path}`).toBeLessThan(500);
+        else expect(status, `${who} ${method} ${path}`).toBe(who === "anonymous" ? 401 : 403);
+        if (who === "admin" && !path.includes(taskId)) expect(status, `${method} ${path}`).toBe(200);
+      }
+    }
+    expect(seen).toHaveLength(12);
+  });
+
+  it("lists and filters jobs, moves a waiting task to another priority, and cancels with a reason on record", async () => {
+    const admin = await web.account("admin");
+    const user = await web.account();
+    // Normal paused: the user's task waits.
+    const paused = await call("POST", "/admin/api/rq/queue-management", admin.token, {
+      action: "pause_queue",
+      queue_name: "normal",
+    });
+    expect(paused.body).toMatchObject({ success: true, changed: true });
+    const taskId = await startTask(user.token, { processing_delay: 30 });
+    expect((await web.row(taskId)).status).toBe("queued");
+
+    const listed = await call("GET", `/admin/api/jobs?status=queued&user_id=${user.userId}`, admin.token);
+    expect(listed.body).toMatchObject({
+      success: true,
+      total: 1,
+      jobs: [{ task_id: taskId, priority: "normal" }],
+    });
+    const paged = await call("GET", "/admin/api/jobs?limit=1&offset=0", admin.token);
+    expect(paged.body.jobs).toHaveLength(1);
+    expect((await call("GET", "/admin/api/jobs?limit=0", admin.token)).status).toBe(400);
+    expect((await call("GET", "/admin/api/jobs?status=sleeping", admin.token)).status).toBe(400);
+    const active = await call("GET", "/admin/api/jobs/active", admin.token);
+    expect(active.body.jobs.map((j: { task_id: string }) => j.task_id)).toContain(taskId);
+    const details = await call("GET", `/admin/api/jobs/${taskId}/details`, admin.token);
+    expect(details.body).toMatchObject({
+      job: { task_id: taskId, settings: { processing_delay: 30 } },
+      queue: { state: "queued", priority: "normal" },
+    });
+
+    // To high, which is not paused: it runs.
+    const moved = await call("PUT", `/admin/api/jobs/${taskId}/priority`, admin.token, { priority: "high" });
+    expect(moved.body).toEqual({ success: true, task_id: taskId, priority: "high" });
+    await eventually(async () => (await web.row(taskId)).status === "running", 10_000, "the task to run");
+    expect((await web.row(taskId)).priority).toBe("high");
+    const late = await call("PUT", `/admin/api/jobs/${taskId}/priority`, admin.token, { priority: "low" });
+    expect(late).toMatchObject({ status: 409, body: { error_type: "not_waiting", status: "running" } });
+
+    expect((await call("POST", `/admin/api/jobs/${taskId}/cancel`, admin.token, {})).status).toBe(400);
+    const tooLong = await call("POST", `/admin/api/jobs/${taskId}/cancel`, admin.token, {
+      reason: "x".repeat(501),
+    });
+    expect(tooLong.status).toBe(400);
+    const cancelled = await call("POST", `/admin/api/jobs/${taskId}/cancel`, admin.token, {
+      reason: "abusive content",
+    });
+    expect(cancelled.body).toMatchObject({ success: true, status: "cancelling" });
+    await eventually(async () => (await web.row(taskId)).status === "cancelled", 10_000, "the cancel");
+    expect(await web.row(taskId)).toMatchObject({
+      cancelledByAdmin: true,
+      adminUserId: admin.userId,
+      cancellationReason: "abusive content",
+    });
+    const restarted = await call("POST", `/admin/api/jobs/${taskId}/restart`, admin.token);
+    expect(restarted.status).toBe(202);
+    await call("POST", "/admin/api/rq/queue-management", admin.token, {
+      action: "resume_queue",
+      queue_name: "normal",
+    });
+    await eventually(
+      async () => (await web.row(restarted.body.task_id)).status === "completed",
+      60_000,
+      "restart",
+    );
+  });
+
+  it("reports queues, health and workers, and retries a dead letter with its ledger row", async () => {
+    const admin = await web.account("admin");
+    const user = await web.account();
+    // A task with no retries whose first run fails (the test job fails runs of 13 posts at first).
+    const service = new TaskService(web.runtime.orm!, web.runtime.queue);
+    const submitted = await service.submit({
+      userId: user.userId,
+      priority: "low",
+      settings: { max_posts_per_run: 13, processing_delay: 0 },
+      maxRetries: 0,
+    });
+    const taskId = Either.isRight(submitted) ? submitted.right.taskId : "";
+    await eventually(async () => (await web.row(taskId)).status === "failed", 15_000, "the task to fail");
+
+    const stats = await call("GET", "/admin/api/rq/queue-stats", admin.token);
+    expect(stats.body).toMatchObject({
+      success: true,
+      backend: "redis",
+      database: { failed: expect.any(Number) },
+    });
+    expect(stats.body.queues.find((q: { priority: string }) => q.priority === "low")).toMatchObject({
+      dead: 1,
+    });
+    const health = await call("GET", "/admin/api/rq/health-check", admin.token);
+    expect(health.body).toMatchObject({ healthy: true, runtime: "running", redis: { mode: "redis" } });
+    // Each test starts from an empty Redis: the registration is back at the next heartbeat.
+    await eventually(
+      async () => (await call("GET", "/admin/api/workers", admin.token)).body.workers.length > 0,
+      15_000,
+      "the heartbeat",
+    );
+    const workers = await call("GET", "/admin/api/workers", admin.token);
+    expect(workers.body.workers[0]).toMatchObject({ id: web.runtime.workerId, mode: "redis" });
+
+    const dead = await call("GET", "/admin/api/dead?priority=low", admin.token);
+    expect(dead.body.dead).toEqual([expect.objectContaining({ taskId, priority: "low" })]);
+    const entryId = dead.body.dead[0].entryId as string;
+    const retried = await call("POST", "/admin/api/dead/low/retry", admin.token, { entry_ids: [entryId] });
+    expect(retried.body).toMatchObject({ retried: 1, results: [{ task_id: taskId, outcome: "ok" }] });
+    // The row was reopened and the task ran again, as attempt 2 (a new run: this test job fails
+    // every run's first attempt, so it failed again, and is a dead letter again).
+    await eventually(
+      async () => {
+        const row = await web.row(taskId);
+        return row.attempt === 2 && row.status === "failed";
+      },
+      15_000,
+      "the second run",
+    );
+    expect((await call("GET", "/admin/api/dead?priority=low", admin.token)).body.dead).toEqual(
+      expect.not.arrayContaining([expect.objectContaining({ entryId })]),
+    );
+    const purged = await call("POST", "/admin/api/dead/low/purge", admin.token, { all: true });
+    expect(purged.body).toEqual({ success: true, purged: 1 });
+    expect(await run(new QueueAdmin(web.runtime.queue).listDead({ priority: "low" }))).toEqual([]);
+  });
+});
