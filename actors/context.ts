@@ -9,6 +9,7 @@ import type { RedisHealth } from "../src/health/redis-health.js";
 import type { DatabaseQueue } from "../src/tasks/database-queue.js";
 import type { DatabaseRunner } from "../src/tasks/database-runner.js";
 import type { Reconciler } from "../src/tasks/reconciler.js";
+import type { JobMetrics } from "../src/metrics/job-metrics.js";
 import type { Mailbox } from "./mailbox.js";
 
 /** What every actor of one runtime shares. */
@@ -38,4 +39,6 @@ export interface RuntimeContext {
   readonly reconcile: Mailbox<"now">;
   /** Wakes the janitor now (Redis memory pressure). */
   readonly cleanup: Mailbox<"now">;
+  /** Counters for /metrics: attempts ended, and how long they ran. */
+  readonly metrics: JobMetrics;
 }

@@ -40,6 +40,7 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
           return JSON.stringify({ skipped: `the ledger has this task as ${row}` });
         }
       }
+      const started = Date.now();
       try {
         const result = await pool.run(
           {
@@ -53,6 +54,7 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
           { signal: AbortSignal.any([signal, timer.signal]), onProgress: reportProgress },
         );
         reportProgress.flush();
+        ctx.metrics.attemptEnded(job.priority, "completed", "redis", (Date.now() - started) / 1000);
         // The ledger first: a result must not wait on Redis, which may be away right now. If the
         // queue's acknowledgement is lost, a later attempt finds the row completed and skips.
         if (ctx.ledger) {
@@ -91,6 +93,10 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
       );
     };
     const onEvent = (event: WorkerEvent) => {
+      if (event.type === "retry" || event.type === "dead" || event.type === "cancelled") {
+        const outcome = event.type === "retry" ? "retried" : event.type === "dead" ? "failed" : "cancelled";
+        ctx.metrics.attemptEnded(event.job.priority, outcome, "redis");
+      }
       if (ledger && "job" in event) {
         const { id, attempt } = event.job;
         if (event.type === "completed")

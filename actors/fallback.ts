@@ -44,7 +44,17 @@ export const fallbackDispatcher = (ctx: RuntimeContext, group: WorkerGroup): Chi
           concurrency: group.concurrency,
           leaseMs: ctx.config.RT_LEASE_MS,
           timeoutMs: (priority) => timeouts[priority],
-          onEvent: (event) => Runtime.runFork(runtime)(describe(event)),
+          onEvent: (event) => {
+            if (event.type === "completed")
+              ctx.metrics.attemptEnded(event.priority, "completed", "database", event.seconds);
+            else if (event.type === "retry" || event.type === "failed" || event.type === "cancelled")
+              ctx.metrics.attemptEnded(
+                event.priority,
+                event.type === "retry" ? "retried" : event.type,
+                "database",
+              );
+            Runtime.runFork(runtime)(describe(event));
+          },
         }).start(),
       ),
       (r) =>

@@ -23,6 +23,7 @@ import { Queue } from "./queue/queue.js";
 import type { Worker } from "./queue/worker.js";
 import { WorkerRegistry } from "./queue/workers.js";
 import { type HealthSnapshot, RedisHealth } from "./health/redis-health.js";
+import { JobMetrics } from "./metrics/job-metrics.js";
 import { DatabaseQueue } from "./tasks/database-queue.js";
 import type { DatabaseRunner } from "./tasks/database-runner.js";
 import { TaskLedger } from "./tasks/ledger.js";
@@ -60,6 +61,8 @@ export interface RuntimeHandle {
   readonly health: RedisHealth;
   /** The ledger's ORM, when the runtime keeps it: share it rather than open a second pool. */
   readonly orm: MikroORM | undefined;
+  /** This process's job counters, for /metrics. */
+  readonly metrics: JobMetrics;
   readonly redisUrl: string;
   status(): RuntimeStatus;
   /**
@@ -197,6 +200,7 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
     fallbacks: new Map<string, DatabaseRunner>(),
     reconcile: makeMailbox<"now">(),
     cleanup: makeMailbox<"now">(),
+    metrics: new JobMetrics(),
   };
 
   const actors = new Map<string, { running: boolean; restarts: number; lastExit: string | undefined }>();
@@ -295,6 +299,7 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
     queue,
     health,
     orm,
+    metrics: ctx.metrics,
     redisUrl,
     status: () => ({ state, failure, actors: Object.fromEntries(actors), health: health.snapshot() }),
     stop,

@@ -21,6 +21,7 @@ export const runServe = async (): Promise<number> => {
   const tasks = new TaskService(orm, runtime.queue, {
     health: runtime.health,
     redisTimeoutMs: config.RT_SUBMIT_TIMEOUT_MS,
+    metrics: runtime.metrics,
   });
   let server;
   try {
@@ -28,6 +29,7 @@ export const runServe = async (): Promise<number> => {
       orm,
       tasks,
       queue: runtime.queue,
+      metrics: runtime.metrics,
       runtime: () => runtime.status(),
       logger: plainLogger(
         config.RT_LOG_FORMAT ?? profiles[config.RT_PROFILE].logFormat,

@@ -8,15 +8,16 @@ import { captionEnvelope } from "./caption-job.js";
 import type { DatabaseClaim, DatabaseQueue } from "./database-queue.js";
 import type { TaskLedger } from "./ledger.js";
 
+interface Attempt {
+  readonly id: string;
+  readonly attempt: number;
+  readonly priority: Priority;
+}
+
 export type DatabaseRunnerEvent =
-  | { readonly type: "started" | "completed"; readonly id: string; readonly attempt: number }
-  | {
-      readonly type: "retry" | "failed";
-      readonly id: string;
-      readonly attempt: number;
-      readonly error: string;
-    }
-  | { readonly type: "cancelled" | "released"; readonly id: string; readonly attempt: number }
+  | (Attempt & { readonly type: "started" | "cancelled" | "released" })
+  | (Attempt & { readonly type: "completed"; readonly seconds: number })
+  | (Attempt & { readonly type: "retry" | "failed"; readonly error: string })
   | { readonly type: "error"; readonly error: string };
 
 export interface DatabaseRunnerOptions {
@@ -134,7 +135,7 @@ export class DatabaseRunner {
     const key = `${claim.id}#${claim.attempt}`;
     const entry = { claim, controller: new AbortController() };
     this.running.set(key, entry);
-    this.emit({ type: "started", id: claim.id, attempt: claim.attempt });
+    this.emit({ type: "started", id: claim.id, attempt: claim.attempt, priority: claim.priority });
     void this.execute(entry)
       .catch((error: unknown) => this.emit({ type: "error", error: describeFailure(error) }))
       .finally(() => {
@@ -156,6 +157,7 @@ export class DatabaseRunner {
       ledger.markProgress(id, attempt, p.percent, p.step).catch(() => {});
     });
     let result: string | undefined;
+    const started = Date.now();
     try {
       result = await pool.run(
         { id, attempt, runAttempt: attempt, priority, userId: String(claim.userId) },
@@ -165,13 +167,13 @@ export class DatabaseRunner {
     } catch (error) {
       const reason = controller.signal.aborted ? describeFailure(controller.signal.reason) : undefined;
       if (reason === CANCELLED) {
-        this.emit({ type: "cancelled", id, attempt });
+        this.emit({ type: "cancelled", id, attempt, priority });
         return;
       }
       if (reason === SHUTDOWN) {
         // Not this task's fault: back to the queue now rather than after its lease.
         await queue.release(id, attempt).catch(() => {});
-        this.emit({ type: "released", id, attempt });
+        this.emit({ type: "released", id, attempt, priority });
         return;
       }
       const failure =
@@ -185,18 +187,18 @@ export class DatabaseRunner {
       progress.flush();
     }
     await ledger.markCompleted(id, attempt, result || undefined);
-    this.emit({ type: "completed", id, attempt });
+    this.emit({ type: "completed", id, attempt, priority, seconds: (Date.now() - started) / 1000 });
   }
 
   private async fail(claim: DatabaseClaim, error: string, kind: ReturnType<typeof failureKindOf>) {
-    const { id, attempt, maxRetries } = claim;
+    const { id, attempt, maxRetries, priority } = claim;
     const delay = retryDelayMs(kind, attempt);
     if (delay !== undefined && attempt <= maxRetries) {
       await this.options.queue.retryLater(id, attempt, error, delay);
-      this.emit({ type: "retry", id, attempt, error });
+      this.emit({ type: "retry", id, attempt, priority, error });
     } else {
       await this.options.ledger.markFailed(id, attempt, error);
-      this.emit({ type: "failed", id, attempt, error });
+      this.emit({ type: "failed", id, attempt, priority, error });
     }
   }
 

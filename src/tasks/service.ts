@@ -7,6 +7,7 @@ import { newTaskId } from "../domain/task-id.js";
 import { QueueAdmin } from "../queue/admin.js";
 import { ActiveTaskExists, RedisError } from "../queue/errors.js";
 import type { Backend } from "../health/redis-health.js";
+import type { JobMetrics } from "../metrics/job-metrics.js";
 import { captionJob } from "./caption-job.js";
 import type { Queue } from "../queue/queue.js";
 import {
@@ -38,6 +39,8 @@ export interface TaskServiceOptions {
   readonly health?: { mode(): Backend } | undefined;
   /** How long a submission or cancel waits for Redis (default 1 s). */
   readonly redisTimeoutMs?: number | undefined;
+  /** Counts submissions for /metrics. */
+  readonly metrics?: JobMetrics | undefined;
 }
 
 export type CancelOutcome = "cancelled" | "cancelling" | { readonly ended: string };
@@ -62,6 +65,7 @@ export class TaskService {
 
   private readonly health: { mode(): Backend } | undefined;
   private readonly redisTimeoutMs: number;
+  private readonly metrics: JobMetrics | undefined;
 
   constructor(
     private readonly orm: MikroORM,
@@ -71,6 +75,7 @@ export class TaskService {
     this.ledger = new TaskLedger(() => this.orm.em.fork());
     this.health = options.health;
     this.redisTimeoutMs = options.redisTimeoutMs ?? 1_000;
+    this.metrics = options.metrics;
   }
 
   /** A Redis call that gives up after the submit timeout: a paused Redis must not hold a request. */
@@ -148,7 +153,10 @@ export class TaskService {
       throw error;
     }
 
-    if (redisKnownDown) return Either.right({ taskId, backend: "database" as const });
+    if (redisKnownDown) {
+      this.metrics?.submitted(input.priority, "database");
+      return Either.right({ taskId, backend: "database" as const });
+    }
     const job = captionJob({
       id: taskId,
       userId: input.userId,
@@ -175,8 +183,10 @@ export class TaskService {
       // enqueue still lands later, whichever side claims the task first runs it (the ledger's
       // compare-and-set lets only one), and the reconciler settles the other.
       await this.ledger.keepInDatabase(taskId);
+      this.metrics?.submitted(input.priority, "database");
       return Either.right({ taskId, backend: "database" });
     }
+    this.metrics?.submitted(input.priority, "redis");
     return Either.right({ taskId, backend: "redis" });
   }
 

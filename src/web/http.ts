@@ -6,10 +6,18 @@ export interface Reply {
   readonly status: number;
   readonly body: unknown;
   readonly headers?: Readonly<Record<string, string>>;
+  /** The body is text of the given type, sent as it is (not JSON). */
+  readonly textType?: string;
 }
 
 export const reply = (status: number, body: unknown, headers?: Record<string, string>): Reply =>
   headers ? { status, body, headers } : { status, body };
+
+export const textReply = (status: number, text: string, type: string): Reply => ({
+  status,
+  body: text,
+  textType: type,
+});
 
 /**
  * A refusal with a status and a Vedfolnir-style body (`success: false`, `error`, `error_type`,
@@ -135,10 +143,10 @@ export const exchange = (res: HttpResponse, req: HttpRequest, bodyLimitBytes: nu
     done = true;
     res.cork(() => {
       res.writeStatus(statusLine(answer.status));
-      res.writeHeader("content-type", "application/json; charset=utf-8");
+      res.writeHeader("content-type", answer.textType ?? "application/json; charset=utf-8");
       res.writeHeader("x-request-id", id);
       for (const [k, v] of Object.entries(answer.headers ?? {})) res.writeHeader(k, v);
-      res.end(JSON.stringify(answer.body));
+      res.end(answer.textType ? String(answer.body) : JSON.stringify(answer.body));
     });
   };
   return { request, send, aborted: () => aborted };

@@ -4,7 +4,9 @@ import type { PlainLogger } from "../log.js";
 import type { RuntimeStatus } from "../runtime.js";
 import type { Queue } from "../queue/queue.js";
 import type { TaskService } from "../tasks/service.js";
+import type { JobMetrics } from "../metrics/job-metrics.js";
 import { adminRoutes } from "./admin-routes.js";
+import { metricsRoute } from "./metrics-route.js";
 import { captionRoutes } from "./caption-routes.js";
 import { healthRoutes } from "./health-routes.js";
 import { exchange, HttpError, reply } from "./http.js";
@@ -17,6 +19,8 @@ export interface WebServerOptions {
   readonly tasks: TaskService;
   /** The queue: its events channel feeds the progress socket. */
   readonly queue: Queue;
+  /** The runtime's counters, for /metrics. */
+  readonly metrics: JobMetrics;
   readonly runtime: () => RuntimeStatus;
   readonly logger: PlainLogger;
   readonly host: string;
@@ -40,6 +44,7 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
   healthRoutes(router, options.orm, options.runtime);
   captionRoutes(router, options.orm, options.tasks);
   adminRoutes(router, options);
+  metricsRoute(router, options);
 
   const app = uWS.App();
   const subscriber = options.queue.redis.duplicate({ enableAutoPipelining: false });

@@ -40,8 +40,12 @@ export const useWebServer = (redis: RedisFixture, options: { workers?: boolean }
     const orm = fixture.runtime.orm!;
     fixture.server = await startWebServer({
       orm,
-      tasks: new TaskService(orm, fixture.runtime.queue, { health: fixture.runtime.health }),
+      tasks: new TaskService(orm, fixture.runtime.queue, {
+        health: fixture.runtime.health,
+        metrics: fixture.runtime.metrics,
+      }),
       queue: fixture.runtime.queue,
+      metrics: fixture.runtime.metrics,
       runtime: () => fixture.runtime.status(),
       logger: plainLogger("logfmt", "error"),
       host: "127.0.0.1",

@@ -200,4 +200,30 @@ describe("the admin API, and who may call what", () => {
     expect(purged.body).toEqual({ success: true, purged: 1 });
     expect(await run(new QueueAdmin(web.runtime.queue).listDead({ priority: "low" }))).toEqual([]);
   });
+
+  it("exposes Prometheus metrics: counters of this process, and gauges read at the scrape", async () => {
+    const user = await web.account();
+    const taskId = await startTask(user.token, { processing_delay: 0.1 });
+    await eventually(async () => (await web.row(taskId)).status === "completed", 15_000, "the task");
+    const response = await fetch(`${web.base}/metrics`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
+    const text = await response.text();
+    const value = (line: string) =>
+      Number(new RegExp(`^${line.replace(/[{}"+.]/g, "\\$&")} (\\S+)$`, "m").exec(text)?.[1]);
+    expect(
+      value('ratatoskr_tasks_submitted_total{priority="normal",backend="redis"}'),
+    ).toBeGreaterThanOrEqual(1);
+    expect(
+      value('ratatoskr_attempts_total{priority="normal",outcome="completed",backend="redis"}'),
+    ).toBeGreaterThanOrEqual(1);
+    expect(
+      value('ratatoskr_job_duration_seconds_bucket{priority="normal",backend="redis",le="+Inf"}'),
+    ).toBeGreaterThanOrEqual(1);
+    expect(value("ratatoskr_redis_up")).toBe(1);
+    expect(value('ratatoskr_queue_jobs{priority="urgent",state="waiting"}')).toBe(0);
+    expect(value("ratatoskr_fallback_mode")).toBe(0);
+    expect(value('ratatoskr_actor_restarts_total{actor="dispatcher:all"}')).toBe(0);
+    expect(text).toContain("# TYPE ratatoskr_job_duration_seconds histogram");
+  });
 });
