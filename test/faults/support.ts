@@ -7,7 +7,7 @@ import { CaptionTask } from "../../src/db/entities.js";
 import { PRIORITIES, type Priority } from "../../src/domain/priority.js";
 import { start } from "../../src/runtime.js";
 import type { TaskService } from "../../src/tasks/service.js";
-import { seedUser } from "../support/ledger.js";
+export { seedUsers } from "../support/ledger.js";
 import { testConfig } from "../support/runtime.js";
 
 export const FAULT_JOBS = new URL("../support/fault-jobs.ts", import.meta.url).href;
@@ -49,12 +49,6 @@ export const startCaptionRuntime = (
     groups: [{ name: "all", queues: PRIORITIES, concurrency: 16 }],
     ledger: true,
   });
-
-export const seedUsers = async (orm: MikroORM, n: number): Promise<number[]> => {
-  const users: number[] = [];
-  for (let i = 0; i < n; i++) users.push((await seedUser(orm)).userId);
-  return users;
-};
 
 /** Submits one task for `userId`; a refusal or an exception is a failed submission. */
 export const submitOne = async (

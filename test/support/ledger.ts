@@ -61,3 +61,10 @@ export const seedUser = async (
   await em.flush();
   return { userId: user.id, connectionId: connection.id };
 };
+
+/** `n` users, each with a default platform connection; returns their ids. */
+export const seedUsers = async (orm: MikroORM, n: number): Promise<number[]> => {
+  const users: number[] = [];
+  for (let i = 0; i < n; i++) users.push((await seedUser(orm)).userId);
+  return users;
+};
