@@ -119,10 +119,8 @@ export class TaskService {
         new NoPlatformConnection({ userId: input.userId, platformConnectionId: input.platformConnectionId }),
       );
     }
-    const active = await this.activeTaskOf(input.userId);
-    if (active)
-      return Either.left(new ActiveTaskExists({ userId: String(input.userId), activeTaskId: active }));
-
+    // No look for an active task first: the partial unique index refuses the insert, and the
+    // refusal names the active task (one query fewer on every submission).
     const taskId = newTaskId();
     // Read once: the row and the path it takes must agree even if the mode changes meanwhile.
     const redisKnownDown = this.health?.mode() === "database";
@@ -143,7 +141,7 @@ export class TaskService {
     try {
       await em.flush();
     } catch (error) {
-      // Another submission of this user won the race for the partial unique index.
+      // The user has an active task (this submission's own, or one that won a race to the index).
       if (error instanceof UniqueConstraintViolationException) {
         const winner = await this.activeTaskOf(input.userId);
         return Either.left(

@@ -103,9 +103,11 @@ export const exchange = (res: HttpResponse, req: HttpRequest, bodyLimitBytes: nu
     aborted = true;
   });
 
-  let bodyPromise: Promise<Buffer> | undefined;
-  const rawBody = () =>
-    (bodyPromise ??= new Promise<Buffer>((resolve, reject) => {
+  // uWS hands the body over only to an onData attached during this call: a route that reads it
+  // after an await (a database query, say) would wait forever. So it is read now, for methods that
+  // carry one, and kept until asked for.
+  const readBody = () =>
+    new Promise<Buffer>((resolve, reject) => {
       const declared = Number(headers.get("content-length") || 0);
       if (declared > bodyLimitBytes) {
         reject(tooLarge(bodyLimitBytes));
@@ -126,7 +128,11 @@ export const exchange = (res: HttpResponse, req: HttpRequest, bodyLimitBytes: nu
         chunks.push(Buffer.from(chunk.slice(0)));
         if (isLast) resolve(Buffer.concat(chunks));
       });
-    }));
+    });
+  const bodyPromise = method === "GET" || method === "HEAD" ? Promise.resolve(Buffer.alloc(0)) : readBody();
+  // A refusal (too large) is answered only if the route asks for the body; never unhandled.
+  bodyPromise.catch(() => {});
+  const rawBody = () => bodyPromise;
 
   const request: Request = {
     id,

@@ -24,14 +24,17 @@ export interface WebFixture {
 }
 
 /**
- * A served instance for a test file: a ledger (SQLite), the runtime with its workers (or none,
+ * A served instance for a test file: a ledger (SQLite unless told), the runtime with its workers (or none,
  * with `workers: false`, as a web process in `external` mode) and the HTTP/WebSocket server on a
  * free port, all real.
  */
-export const useWebServer = (redis: RedisFixture, options: { workers?: boolean } = {}): WebFixture => {
+export const useWebServer = (
+  redis: RedisFixture,
+  options: { workers?: boolean; database?: "sqlite" | "postgres" } = {},
+): WebFixture => {
   const fixture = {} as WebFixture;
   beforeAll(async () => {
-    fixture.db = await openLedgerDb("sqlite");
+    fixture.db = await openLedgerDb(options.database ?? "sqlite");
     fixture.runtime = await start({
       config: testConfig(redis.server.url, { DATABASE_URL: fixture.db.url, RT_JOBS_MODULE: LEDGER_JOBS }),
       groups: options.workers === false ? [] : [{ name: "all", queues: PRIORITIES, concurrency: 8 }],
