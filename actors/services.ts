@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { Duration, Effect } from "effect";
+import { QueueAdmin } from "../src/queue/admin.js";
 import type { RedisError } from "../src/queue/errors.js";
 import type { RuntimeContext } from "./context.js";
 import type { ChildSpec } from "./supervisor.js";
@@ -113,27 +114,40 @@ export const heartbeat = (ctx: RuntimeContext, startedAt: number): ChildSpec => 
 
 /**
  * Clears what nothing else clears: registrations and stream consumers of workers gone for good,
- * and dead letters older than the failed-job retention.
+ * and dead letters older than the failed-job retention; and, when the health actor reports Redis
+ * short of memory, the data of completed jobs.
  */
 export const janitor = (ctx: RuntimeContext, everyMs = 60_000): ChildSpec => ({
   id: "janitor",
-  run: Effect.forever(
-    tolerateRedis(
-      ctx,
-      Effect.gen(function* () {
-        const pruned = yield* ctx.registry.prune();
-        if (pruned.workers > 0 || pruned.consumers > 0) {
-          yield* Effect.logInfo(
-            `forgot ${pruned.workers} lapsed workers and ${pruned.consumers} idle consumers`,
+  run: Effect.suspend(() => {
+    let pressed = false;
+    return Effect.forever(
+      tolerateRedis(
+        ctx,
+        Effect.gen(function* () {
+          if (pressed) {
+            // Short of memory: completed jobs' data goes now instead of at the end of its retention.
+            const purged = yield* new QueueAdmin(ctx.queue).purgeFinished();
+            yield* Effect.logWarning(`memory pressure: deleted the data of ${purged} completed jobs`);
+            pressed = false;
+          }
+          const pruned = yield* ctx.registry.prune();
+          if (pruned.workers > 0 || pruned.consumers > 0) {
+            yield* Effect.logInfo(
+              `forgot ${pruned.workers} lapsed workers and ${pruned.consumers} idle consumers`,
+            );
+          }
+          const trimmed = yield* ctx.queue.trimDeadLetters(ctx.config.RT_KEEP_FAILED_S * 1000);
+          if (trimmed > 0) yield* Effect.logInfo(`trimmed ${trimmed} expired dead letters`);
+          // The next round comes after the interval, or at once when Redis runs short of memory.
+          pressed = yield* Effect.race(
+            ctx.cleanup.take.pipe(Effect.as(true)),
+            Effect.sleep(Duration.millis(everyMs)).pipe(Effect.as(false)),
           );
-        }
-        const trimmed = yield* ctx.queue.trimDeadLetters(ctx.config.RT_KEEP_FAILED_S * 1000);
-        if (trimmed > 0) yield* Effect.logInfo(`trimmed ${trimmed} expired dead letters`);
-        // The next round comes after the interval, or at once when Redis runs short of memory.
-        yield* Effect.race(ctx.cleanup.take, Effect.sleep(Duration.millis(everyMs)));
-        yield* ctx.cleanup.drain;
-      }),
-      everyMs,
-    ),
-  ),
+          yield* ctx.cleanup.drain;
+        }),
+        everyMs,
+      ),
+    );
+  }),
 });

@@ -209,6 +209,32 @@ describe("embedded runtime", () => {
     for (const j of late) expect((await run(queue.getJob(j.id)))?.state).toBe("queued");
   });
 
+  it("deletes completed jobs' data at once when Redis runs short of memory", async () => {
+    runtime = await start({
+      config: testConfig(redis.server.url, { RT_HEALTH_INTERVAL_MS: "100" }),
+      groups: allInOne(),
+    });
+    const { queue } = runtime;
+    const done = testJob("echo", { text: "kept until memory runs short" });
+    await run(queue.enqueue(done));
+    await eventually(
+      async () => (await run(queue.getJob(done.id)))?.state === "completed",
+      15_000,
+      "the job",
+    );
+    const admin = redis.client();
+    try {
+      const used = Number(/used_memory:(\d+)/.exec(await admin.info("memory"))?.[1]);
+      await admin.config("SET", "maxmemory", String(Math.ceil(used * 1.1)));
+      await eventually(async () => (await run(queue.getJob(done.id))) === undefined, 15_000, "the cleanup");
+      expect(runtime.status().health.alerts.map((a) => a.message)).toContainEqual(
+        expect.stringMatching(/^Redis memory at \d+% of maxmemory/),
+      );
+    } finally {
+      await admin.config("SET", "maxmemory", "0");
+    }
+  });
+
   it("refuses to start workers with a registry that has no job kinds", async () => {
     const config = testConfig(redis.server.url, {
       RT_JOBS_MODULE: new URL("../support/empty-jobs.ts", import.meta.url).href,
