@@ -1,5 +1,7 @@
 import { afterAll, describe, expect, it } from "vitest";
+import { Either } from "effect";
 import WebSocket from "ws";
+import { TaskService } from "../../src/tasks/service.js";
 import { eventually } from "../support/queue.js";
 import { useRedis } from "../support/redis.js";
 import { supervisors } from "../support/processes.js";
@@ -108,6 +110,75 @@ describe("the progress socket", () => {
     nosy.socket.close();
     boss.socket.close();
   });
+
+  it("tells of a task that failed, with its error", async () => {
+    const me = await web.account();
+    // No retries, and the test job fails the first attempt of a run of 13 posts.
+    const submitted = await new TaskService(web.runtime.orm!, web.runtime.queue).submit({
+      userId: me.userId,
+      priority: "normal",
+      settings: { max_posts_per_run: 13, processing_delay: 0.5 },
+      maxRetries: 0,
+    });
+    const taskId = Either.isRight(submitted) ? submitted.right.taskId : "";
+    const client = await connect(wsUrl(web, me.token));
+    client.send("join_task", { task_id: taskId });
+    const failed = await client.next((f) => f.event === "task_error");
+    expect(failed.data).toEqual({ task_id: taskId, error: "unlucky first attempt" });
+    client.socket.close();
+  });
+
+  it("drops a client that stops reading once it owes more than the backpressure limit; others go on", async () => {
+    const me = await web.account();
+    const taskId = await startTask(web, me.token, { processing_delay: 60 });
+    await eventually(async () => (await web.row(taskId)).status === "running", 10_000, "the task to run");
+    const slow = await connect(wsUrl(web, me.token));
+    const brisk = await connect(wsUrl(web, me.token));
+    for (const c of [slow, brisk]) {
+      c.send("join_task", { task_id: taskId });
+      await c.next((f) => f.data.task_id === taskId);
+    }
+    let slowClosed = false;
+    slow.socket.on("close", () => (slowClosed = true));
+    // The slow client's process stops reading its socket: the kernel's buffers fill, then uWS's.
+    (slow.socket as unknown as { _socket: { pause(): void } })._socket.pause();
+    // Flood the task's topic with progress events (as a busy job would), ~40 MB in all, in bursts
+    // small enough for a reader in good health: the brisk client (reading in this same process)
+    // gets each burst before the next is sent, so only the slow client falls behind.
+    const publisher = redis.client();
+    const padding = "x".repeat(4_000);
+    for (let burst = 0; burst < 100; burst++) {
+      const pipeline = publisher.pipeline();
+      for (let i = 0; i < 100; i++) {
+        const step = `burst ${burst} event ${i} ${padding}`;
+        pipeline.publish(
+          web.runtime.queue.keys.events,
+          JSON.stringify({
+            type: "progress",
+            id: taskId,
+            attempt: 1,
+            percent: 1 + Math.floor(burst / 2),
+            step,
+          }),
+        );
+      }
+      await pipeline.exec();
+      const last = `burst ${burst} event 99 `;
+      await brisk.next((f) => String(f.data.current_step ?? "").startsWith(last), 0, 10_000);
+    }
+    (slow.socket as unknown as { _socket: { resume(): void } })._socket.resume();
+    await eventually(() => slowClosed, 30_000, "the slow client to be dropped");
+    expect(brisk.socket.readyState).toBe(WebSocket.OPEN);
+    // Dropped, it reconnects and catches up: the current state comes first.
+    const again = await connect(wsUrl(web, me.token));
+    again.send("join_task", { task_id: taskId });
+    expect((await again.next((f) => f.data.task_id === taskId)).event).toBe("progress_update");
+    for (const c of [brisk, again]) c.socket.close();
+    await fetch(`${web.base}/caption/api/cancel/${taskId}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${me.token}` },
+    });
+  }, 60_000);
 
   it("refuses a bad token at the door, and anything but auth before authenticating", async () => {
     const refused = new WebSocket(wsUrl(web, "rt_wrong"));
