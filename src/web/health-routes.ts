@@ -1,4 +1,5 @@
 import type { MikroORM } from "@mikro-orm/core";
+import type { PlainLogger } from "../log.js";
 import type { RuntimeStatus } from "../runtime.js";
 import { reply } from "./http.js";
 import type { Router } from "./router.js";
@@ -14,9 +15,15 @@ const within = <A>(ms: number, promise: Promise<A>) =>
 /**
  * `/healthz`: the process answers. `/readyz`: it can take and run work — tasks have a queue
  * (Redis, or the database fallback while Redis is down), the database answers, and the runtime's
- * supervision tree is running. 503 names what is not.
+ * supervision tree is running. 503 names what is not. It answers anyone, so the database's own
+ * error text (hosts, users) goes to the log, not into the answer.
  */
-export const healthRoutes = (router: Router, orm: MikroORM, runtime: () => RuntimeStatus): Router =>
+export const healthRoutes = (
+  router: Router,
+  orm: MikroORM,
+  runtime: () => RuntimeStatus,
+  logger: PlainLogger,
+): Router =>
   router
     .add("GET", "/healthz", async () => reply(200, { status: "ok" }))
     .add("GET", "/readyz", async () => {
@@ -26,7 +33,9 @@ export const healthRoutes = (router: Router, orm: MikroORM, runtime: () => Runti
       try {
         await within(2_000, orm.em.getConnection().execute("select 1"));
       } catch (error) {
-        database = { ok: false, error: error instanceof Error ? error.message : String(error) };
+        const detail = error instanceof Error ? error.message : String(error);
+        logger.warn(`readyz: the database check failed: ${detail}`);
+        database = { ok: false, error: detail.startsWith("no answer") ? detail : "the query failed" };
         reasons.push(`database unreachable: ${database.error}`);
       }
       if (status.state !== "running")

@@ -49,6 +49,8 @@ export const stateFrames = (row: CaptionTask): string => {
 export class ProgressHub {
   private readonly watched = new Map<string, Seen>();
   private timer: NodeJS.Timeout | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private stopped = false;
   private polling = false;
 
   constructor(
@@ -56,17 +58,30 @@ export class ProgressHub {
     private readonly orm: MikroORM,
     private readonly subscriber: RedisClient,
     private readonly pollMs = 1_000,
+    private readonly retryMs = 2_000,
   ) {}
 
-  async start(channel: string): Promise<void> {
+  start(channel: string): void {
     this.subscriber.on("message", (_channel: string, message: string) => this.onRedisEvent(message));
-    // Redis may be away now: the ledger poll carries the events until the subscription lands.
-    this.subscriber.subscribe(channel).catch(() => {});
+    this.subscribe(channel);
     this.timer = setInterval(() => void this.poll(), this.pollMs);
   }
 
+  /**
+   * Redis may be away now, and a queued SUBSCRIBE gives up after a few reconnects: try again
+   * until one lands (ioredis then renews it after each reconnect by itself). Meanwhile the
+   * ledger poll carries the events.
+   */
+  private subscribe(channel: string) {
+    this.subscriber.subscribe(channel).catch(() => {
+      if (!this.stopped) this.retry = setTimeout(() => this.subscribe(channel), this.retryMs);
+    });
+  }
+
   stop(): void {
+    this.stopped = true;
     clearInterval(this.timer);
+    clearTimeout(this.retry);
     this.subscriber.disconnect();
   }
 

@@ -41,6 +41,11 @@ export const progressSocket = (
     const state = ws.getUserData();
     const data = message.data ?? {};
     if (message.event === "auth") {
+      // One identity per socket: the tasks it joined were checked against it.
+      if (state.caller) {
+        send(ws, frame("error", { message: "already authenticated" }));
+        return;
+      }
       const caller = await authenticate(orm, `Bearer ${String(data.token ?? "")}`).catch(() => undefined);
       if (state.closed) return;
       if (!caller) {

@@ -41,7 +41,7 @@ export interface WebServer {
  */
 export const startWebServer = async (options: WebServerOptions): Promise<WebServer> => {
   const router = new Router();
-  healthRoutes(router, options.orm, options.runtime);
+  healthRoutes(router, options.orm, options.runtime, options.logger);
   captionRoutes(router, options.orm, options.tasks);
   adminRoutes(router, options);
   metricsRoute(router, options);
@@ -50,7 +50,7 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
   const subscriber = options.queue.redis.duplicate({ enableAutoPipelining: false });
   subscriber.on("error", () => {});
   const hub = new ProgressHub(app, options.orm, subscriber);
-  await hub.start(options.queue.keys.events);
+  hub.start(options.queue.keys.events);
   progressSocket(app, options.orm, hub, options.logger);
 
   app.any("/*", (res, req) => {
@@ -72,14 +72,21 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
           request_id: request.id,
         });
       }
-    })().then((answer) => {
-      send(answer);
-      if (answer.status >= 500 || request.path !== "/healthz")
-        options.logger.info(`${request.method} ${request.path} ${answer.status}`, {
+    })()
+      .then((answer) => {
+        send(answer);
+        if (answer.status >= 500 || request.path !== "/healthz")
+          options.logger.info(`${request.method} ${request.path} ${answer.status}`, {
+            request_id: request.id,
+            ms: Date.now() - started,
+          });
+      })
+      // Writing the answer failed (the client went away in a way uWS did not report first).
+      .catch((error: unknown) =>
+        options.logger.warn(`${request.method} ${request.path}: answer not sent: ${describe(error)}`, {
           request_id: request.id,
-          ms: Date.now() - started,
-        });
-    });
+        }),
+      );
   });
 
   const listenSocket = await new Promise<uWS.us_listen_socket>((resolve, reject) =>

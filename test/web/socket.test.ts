@@ -194,6 +194,23 @@ describe("the progress socket", () => {
     anonymous.send("auth", { token: "rt_wrong" });
     await new Promise((resolve) => anonymous.socket.once("close", resolve));
   });
+
+  it("keeps the identity a socket authenticated with: a second auth is refused", async () => {
+    const me = await web.account();
+    const other = await web.account();
+    const taskId = await startTask(web, other.token, { processing_delay: 0.1 });
+    const client = await connect(wsUrl(web, me.token));
+    await client.next((f) => f.event === "authenticated");
+    client.send("auth", { token: other.token });
+    expect((await client.next((f) => f.event === "error")).data.message).toBe("already authenticated");
+    const seen = client.frames.length;
+    client.send("join_task", { task_id: taskId });
+    expect((await client.next((f) => f.event === "error", seen)).data).toMatchObject({
+      message: "no such task",
+    });
+    expect(client.frames.filter((f) => f.event === "authenticated")).toHaveLength(1);
+    client.socket.close();
+  });
 });
 
 describe("the progress socket, with the job run by another process", () => {
