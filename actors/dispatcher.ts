@@ -2,6 +2,7 @@ import { Effect, Runtime } from "effect";
 import { jobTimeoutsMs, type WorkerGroup } from "../config/profiles.js";
 import { throttleProgress } from "../src/jobs/throttle-progress.js";
 import { describeFailure, JobFailure } from "../src/queue/failures.js";
+import { isSkip, skipResult } from "../src/tasks/skip.js";
 import type { ClaimedJob } from "../src/queue/queue.js";
 import { Worker, type WorkerEvent } from "../src/queue/worker.js";
 import type { RuntimeContext } from "./context.js";
@@ -24,6 +25,13 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
     const timeouts = jobTimeoutsMs(ctx.config);
 
     const handler = async (job: ClaimedJob, { signal }: { signal: AbortSignal }) => {
+      const at = { id: job.id, attempt: job.attempt, backend: "redis" } as const;
+      if (ctx.ledger && !(await ctx.ledger.markRunning(job.id, job.attempt))) {
+        // The ledger has moved on: the task ended (say, cancelled while Redis was away), a
+        // database-fallback dispatcher runs it, or a later attempt started. Nothing to run here.
+        const row = await ctx.ledger.status(job.id);
+        if (row !== undefined) return skipResult(`the ledger has this task as ${row}`);
+      }
       const timeoutMs = timeouts[job.priority];
       const timer = new AbortController();
       const timeout = setTimeout(
@@ -31,15 +39,6 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         timeoutMs,
       );
       const reportProgress = throttledProgress(ctx, job);
-      if (ctx.ledger && !(await ctx.ledger.markRunning(job.id, job.attempt))) {
-        // The ledger has moved on: the task ended (say, cancelled while Redis was away), a
-        // database-fallback dispatcher runs it, or a later attempt started. Nothing to run here.
-        const row = await ctx.ledger.status(job.id);
-        if (row !== undefined) {
-          clearTimeout(timeout);
-          return JSON.stringify({ skipped: `the ledger has this task as ${row}` });
-        }
-      }
       const started = Date.now();
       try {
         const result = await pool.run(
@@ -60,7 +59,7 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         if (ctx.ledger) {
           const { ledger } = ctx;
           await ledger
-            .markCompleted(job.id, job.attempt, result || undefined)
+            .markCompleted(at, result || undefined)
             .catch((error: unknown) =>
               log(
                 Effect.logWarning(`ledger: could not record ${job.id} completed: ${describeFailure(error)}`),
@@ -98,16 +97,15 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         ctx.metrics.attemptEnded(event.job.priority, outcome, "redis");
       }
       if (ledger && "job" in event) {
-        const { id, attempt } = event.job;
-        if (event.type === "completed")
-          record(`${id} completed`, () => ledger.markCompleted(id, attempt, event.result || undefined));
-        if (event.type === "retry")
-          record(`${id} retrying`, () => ledger.markRetrying(id, attempt, event.error));
-        if (event.type === "dead") record(`${id} failed`, () => ledger.markFailed(id, attempt, event.error));
-        if (event.type === "released") record(`${id} released`, () => ledger.markReleased(id, attempt));
+        const at = { id: event.job.id, attempt: event.job.attempt, backend: "redis" } as const;
+        if (event.type === "completed" && !isSkip(event.result))
+          record(`${at.id} completed`, () => ledger.markCompleted(at, event.result || undefined));
+        if (event.type === "retry") record(`${at.id} retrying`, () => ledger.markRetrying(at, event.error));
+        if (event.type === "dead") record(`${at.id} failed`, () => ledger.markFailed(at, event.error));
+        if (event.type === "released") record(`${at.id} released`, () => ledger.markReleased(at));
         if (event.type === "cancelled")
           // The reason was noted when the cancel was asked for; the worker's word is only "cancelled".
-          record(`${id} cancelled`, () => ledger.markCancelled(id, {}));
+          record(`${at.id} cancelled`, () => ledger.markCancelled(at.id, {}, at));
       }
       switch (event.type) {
         case "error":
@@ -171,5 +169,7 @@ const throttledProgress = (ctx: RuntimeContext, job: ClaimedJob) =>
   throttleProgress((progress) => {
     // Progress is advisory: a failed write is dropped, the job goes on.
     Effect.runPromise(ctx.queue.progress({ id: job.id, attempt: job.attempt }, progress)).catch(() => {});
-    ctx.ledger?.markProgress(job.id, job.attempt, progress.percent, progress.step).catch(() => {});
+    ctx.ledger
+      ?.markProgress({ id: job.id, attempt: job.attempt, backend: "redis" }, progress.percent, progress.step)
+      .catch(() => {});
   });

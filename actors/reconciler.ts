@@ -12,6 +12,7 @@ const summary = (r: ReconcileReport) =>
     r.movedToRedis && `${r.movedToRedis} waiting tasks moved to redis`,
     r.reenqueued && `${r.reenqueued} tasks redis had lost enqueued again`,
     r.settled && `${r.settled} rows settled from redis`,
+    r.unrunnable && `${r.unrunnable} tasks failed: they can no longer become a job`,
     r.locksRestored && `${r.locksRestored} user locks restored`,
   ]
     .filter(Boolean)
@@ -32,7 +33,15 @@ export const reconciler = (ctx: RuntimeContext): ChildSpec => ({
       if (ctx.health.mode() === "redis") return reconcile.run();
       const expired = await reconcile.recoverExpired();
       const takenOver = await reconcile.takeOverWaiting();
-      return { expired, takenOver, movedToRedis: 0, reenqueued: 0, settled: 0, locksRestored: 0 };
+      return {
+        expired,
+        takenOver,
+        movedToRedis: 0,
+        unrunnable: 0,
+        reenqueued: 0,
+        settled: 0,
+        locksRestored: 0,
+      };
     }).pipe(
       Effect.flatMap((report) => {
         const text = summary(report);

@@ -147,7 +147,8 @@ export const main = async (argv: string[]): Promise<number> => {
     }
     case "clear": {
       const p = priorityArg(sub);
-      print(`${p}: ${await admin((a) => a.clear(p))} waiting jobs cancelled`);
+      // The ledger follows at the reconciler's next pass (it settles rows whose job ended).
+      print(`${p}: ${(await admin((a) => a.clear(p))).length} waiting jobs cancelled`);
       return 0;
     }
     case "dead":

@@ -23,7 +23,9 @@ export const runTasks = async (
     try {
       const dry = options.dryRun ? " (dry run: nothing changed)" : "";
       if (sub === "migrate-to-redis") {
-        const r = await migrateToRedis(orm, redis.queue, options);
+        // Two health probes: every process has seen the database mode flag go by then.
+        const settleMs = 2 * config.RT_HEALTH_INTERVAL_MS + config.RT_HEALTH_TIMEOUT_MS;
+        const r = await migrateToRedis(orm, redis.queue, { ...options, settleMs });
         const waiting = PRIORITIES.map((p) => `${p} ${r.waiting[p]}`).join(", ");
         print(`waiting in the database: ${waiting}`);
         for (const bad of r.invalid)

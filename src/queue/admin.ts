@@ -113,27 +113,35 @@ export class QueueAdmin {
     );
   }
 
-  /** Cancels every waiting job of a priority (not running or delayed ones); returns how many. */
+  /**
+   * Cancels every waiting job of a priority (not running or delayed ones); returns which, with
+   * the attempt each was at, so the ledger can follow.
+   */
   clear(
     priority: Priority,
     reason = "cleared by an administrator",
-  ): Effect.Effect<number, InvalidJob | RedisError> {
+  ): Effect.Effect<
+    ReadonlyArray<{ readonly id: string; readonly attempt: number }>,
+    InvalidJob | RedisError
+  > {
     const batch = 500;
     const { queue } = this;
     return requirePriority(priority).pipe(
-      Effect.flatMap((p) =>
-        Effect.iterate(
-          { cleared: 0, last: batch },
-          {
-            while: (s) => s.last === batch,
-            body: (s) =>
-              queue
-                .run(scripts.clear, [queue.group, p, batch, reason, queue.retention.cancelledSeconds])
-                .pipe(Effect.map((n) => ({ cleared: s.cleared + Number(n), last: Number(n) }))),
-          },
-        ),
-      ),
-      Effect.map((s) => s.cleared),
+      Effect.flatMap((p) => {
+        const cleared: Array<{ id: string; attempt: number }> = [];
+        return Effect.iterate(batch, {
+          while: (read) => read === batch,
+          body: () =>
+            queue.run(scripts.clear, [queue.group, p, batch, reason, queue.retention.cancelledSeconds]).pipe(
+              Effect.map((answer) => {
+                const [read, flat] = answer as [number, string[]];
+                for (let i = 0; i < flat.length; i += 2)
+                  cleared.push({ id: flat[i]!, attempt: Number(flat[i + 1] ?? 0) });
+                return Number(read);
+              }),
+            ),
+        }).pipe(Effect.as(cleared));
+      }),
     );
   }
 

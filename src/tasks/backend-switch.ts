@@ -14,7 +14,7 @@ export interface MigrationReport {
   /** Tasks waiting in the database queue when the command began, by priority. */
   readonly waiting: Readonly<Record<Priority, number>>;
   readonly moved: number;
-  /** Rows that cannot become a job (say, settings no longer valid): left in the database. */
+  /** Rows that cannot become a job (say, settings no longer valid): failed, with the reason. */
   readonly invalid: ReadonlyArray<{ readonly id: string; readonly reason: string }>;
   /** Priorities resumed because `rollback-to-db` had paused them. */
   readonly resumed: readonly Priority[];
@@ -52,48 +52,43 @@ const countWaiting = async (orm: MikroORM): Promise<Record<Priority, number>> =>
 /**
  * `ratatoskr tasks migrate-to-redis`: tasks queued in the database (a database-polling
  * deployment's, or a rollback's) go into the streams, highest priority first; rows that cannot
- * become a job are reported and stay. Ends a rollback: the database mode flag is cleared and
- * the priorities it paused resume. Running it twice moves nothing the second time.
+ * become a job are failed with the reason, and reported. Ends a rollback: the database mode flag
+ * is cleared first, and the move waits `settleMs` (a health probe or two) so that no process,
+ * still in database mode, takes the moved tasks back; then the priorities it paused resume.
+ * Running it twice moves nothing the second time.
  */
 export const migrateToRedis = async (
   orm: MikroORM,
   queue: Queue,
-  options: { dryRun: boolean },
+  options: { dryRun: boolean; settleMs?: number },
 ): Promise<MigrationReport> => {
   const waiting = await countWaiting(orm);
-  const invalid: Array<{ id: string; reason: string }> = [];
   const fork = () => orm.em.fork();
-  const dbQueue = new DatabaseQueue(fork);
-  for (const row of await fork().find(CaptionTask, { status: "queued", queueBackend: "database" })) {
-    try {
-      captionJob(row);
-    } catch (error) {
-      invalid.push({ id: row.id, reason: error instanceof Error ? error.message : String(error) });
-    }
-  }
   const toResume = inPriorityOrder(
     (await queue.redis.smembers(pausedByRollbackKey(queue))).filter(isPriority),
   );
-  if (options.dryRun) return { dryRun: true, waiting, moved: 0, invalid, resumed: toResume };
+  if (options.dryRun) {
+    const invalid: Array<{ id: string; reason: string }> = [];
+    for (const row of await fork().find(CaptionTask, { status: "queued", queueBackend: "database" })) {
+      try {
+        captionJob(row);
+      } catch (error) {
+        invalid.push({ id: row.id, reason: error instanceof Error ? error.message : String(error) });
+      }
+    }
+    return { dryRun: true, waiting, moved: 0, invalid, resumed: toResume };
+  }
 
-  // The unusable rows are parked first so the move below does not trip over them.
-  for (const bad of invalid)
-    await fork().nativeUpdate(
-      CaptionTask,
-      { id: bad.id, status: "queued" },
-      {
-        status: "failed",
-        completedAt: new Date(),
-        errorMessage: `not migrated: ${bad.reason}`.slice(0, 2000),
-      },
-    );
-  const reconciler = new Reconciler(fork, queue, dbQueue, new TaskLedger(fork), { graceMs: 0 });
-  const moved = await reconciler.moveToRedis();
-  await queue.redis.del(queue.keys.backend);
+  if ((await queue.redis.del(queue.keys.backend)) > 0 && (options.settleMs ?? 0) > 0)
+    await new Promise((resolve) => setTimeout(resolve, options.settleMs));
+  const reconciler = new Reconciler(fork, queue, new DatabaseQueue(fork), new TaskLedger(fork), {
+    graceMs: 0,
+  });
+  const { moved, unrunnable } = await reconciler.moveToRedis();
   const admin = new QueueAdmin(queue);
   for (const p of toResume) await run(admin.resume(p));
   await queue.redis.del(pausedByRollbackKey(queue));
-  return { dryRun: false, waiting, moved, invalid, resumed: toResume };
+  return { dryRun: false, waiting, moved, invalid: unrunnable, resumed: toResume };
 };
 
 /**
@@ -120,21 +115,19 @@ export const rollbackToDb = async (
   for (const p of toPause) await run(admin.pause(p));
   let moved = 0;
   for (const row of waiting) {
-    // Paused, so no worker claims it meanwhile; a job that is running after all stays there.
-    const removed = await run(
-      queue.cancel(row.id, "moved to the database queue", { waitingOnly: true }).pipe(
-        Effect.map((answer) => answer.outcome === "cancelled"),
-        Effect.catchTag("TaskNotFound", () => Effect.succeed(true)),
-      ),
-    );
-    if (!removed) continue;
-    moved += await orm.em
+    // The row first: once it says database, Redis's copy can no longer settle or run it (the
+    // ledger refuses a Redis worker's word on it), so a crash between the two steps loses nothing.
+    const flipped = await orm.em
       .fork()
       .nativeUpdate(
         CaptionTask,
         { id: row.id, status: "queued", queueBackend: "redis" },
         { queueBackend: "database", currentStep: "Waiting in the database queue (rollback)" },
       );
+    if (flipped === 0) continue;
+    moved++;
+    // Paused, so no worker claims it meanwhile; if one did, the ledger decides which queue runs it.
+    await run(Effect.ignore(queue.cancel(row.id, "moved to the database queue", { waitingOnly: true })));
   }
   return { dryRun: false, moved, running, paused: toPause };
 };

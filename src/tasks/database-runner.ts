@@ -147,6 +147,7 @@ export class DatabaseRunner {
   private async execute({ claim, controller }: Running) {
     const { ledger, queue, pool } = this.options;
     const { id, attempt, priority } = claim;
+    const at = { id, attempt, backend: "database" } as const;
     const timeoutMs = this.options.timeoutMs(priority);
     const timer = new AbortController();
     const timeout = setTimeout(
@@ -154,7 +155,7 @@ export class DatabaseRunner {
       timeoutMs,
     );
     const progress = throttleProgress((p: Progress) => {
-      ledger.markProgress(id, attempt, p.percent, p.step).catch(() => {});
+      ledger.markProgress(at, p.percent, p.step).catch(() => {});
     });
     let result: string | undefined;
     const started = Date.now();
@@ -186,7 +187,7 @@ export class DatabaseRunner {
       clearTimeout(timeout);
       progress.flush();
     }
-    await ledger.markCompleted(id, attempt, result || undefined);
+    await ledger.markCompleted(at, result || undefined);
     this.emit({ type: "completed", id, attempt, priority, seconds: (Date.now() - started) / 1000 });
   }
 
@@ -197,7 +198,7 @@ export class DatabaseRunner {
       await this.options.queue.retryLater(id, attempt, error, delay);
       this.emit({ type: "retry", id, attempt, priority, error });
     } else {
-      await this.options.ledger.markFailed(id, attempt, error);
+      await this.options.ledger.markFailed({ id, attempt, backend: "database" }, error);
       this.emit({ type: "failed", id, attempt, priority, error });
     }
   }

@@ -2,6 +2,17 @@ import type { EntityManager } from "@mikro-orm/core";
 import { CaptionTask } from "../db/entities.js";
 
 /**
+ * One attempt of a task, as the queue that runs it knows it. Its writes only land while the row
+ * is at that attempt on that queue: a Redis worker's late word never settles a task the
+ * database queue now runs, nor the other way round.
+ */
+export interface AttemptOf {
+  readonly id: string;
+  readonly attempt: number;
+  readonly backend: "redis" | "database";
+}
+
+/**
  * The task rows' state transitions, each a single compare-and-set UPDATE: it only changes a row
  * that is in the state, and at the attempt, the transition expects. A duplicate or late
  * delivery (a stale attempt) therefore changes nothing, and reports so (false).
@@ -43,16 +54,16 @@ export class TaskLedger {
     );
   }
 
-  markProgress(id: string, attempt: number, percent: number, step: string): Promise<boolean> {
+  markProgress(at: AttemptOf, percent: number, step: string): Promise<boolean> {
     return this.update(
-      { id, status: "running", attempt },
+      { id: at.id, status: "running", attempt: at.attempt, queueBackend: at.backend },
       { progressPercent: Math.max(0, Math.min(100, Math.round(percent))), currentStep: step.slice(0, 500) },
     );
   }
 
-  markCompleted(id: string, attempt: number, resultsJson: string | undefined): Promise<boolean> {
+  markCompleted(at: AttemptOf, resultsJson: string | undefined): Promise<boolean> {
     return this.update(
-      { id, status: "running", attempt },
+      { id: at.id, status: "running", attempt: at.attempt, queueBackend: at.backend },
       {
         status: "completed",
         completedAt: new Date(),
@@ -64,48 +75,42 @@ export class TaskLedger {
     );
   }
 
-  /** Redis says attempt `attempt` completed, and the ledger missed it: settle the row. */
-  settleCompleted(id: string, attempt: number, resultsJson: string | undefined): Promise<boolean> {
-    return this.update(
-      { id, status: { $in: ["queued", "running"] }, attempt: { $lte: attempt } },
-      {
-        status: "completed",
-        attempt,
-        completedAt: new Date(),
-        resultsJson: resultsJson || null,
-        progressPercent: 100,
-        currentStep: "Completed",
-        errorMessage: null,
-      },
-    );
-  }
-
   /** The attempt was stopped by a shutdown and the task waits to run again, uncharged. */
-  markReleased(id: string, attempt: number): Promise<boolean> {
+  markReleased(at: AttemptOf): Promise<boolean> {
     return this.update(
-      { id, status: "running", attempt },
+      { id: at.id, status: "running", attempt: at.attempt, queueBackend: at.backend },
       { status: "queued", currentStep: "Requeued: its worker shut down" },
     );
   }
 
   /** The attempt failed and the queue will run the task again. */
-  markRetrying(id: string, attempt: number, error: string): Promise<boolean> {
+  markRetrying(at: AttemptOf, error: string): Promise<boolean> {
     return this.update(
-      { id, status: "running", attempt },
+      { id: at.id, status: "running", attempt: at.attempt, queueBackend: at.backend },
       {
         status: "queued",
-        retryCount: attempt,
+        retryCount: at.attempt,
         errorMessage: error.slice(0, 2000),
         currentStep: "Waiting to retry",
       },
     );
   }
 
-  markFailed(id: string, attempt: number, error: string): Promise<boolean> {
+  /**
+   * The task's last attempt failed. The row may still read queued at an earlier attempt: the
+   * queue's word on the attempt before may not have landed yet.
+   */
+  markFailed(at: AttemptOf, error: string): Promise<boolean> {
     return this.update(
-      { id, status: { $in: ["queued", "running"] }, attempt: { $lte: attempt } },
+      {
+        id: at.id,
+        status: { $in: ["queued", "running"] },
+        attempt: { $lte: at.attempt },
+        queueBackend: at.backend,
+      },
       {
         status: "failed",
+        attempt: at.attempt,
         completedAt: new Date(),
         errorMessage: error.slice(0, 2000),
         currentStep: "Failed",
@@ -114,15 +119,63 @@ export class TaskLedger {
   }
 
   /**
+   * Redis says the task ended (attempt `attempt`) and the ledger missed it: settle the row, if
+   * it is still Redis's and not past that attempt.
+   */
+  settleFromRedis(
+    id: string,
+    attempt: number,
+    end:
+      | { readonly state: "completed"; readonly resultsJson: string | undefined }
+      | { readonly state: "failed" | "cancelled"; readonly error: string },
+  ): Promise<boolean> {
+    const where = {
+      id,
+      status: { $in: ["queued", "running"] },
+      attempt: { $lte: attempt },
+      queueBackend: "redis",
+    };
+    const now = new Date();
+    switch (end.state) {
+      case "completed":
+        return this.update(where, {
+          status: "completed",
+          attempt,
+          completedAt: now,
+          resultsJson: end.resultsJson || null,
+          progressPercent: 100,
+          currentStep: "Completed",
+          errorMessage: null,
+        });
+      case "failed":
+        return this.markFailed({ id, attempt, backend: "redis" }, end.error);
+      case "cancelled":
+        return this.update(where, {
+          status: "cancelled",
+          attempt,
+          completedAt: now,
+          cancellationReason: end.error.slice(0, 500),
+          currentStep: "Cancelled",
+        });
+    }
+  }
+
+  /**
    * The task ended cancelled. Without a reason (the queue's word about a running task), the one
-   * noted when the cancel was asked for stays.
+   * noted when the cancel was asked for stays. With `of`, only that attempt on that queue (a
+   * worker's word that it stopped).
    */
   markCancelled(
     id: string,
     cancel: { reason?: string | undefined; byAdmin?: { adminUserId: number } | undefined },
+    of?: AttemptOf,
   ): Promise<boolean> {
     return this.update(
-      { id, status: { $in: ["queued", "running"] } },
+      {
+        id,
+        status: { $in: ["queued", "running"] },
+        ...(of ? { attempt: of.attempt, queueBackend: of.backend } : {}),
+      },
       {
         status: "cancelled",
         completedAt: new Date(),
@@ -135,10 +188,13 @@ export class TaskLedger {
     );
   }
 
-  /** Why a running task is being cancelled (and which admin asked), before its worker stops. */
+  /**
+   * Why a running task is being cancelled (and which admin asked), before its worker stops. The
+   * row may still read queued: the worker's "running" write can land after the cancel.
+   */
   noteCancel(id: string, reason: string, byAdmin: { adminUserId: number } | undefined): Promise<boolean> {
     return this.update(
-      { id, status: "running" },
+      { id, status: { $in: ["queued", "running"] } },
       {
         cancellationReason: reason.slice(0, 500),
         ...(byAdmin ? { cancelledByAdmin: true, adminUserId: byAdmin.adminUserId } : {}),

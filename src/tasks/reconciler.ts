@@ -6,6 +6,7 @@ import type { JobView, NewJob, Queue } from "../queue/queue.js";
 import { captionJob } from "./caption-job.js";
 import type { DatabaseQueue } from "./database-queue.js";
 import type { TaskLedger } from "./ledger.js";
+import { isSkip } from "./skip.js";
 
 export interface ReconcileReport {
   /** Redis-side waiting tasks the database queue took over while Redis was down. */
@@ -14,6 +15,8 @@ export interface ReconcileReport {
   readonly expired: { readonly requeued: number; readonly failed: number };
   /** Waiting database-queue tasks handed to Redis. */
   readonly movedToRedis: number;
+  /** Tasks that can no longer become a job (their settings fail today's schema): failed, said why. */
+  readonly unrunnable: number;
   /** Active tasks Redis no longer knew (it restarted empty, or lost them), enqueued again. */
   readonly reenqueued: number;
   /** Active rows whose Redis job had ended: the ledger now says how. */
@@ -31,6 +34,11 @@ export interface ReconcilerOptions {
   readonly redisTimeoutMs?: number;
 }
 
+export interface Unrunnable {
+  readonly id: string;
+  readonly reason: string;
+}
+
 class RedisTimeout extends Error {
   constructor(ms: number) {
     super(`redis gave no answer within ${ms} ms`);
@@ -39,8 +47,6 @@ class RedisTimeout extends Error {
 
 const ENDED = new Set(["completed", "failed", "cancelled"]);
 const LIVE = new Set(["queued", "delayed", "running"]);
-
-const isSkip = (result: string | undefined) => result?.startsWith('{"skipped"') ?? false;
 
 /**
  * Keeps the database ledger and Redis telling one story. Each step is a compare-and-set on the
@@ -76,33 +82,64 @@ export class Reconciler {
   /** Everything, for when Redis is up. A Redis failure midway stops the pass (it rejects). */
   async run(): Promise<ReconcileReport> {
     const expired = await this.recoverExpired();
-    const movedToRedis = await this.moveToRedis();
+    const move = await this.moveToRedis();
     const repaired = await this.repairRedis();
-    return { expired, movedToRedis, ...repaired };
+    return {
+      expired,
+      movedToRedis: move.moved,
+      ...repaired,
+      unrunnable: move.unrunnable.length + repaired.unrunnable,
+    };
   }
 
   /**
    * Waiting database-queue tasks go to Redis in priority order. The row is handed over first
    * (compare-and-set: one reconciler wins), then enqueued; if Redis refuses, it is taken back.
    */
-  async moveToRedis(options: { dryRun?: boolean } = {}): Promise<number> {
+  async moveToRedis(): Promise<{ moved: number; unrunnable: Unrunnable[] }> {
     let moved = 0;
+    const unrunnable: Unrunnable[] = [];
     for (;;) {
       const waiting = await this.dbQueue.waiting(this.batch);
-      if (options.dryRun) return waiting.length;
       for (const row of waiting) {
-        if (!(await this.dbQueue.handToRedis(row.id, row.attempt))) continue;
+        const job = await this.jobOf(row, unrunnable);
+        if (!job || !(await this.dbQueue.handToRedis(row.id, row.attempt))) continue;
         const delayMs = row.availableAt ? Math.max(0, row.availableAt.getTime() - Date.now()) : 0;
         try {
-          await this.enqueue({ ...captionJob(row), afterAttempt: row.attempt, delayMs });
+          await this.enqueue({ ...job, afterAttempt: row.attempt, delayMs });
         } catch (error) {
           await this.dbQueue.takeBack(row.id, row.attempt);
           throw error;
         }
         moved++;
       }
-      if (waiting.length < this.batch) return moved;
+      if (waiting.length < this.batch) return { moved, unrunnable };
     }
+  }
+
+  /**
+   * The job for a row, or none: a row that cannot become one (say, settings a newer schema
+   * refuses) ends failed with the reason, rather than stopping every pass at it.
+   */
+  private async jobOf(row: CaptionTask, unrunnable: Unrunnable[]): Promise<NewJob | undefined> {
+    let reason: string;
+    try {
+      return captionJob(row);
+    } catch (error) {
+      reason = error instanceof Error ? error.message : String(error);
+    }
+    const failed = await this.em().nativeUpdate(
+      CaptionTask,
+      { id: row.id, attempt: row.attempt, status: row.status, queueBackend: row.queueBackend },
+      {
+        status: "failed",
+        completedAt: new Date(),
+        errorMessage: `cannot be run: ${reason}`.slice(0, 2000),
+        currentStep: "Failed",
+      },
+    );
+    if (failed > 0) unrunnable.push({ id: row.id, reason });
+    return undefined;
   }
 
   /**
@@ -125,6 +162,7 @@ export class Reconciler {
    * gets its user lock back if Redis lost that.
    */
   async repairRedis(): Promise<Omit<ReconcileReport, "expired" | "movedToRedis">> {
+    const unrunnable: Unrunnable[] = [];
     let reenqueued = 0;
     let settled = 0;
     let locksRestored = 0;
@@ -141,12 +179,18 @@ export class Reconciler {
         },
         { orderBy: { id: "asc" }, limit: this.batch },
       );
-      const jobs = await this.redis(Effect.all(rows.map((row) => this.queue.getJob(row.id))));
+      // All at once: ioredis pipelines them, and the timeout bounds the batch, not each call.
+      const jobs = await this.redis(
+        Effect.all(
+          rows.map((row) => this.queue.getJob(row.id)),
+          { concurrency: "unbounded" },
+        ),
+      );
       const live: Array<{ id: string; userId: string }> = [];
       for (const [i, row] of rows.entries()) {
         const job = jobs[i];
         if (job === undefined || (ENDED.has(job.state) && isSkip(job.result))) {
-          if (await this.requeue(row)) reenqueued++;
+          if (await this.requeue(row, unrunnable)) reenqueued++;
         } else if (ENDED.has(job.state) && job.attempt >= row.attempt) {
           if (await this.settle(row, job)) settled++;
         } else if (LIVE.has(job.state)) {
@@ -154,12 +198,15 @@ export class Reconciler {
         }
       }
       locksRestored += await this.redis(this.queue.restoreUserLocks(live));
-      if (rows.length < this.batch) return { reenqueued, settled, locksRestored };
+      if (rows.length < this.batch)
+        return { reenqueued, settled, locksRestored, unrunnable: unrunnable.length };
       after = rows[rows.length - 1]?.id ?? after;
     }
   }
 
-  private async requeue(row: CaptionTask): Promise<boolean> {
+  private async requeue(row: CaptionTask, unrunnable: Unrunnable[]): Promise<boolean> {
+    const job = await this.jobOf(row, unrunnable);
+    if (!job) return false;
     if (row.status === "running") {
       // Its worker's later word (same attempt) is refused: the row is queued again first.
       const changed = await this.em().nativeUpdate(
@@ -169,19 +216,18 @@ export class Reconciler {
       );
       if (changed === 0) return false;
     }
-    await this.enqueue({ ...captionJob(row), afterAttempt: row.attempt });
+    await this.enqueue({ ...job, afterAttempt: row.attempt });
     return true;
   }
 
   private settle(row: CaptionTask, job: JobView): Promise<boolean> {
-    switch (job.state) {
-      case "completed":
-        return this.ledger.settleCompleted(row.id, job.attempt, job.result);
-      case "failed":
-        return this.ledger.markFailed(row.id, job.attempt, job.error ?? "failed");
-      default:
-        return this.ledger.markCancelled(row.id, { reason: job.error ?? "cancelled" });
-    }
+    return this.ledger.settleFromRedis(
+      row.id,
+      job.attempt,
+      job.state === "completed"
+        ? { state: "completed", resultsJson: job.result }
+        : { state: job.state === "failed" ? "failed" : "cancelled", error: job.error ?? job.state },
+    );
   }
 
   /**

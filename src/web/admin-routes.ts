@@ -206,7 +206,7 @@ export const adminRoutes = (
     .add(
       "POST",
       "/admin/api/rq/queue-management",
-      asAdmin(async (request) => {
+      asAdmin(async (request, caller) => {
         const body = await request.body();
         const action = body.action;
         if (action === "cleanup_completed") {
@@ -229,13 +229,14 @@ export const adminRoutes = (
               queue_name: priority,
               changed: await run(admin.resume(priority)),
             });
-          case "clear_queue":
-            return reply(200, {
-              success: true,
-              action,
-              queue_name: priority,
-              cleared: await run(admin.clear(priority)),
-            });
+          case "clear_queue": {
+            const reason = `cleared by an administrator (${caller.username})`;
+            const cleared = await run(admin.clear(priority, reason));
+            // The ledger follows now rather than at the reconciler's next pass.
+            for (const job of cleared)
+              await tasks.ledger.settleFromRedis(job.id, job.attempt, { state: "cancelled", error: reason });
+            return reply(200, { success: true, action, queue_name: priority, cleared: cleared.length });
+          }
           default:
             throw new HttpError(
               400,

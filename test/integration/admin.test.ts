@@ -83,7 +83,10 @@ describe("pause, resume, clear and stats", () => {
     const other = newJob("high");
     await run(queue.enqueue(other));
 
-    expect(await run(admin.clear("normal"))).toBe(1200);
+    const cleared = await run(admin.clear("normal"));
+    expect(cleared).toHaveLength(1200);
+    expect(new Set(cleared.map((c) => c.id))).toEqual(new Set(waiting.map((j) => j.id)));
+    expect(cleared.every((c) => c.attempt === 0)).toBe(true);
     expect(await run(queue.getJob(waiting[0]!.id))).toMatchObject({
       state: "cancelled",
       error: "cleared by an administrator",

@@ -81,10 +81,20 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
         resumed: ["urgent", "normal", "low"],
       });
       expect(dryBack.invalid.map((i) => i.id)).toEqual([normal]);
-      const back = await migrateToRedis(db.orm, queue, { dryRun: false });
+      const migrating = migrateToRedis(db.orm, queue, { dryRun: false, settleMs: 500 });
+      // The flag goes first, so every process leaves database mode before anything moves: none
+      // is left taking the moved tasks back into the database queue.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await health.check();
+      expect(health.snapshot()).toMatchObject({ mode: "redis", forced: false });
+      expect((await row(low)).queueBackend).toBe("database");
+      const back = await migrating;
       expect(back).toMatchObject({ moved: 1, invalid: [{ id: normal }] });
       expect(await row(low)).toMatchObject({ queueBackend: "redis", status: "queued" });
-      expect(await row(normal)).toMatchObject({ status: "failed" });
+      expect(await row(normal)).toMatchObject({
+        status: "failed",
+        errorMessage: expect.stringMatching(/^cannot be run: /),
+      });
       expect((await run(queue.getJob(low)))?.state).toBe("queued");
       const stats = await run(admin.stats());
       // What the rollback paused resumes; what an operator had paused stays paused.

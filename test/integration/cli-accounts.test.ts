@@ -98,5 +98,5 @@ describe("ratatoskr db / users / platforms", () => {
       const file = readFileSync(join(dataDir, name));
       for (const secret of [token, "tok-123", "tok-456"]) expect(file.includes(secret)).toBe(false);
     }
-  }, 60_000);
+  }, 180_000);
 });

@@ -101,6 +101,9 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
     it("moves waiting tasks to Redis exactly once with two reconcilers racing, attempts continuing", async () => {
       await clearTasks();
       const ids = await submitDown(["low", "urgent", "normal", "high", "normal"]);
+      // And one whose stored settings today's schema refuses: it must not block the others.
+      const [broken] = await submitDown(["high"]);
+      await fork().nativeUpdate(CaptionTask, { id: broken! }, { settingsJson: '{"max_posts_per_run":-5}' });
       // One of them already ran once from the database queue and waits to retry.
       const dbQueue = new DatabaseQueue(fork);
       await dbQueue.claim("me", ["urgent"], 1, 30_000);
@@ -108,9 +111,14 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       const queue = await makeQueue(redis);
       const ledger = new TaskLedger(fork);
       const reconcilers = [1, 2].map(() => new Reconciler(fork, queue, dbQueue, ledger, { graceMs: 0 }));
-      expect(await reconcilers[0]!.moveToRedis({ dryRun: true })).toBe(5);
-      const moved = await Promise.all(reconcilers.map((r) => r.moveToRedis()));
-      expect(moved[0]! + moved[1]!).toBe(5);
+      const moves = await Promise.all(reconcilers.map((r) => r.moveToRedis()));
+      expect(moves[0]!.moved + moves[1]!.moved).toBe(5);
+      expect(moves.flatMap((m) => m.unrunnable).map((u) => u.id)).toEqual([broken]);
+      expect(await row(broken!)).toMatchObject({
+        status: "failed",
+        queueBackend: "database",
+        errorMessage: expect.stringMatching(/^cannot be run: .*max_posts_per_run/s),
+      });
       for (const id of ids) {
         expect((await row(id)).queueBackend).toBe("redis");
         expect((await run(queue.getJob(id)))?.state).toBe("queued");
@@ -142,6 +150,19 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       // Redis still had them; its worker's attempt is refused, so each runs once.
       const redisClaim = await run(queue.claim("w", PRIORITIES, 5));
       for (const job of redisClaim.jobs) expect(await ledger.markRunning(job.id, job.attempt)).toBe(false);
+      // Both queues are at attempt 1: only the database queue's word lands.
+      const [first] = redisClaim.jobs;
+      const redisSide = { id: first!.id, attempt: first!.attempt, backend: "redis" } as const;
+      expect(redisSide.attempt).toBe(claims.find((c) => c.id === first!.id)!.attempt);
+      expect(await ledger.markProgress(redisSide, 50, "elsewhere")).toBe(false);
+      expect(await ledger.markCompleted(redisSide, '{"skipped":"x"}')).toBe(false);
+      expect(await ledger.markFailed(redisSide, "elsewhere")).toBe(false);
+      expect(await ledger.markCancelled(first!.id, {}, redisSide)).toBe(false);
+      expect(await ledger.settleFromRedis(first!.id, 1, { state: "completed", resultsJson: "{}" })).toBe(
+        false,
+      );
+      expect(await row(first!.id)).toMatchObject({ status: "running", queueBackend: "database" });
+      expect(await ledger.markCompleted({ ...redisSide, backend: "database" }, "{}")).toBe(true);
     });
 
     it("after Redis restarts empty: re-enqueues what it lost, settles what ended, restores user locks", async () => {
@@ -171,7 +192,13 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       );
       const reconciler = new Reconciler(fork, queue, new DatabaseQueue(fork), ledger, { graceMs: 0 });
       const report = await reconciler.run();
-      expect(report).toMatchObject({ reenqueued: 2, settled: 1, locksRestored: 1, movedToRedis: 0 });
+      expect(report).toMatchObject({
+        reenqueued: 2,
+        settled: 1,
+        locksRestored: 1,
+        movedToRedis: 0,
+        unrunnable: 0,
+      });
       expect(await row(finished)).toMatchObject({
         status: "completed",
         resultsJson: '{"captions_generated":3}',
@@ -183,7 +210,7 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       // No fencing token repeats: the lost attempts were 1, their successors are 2.
       expect(attempts).toEqual({ [live]: 1, [lost]: 2, [running]: 2 });
       // The first worker of `running` answers late: refused by Redis and by the ledger.
-      expect(await ledger.markCompleted(running, 1, "{}")).toBe(false);
+      expect(await ledger.markCompleted({ id: running, attempt: 1, backend: "redis" }, "{}")).toBe(false);
       expect(await reconciler.run()).toMatchObject({ reenqueued: 0, settled: 0, locksRestored: 0 });
     });
   });

@@ -162,5 +162,5 @@ describe("ratatoskr supervisor processes", () => {
     const unmigrated = spawnSupervisor({ REDIS_URL: redis.server.url, DATABASE_URL: sqliteUrl() });
     expect(await unmigrated.exited).toBe(1);
     expect(unmigrated.output()).toContain("run `ratatoskr db migrate`");
-  }, 30_000);
+  }, 90_000);
 });

@@ -185,11 +185,12 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       expect(await service.ledger.markRunning(id, 2)).toBe(true);
       expect(await service.ledger.markRunning(id, 1)).toBe(false);
       // Attempt 1's "retrying" arriving after attempt 2 started changes nothing; the count holds.
-      expect(await service.ledger.markRetrying(id, 1, "late")).toBe(false);
+      const attempt = (n: number) => ({ id, attempt: n, backend: "redis" }) as const;
+      expect(await service.ledger.markRetrying(attempt(1), "late")).toBe(false);
       expect(await row(id)).toMatchObject({ status: "running", attempt: 2, retryCount: 1 });
-      expect(await service.ledger.markCompleted(id, 1, "{}")).toBe(false);
-      expect(await service.ledger.markFailed(id, 2, "broken")).toBe(true);
-      expect(await service.ledger.markCompleted(id, 2, "{}")).toBe(false);
+      expect(await service.ledger.markCompleted(attempt(1), "{}")).toBe(false);
+      expect(await service.ledger.markFailed(attempt(2), "broken")).toBe(true);
+      expect(await service.ledger.markCompleted(attempt(2), "{}")).toBe(false);
       await run(Effect.ignore(queue.cancel(id)));
       const again = await service.retry(id, { userId });
       expect(Either.isRight(again)).toBe(true);

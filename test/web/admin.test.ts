@@ -144,6 +144,27 @@ describe("the admin API, and who may call what", () => {
     );
   });
 
+  it("clears a paused priority's waiting tasks, and their rows say so at once", async () => {
+    const admin = await web.account("admin");
+    const manage = (action: string) =>
+      call("POST", "/admin/api/rq/queue-management", admin.token, { action, queue_name: "low" });
+    expect((await manage("pause_queue")).body).toMatchObject({ changed: true });
+    const service = new TaskService(web.runtime.orm!, web.runtime.queue);
+    const ids: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const submitted = await service.submit({ userId: (await web.account()).userId, priority: "low" });
+      ids.push(Either.isRight(submitted) ? submitted.right.taskId : "");
+    }
+    const cleared = await manage("clear_queue");
+    expect(cleared.body).toEqual({ success: true, action: "clear_queue", queue_name: "low", cleared: 2 });
+    for (const id of ids)
+      expect(await web.row(id)).toMatchObject({
+        status: "cancelled",
+        cancellationReason: expect.stringMatching(/^cleared by an administrator \(.+\)$/),
+      });
+    await manage("resume_queue");
+  });
+
   it("reports queues, health and workers, and retries a dead letter with its ledger row", async () => {
     const admin = await web.account("admin");
     const user = await web.account();

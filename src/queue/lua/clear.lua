@@ -1,9 +1,9 @@
 -- clear: waiting jobs of one priority (never delivered: newer than the group's last-delivered id)
 -- end as cancelled with the given reason. Running and delayed jobs are left alone. Works in
--- batches of `limit`; the caller repeats while the answer equals limit.
+-- batches of `limit` stream entries; the caller repeats while the batch was full.
 -- KEYS[1] base
 -- ARGV group, prio, limit, reason, ttl_cancelled
--- -> number of jobs cleared
+-- -> {entries read, {id1, attempt1, id2, attempt2, ...}}: the jobs cleared
 -- @include common
 
 local base, group, prio, limit, reason, ttl = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
@@ -19,18 +19,19 @@ if type(groups) == 'table' and not groups.err then
   end
 end
 local now = now_ms()
-local cleared = 0
+local cleared = {}
 local entries = redis.call('XRANGE', key, from, '+', 'COUNT', limit)
 for _, e in ipairs(entries) do
   local entry = e[1]
   local id = entry_task_id(e[2])
   redis.call('XDEL', key, entry)
   if id then
-    local job = redis.call('HMGET', job_key(base, id), 'state', 'entry', 'user')
+    local job = redis.call('HMGET', job_key(base, id), 'state', 'entry', 'user', 'attempt')
     if job[1] == 'queued' and job[2] == entry then
       finish(base, id, job[3], 'cancelled', now, ttl, 'error', reason)
-      cleared = cleared + 1
+      cleared[#cleared + 1] = id
+      cleared[#cleared + 1] = job[4]
     end
   end
 end
-return cleared
+return {#entries, cleared}
