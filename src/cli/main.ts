@@ -7,6 +7,7 @@ import { connect } from "./connect.js";
 import { AccountsUsageError, addPlatform, createUser } from "./accounts.js";
 import { runDb } from "./db.js";
 import { runDemo } from "./demo.js";
+import { runInfo } from "./info.js";
 import { runServe } from "./serve.js";
 import { runSupervisor } from "./supervisor.js";
 import { runTasks, TasksUsageError } from "./tasks.js";
@@ -14,7 +15,9 @@ import { formatAlerts, formatStats, formatTable, formatWorkers } from "./table.j
 
 const USAGE = `ratatoskr <command>
 
-  demo                          run the queue end to end on the embedded defaults
+  demo [--no-wait]              the whole system on the embedded defaults: users submit caption
+                                tasks, progress bars, the captions; then serves until Ctrl-C
+                                (--no-wait: exits once every task ended, 0 if all completed)
   serve                         the HTTP API on PORT (8000), with workers per WORKER_MODE
   supervisor [--queues urgent,high] [--concurrency N]
                                 a worker process: dispatchers, thread pool, background actors
@@ -24,6 +27,8 @@ const USAGE = `ratatoskr <command>
   platforms add --user <name> --type mastodon|pixelfed --url <instance url> --token <access token>
                 [--name N] [--default]   a platform connection (token stored encrypted)
   stats                         queue depth, last-hour counts per priority, live workers, alerts
+  info [--watch] [--interval S] depths, rates per minute, the last 30 minutes and workers;
+                                --watch redraws every S seconds (2) until Ctrl-C
   alerts [--limit N]            operator alerts: Redis down and back, restarts, memory pressure
   pause <priority>              stop claiming from a priority
   resume <priority>             claim from it again
@@ -64,6 +69,11 @@ const print = (value: unknown) =>
   process.stdout.write(`${typeof value === "string" ? value : JSON.stringify(value, null, 2)}\n`);
 
 export const main = async (argv: string[]): Promise<number> => {
+  // A reader that went away (`ratatoskr demo | head`) ends the command, not with a crash.
+  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code === "EPIPE") process.exit(0);
+    throw error;
+  });
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -83,6 +93,8 @@ export const main = async (argv: string[]): Promise<number> => {
       default: { type: "boolean" },
       concurrency: { type: "string" },
       "dry-run": { type: "boolean" },
+      watch: { type: "boolean" },
+      interval: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -93,8 +105,7 @@ export const main = async (argv: string[]): Promise<number> => {
   }
   switch (command) {
     case "demo":
-      await runDemo();
-      return 0;
+      return runDemo({ wait: values["no-wait"] !== true });
     case "serve":
       return runServe();
     case "supervisor":
@@ -130,6 +141,14 @@ export const main = async (argv: string[]): Promise<number> => {
       print(`\n${formatWorkers(workers)}`);
       print(`\nrecent alerts (ratatoskr alerts for more):\n${formatAlerts(alerts)}`);
       return 0;
+    }
+    case "info": {
+      const seconds = values.interval === undefined ? 2 : Number(values.interval);
+      if (!Number.isFinite(seconds) || seconds < 0.2 || seconds > 3600)
+        throw new UsageError("--interval takes seconds, 0.2 to 3600");
+      return runInfo({ watch: values.watch === true, intervalMs: seconds * 1000 }, (text) =>
+        process.stdout.write(text),
+      );
     }
     case "alerts": {
       const limit = values.limit === undefined ? 20 : Number(values.limit);

@@ -1,7 +1,7 @@
 import type { AlertEntry, PriorityStats } from "../queue/admin.js";
 import type { WorkerInfo } from "../queue/workers.js";
 
-/** A plain left-aligned text table; numbers right-aligned. */
+/** A plain left-aligned text table; numbers (and numbers written out, like rates) right-aligned. */
 export const formatTable = (
   header: readonly string[],
   rows: ReadonlyArray<ReadonlyArray<string | number>>,
@@ -12,7 +12,8 @@ export const formatTable = (
     .map((r, i) =>
       r
         .map((cell, c) => {
-          const numeric = i > 0 && typeof rows[i - 1]?.[c] === "number";
+          const value = rows[i - 1]?.[c];
+          const numeric = i > 0 && (typeof value === "number" || /^-?\d+(\.\d+)?$/.test(value ?? ""));
           return numeric ? cell.padStart(widths[c] ?? 0) : cell.padEnd(widths[c] ?? 0);
         })
         .join("  ")

@@ -18,6 +18,14 @@ export interface PriorityStats {
   readonly retriedLastHour: number;
 }
 
+export interface MinuteCounts {
+  /** The minute's start, epoch milliseconds. */
+  readonly minute: number;
+  readonly completed: Readonly<Record<Priority, number>>;
+  readonly failed: Readonly<Record<Priority, number>>;
+  readonly retried: Readonly<Record<Priority, number>>;
+}
+
 export interface AlertEntry {
   readonly at: number;
   readonly level: string;
@@ -93,6 +101,33 @@ export class QueueAdmin {
           completedLastHour: sum(`completed:${priority}`),
           failedLastHour: sum(`failed:${priority}`),
           retriedLastHour: sum(`retried:${priority}`),
+        };
+      });
+    });
+  }
+
+  /**
+   * Attempts ended per minute over the last `minutes` (oldest first, the current minute last),
+   * by priority: the counters the queue's scripts keep, for rates and charts.
+   */
+  history(minutes = 60): Effect.Effect<MinuteCounts[], RedisError> {
+    const { keys } = this.queue;
+    return this.redis("history", async () => {
+      const now = Math.floor(Date.now() / 60_000);
+      const p = this.queue.redis.pipeline();
+      for (let m = now - minutes + 1; m <= now; m++) p.hgetall(keys.metrics(m));
+      const replies = (await p.exec()) ?? [];
+      return replies.map(([, h], i) => {
+        const bucket = (h ?? {}) as Record<string, string>;
+        const count = (outcome: string) =>
+          Object.fromEntries(
+            PRIORITIES.map((prio) => [prio, Number(bucket[`${outcome}:${prio}`] ?? 0)]),
+          ) as Record<Priority, number>;
+        return {
+          minute: (now - minutes + 1 + i) * 60_000,
+          completed: count("completed"),
+          failed: count("failed"),
+          retried: count("retried"),
         };
       });
     });

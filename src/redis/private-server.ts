@@ -19,6 +19,19 @@ export const freePort = (): Promise<number> =>
     });
   });
 
+/** Children alive now: a process that exits without stopping them (a crash) takes them along. */
+const children = new Set<ChildProcess>();
+let reaperInstalled = false;
+const reapOnExit = (child: ChildProcess) => {
+  children.add(child);
+  child.once("exit", () => children.delete(child));
+  if (reaperInstalled) return;
+  reaperInstalled = true;
+  process.once("exit", () => {
+    for (const c of children) c.kill("SIGKILL");
+  });
+};
+
 /**
  * A redis-server of our own on a free loopback port, keeping nothing on disk. The embedded
  * runtime uses one when no REDIS_URL is given; tests use them to kill, pause and restart Redis.
@@ -55,6 +68,7 @@ export class PrivateRedis {
     const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
     args.push("--dir", this.dir, "--logfile", "", "--loglevel", "warning");
     const child = spawn(this.binary, args, { stdio: ["ignore", "ignore", "pipe"] });
+    reapOnExit(child);
     let stderr = "";
     child.stderr?.on("data", (chunk: Buffer) => {
       stderr += chunk.toString();
