@@ -15,6 +15,26 @@ export default tseslint.config(
     },
   },
   {
+    // The dashboard's script runs in the browser, as it is (no build step).
+    files: ["src/web/dashboard/**/*.js"],
+    languageOptions: {
+      globals: Object.fromEntries(
+        [
+          "document",
+          "window",
+          "location",
+          "sessionStorage",
+          "fetch",
+          "WebSocket",
+          "FormData",
+          "URLSearchParams",
+          "Node",
+          "clearTimeout",
+        ].map((name) => [name, "readonly"]),
+      ),
+    },
+  },
+  {
     files: ["test/**", "bench/**"],
     rules: { "@typescript-eslint/no-non-null-assertion": "off", "no-console": "off" },
   },

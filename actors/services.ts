@@ -94,6 +94,8 @@ export const heartbeat = (ctx: RuntimeContext, startedAt: number): ChildSpec => 
           // The configured groups, known from the first beat (dispatchers start after this actor).
           groups: ctx.groups.map((g) => ({ name: g.name, queues: g.queues, concurrency: g.concurrency })),
           active: [...ctx.workers.values(), ...ctx.fallbacks.values()].reduce((n, w) => n + w.active, 0),
+          jobs: [...ctx.workers.values(), ...ctx.fallbacks.values()].flatMap((w) => w.runningIds),
+          rssMb: Math.round(process.memoryUsage.rss() / 1_048_576),
           mode: ctx.health.mode(),
           outages: ctx.health.snapshot().transitions.toDatabase,
         },

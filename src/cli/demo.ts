@@ -103,10 +103,11 @@ export const runDemo = async (options: { wait: boolean }): Promise<number> => {
 
     const base = `http://127.0.0.1:${web.port}`;
     const token = cast.admin.token;
-    say(`\nThe API is at ${base}; an admin token for it: ${token}`);
+    say(`\nThe dashboard: ${base}/admin (sign in with this admin token: ${token})`);
     say(`  curl -H "Authorization: Bearer ${token}" ${base}/admin/api/rq/queue-stats`);
     say(`  progress socket: ${base.replace("http", "ws")}/ws?token=${token}`);
     say(`  metrics: ${base}/metrics`);
+    say(`  in a terminal: REDIS_URL=${runtime.redisUrl} npx ratatoskr info --watch`);
     if (!options.wait) {
       await stop();
       return completed === rows.length ? 0 : 1;

@@ -136,6 +136,8 @@ export interface JobView {
   readonly reclaims: number;
   readonly progress: number | undefined;
   readonly step: string | undefined;
+  /** The last 30 progress reports, across attempts, oldest first. */
+  readonly steps: ReadonlyArray<{ at: number; attempt: number; percent: number; step: string }>;
 }
 
 const JOB_ID = /^[A-Za-z0-9_.:-]{1,128}$/;
@@ -477,4 +479,16 @@ const toJobView = (id: string, h: Record<string, string>): JobView => ({
   reclaims: Number(h.reclaims ?? 0),
   progress: optionalNumber(h.progress),
   step: optionalString(h.step),
+  steps: parseSteps(h.steps),
 });
+
+const parseSteps = (value: string | undefined): JobView["steps"] => {
+  if (!value) return [];
+  try {
+    const steps = JSON.parse(value) as unknown;
+    // cjson encodes an empty table as {}: no steps.
+    return Array.isArray(steps) ? (steps as JobView["steps"]) : [];
+  } catch {
+    return [];
+  }
+};

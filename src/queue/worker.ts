@@ -88,6 +88,11 @@ export class Worker {
     return this.running.size;
   }
 
+  /** The tasks running now (the keys are `<id>#<attempt>`). */
+  get runningIds(): string[] {
+    return [...this.running.keys()].map((key) => key.slice(0, key.lastIndexOf("#")));
+  }
+
   start(): this {
     if (this.loopDone) return this;
     this.renewTimer = setInterval(() => void this.renewLeases(), Math.max(10, Math.floor(this.leaseMs / 3)));

@@ -18,6 +18,10 @@ export interface WorkerInfo {
   readonly startedAt: number;
   /** Jobs running when it last beat. */
   readonly active: number;
+  /** Which (the first 20). */
+  readonly jobs: readonly string[];
+  /** The process's resident memory, MB. */
+  readonly rssMb: number;
   /** Where it sends and takes tasks: `redis`, or `database` while it holds Redis for down. */
   readonly mode: string;
   /** Redis outages it has seen (switches to the database queue) since it started. */
@@ -39,6 +43,8 @@ export class WorkerRegistry {
       ["groups", JSON.stringify(info.groups)],
       ["started", info.startedAt],
       ["active", info.active],
+      ["jobs", JSON.stringify(info.jobs.slice(0, 20))],
+      ["rss", info.rssMb],
       ["mode", info.mode],
       ["outages", info.outages],
     ].flat();
@@ -69,6 +75,8 @@ export class WorkerRegistry {
             groups: JSON.parse(h.groups ?? "[]") as WorkerGroupInfo[],
             startedAt: Number(h.started ?? 0),
             active: Number(h.active ?? 0),
+            jobs: JSON.parse(h.jobs ?? "[]") as string[],
+            rssMb: Number(h.rss ?? 0),
             mode: h.mode ?? "redis",
             outages: Number(h.outages ?? 0),
             lastBeatAt: Number(h.beat),

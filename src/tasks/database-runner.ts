@@ -63,6 +63,11 @@ export class DatabaseRunner {
     return this.running.size;
   }
 
+  /** The tasks running now (the keys are `<id>#<attempt>`). */
+  get runningIds(): string[] {
+    return [...this.running.keys()].map((key) => key.slice(0, key.lastIndexOf("#")));
+  }
+
   start(): this {
     if (this.loopDone) return this;
     // Often enough that a cancel is seen within a second or two, whatever the lease.

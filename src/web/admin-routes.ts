@@ -1,6 +1,6 @@
 import type { MikroORM } from "@mikro-orm/core";
 import { Effect, Either } from "effect";
-import { CaptionTask } from "../db/entities.js";
+import { CaptionTask, User } from "../db/entities.js";
 import { TASK_STATUSES } from "../domain/status.js";
 import { isPriority, PRIORITIES, type Priority } from "../domain/priority.js";
 import { parseTaskId } from "../domain/task-id.js";
@@ -65,6 +65,22 @@ const taskIdParam = (request: Request): string => {
 const notFound = () => new HttpError(404, "not_found", "no such task");
 
 /**
+ * `q`: the start of a task id, or a user's name (exact). Ids are lower-case hex with
+ * dashes, so the prefix is checked to be one before it goes into a LIKE.
+ */
+const searchWhere = async (orm: MikroORM, q: string | null) => {
+  const text = (q ?? "").trim();
+  if (text === "") return {};
+  if (text.length > 100) throw new HttpError(400, "validation_error", "q is at most 100 characters");
+  const users = await orm.em.fork().find(User, { username: text }, { fields: ["id"] });
+  const idPrefix = /^[0-9a-f-]{1,36}$/i.test(text) ? [{ id: { $like: `${text.toLowerCase()}%` } }] : [];
+  const byUser = users.length > 0 ? [{ userId: { $in: users.map((u) => u.id) } }] : [];
+  const either = [...idPrefix, ...byUser];
+  // Nothing can match: an id that matches no row keeps the answer empty.
+  return { $or: either.length > 0 ? either : [{ id: "" }] };
+};
+
+/**
  * The admin API (role admin): tasks across users, queue stats and management, workers, health,
  * and the dead letters. Every route answers 401 without a token and 403 for other roles.
  */
@@ -88,11 +104,14 @@ export const adminRoutes = (
         if (status && !(TASK_STATUSES as readonly string[]).includes(status))
           throw new HttpError(400, "validation_error", `status must be one of ${TASK_STATUSES.join(", ")}`);
         const userId = request.query.get("user_id");
+        const priority = request.query.get("priority");
         const limit = intParam(request.query.get("limit"), "limit", 50, 1, 500);
         const offset = intParam(request.query.get("offset"), "offset", 0, 0, 10_000_000);
         const where = {
           ...(status ? { status: status as CaptionTask["status"] } : {}),
+          ...(priority ? { priority: priorityParam(priority, "priority") } : {}),
           ...(userId ? { userId: intParam(userId, "user_id", 0, 1, 2 ** 31 - 1) } : {}),
+          ...(await searchWhere(orm, request.query.get("q"))),
         };
         const [rows, total] = await orm.em
           .fork()

@@ -4,6 +4,7 @@ import { CaptionTask } from "../db/entities.js";
 import { parseTaskId } from "../domain/task-id.js";
 import type { PlainLogger } from "../log.js";
 import { authenticate, type Caller } from "./auth.js";
+import { DASHBOARD_TOPIC, type DashboardFeed } from "./dashboard-feed.js";
 import { frame, type ProgressHub, stateFrames, topicOf } from "./progress-hub.js";
 
 interface SocketState {
@@ -19,11 +20,13 @@ const MAX_BACKPRESSURE = 1024 * 1024;
  * `GET /ws`, the progress socket. The token comes as `?token=` or in a first `auth` message.
  * `join_task` subscribes to a task the caller may see (their own; admins any) and answers with
  * its current state first, so a client that reconnects misses nothing; `leave_task` stops.
+ * `watch_dashboard` (admins) sends the dashboard's snapshot now and every few seconds.
  */
 export const progressSocket = (
   app: TemplatedApp,
   orm: MikroORM,
   hub: ProgressHub,
+  dashboard: DashboardFeed,
   logger: PlainLogger,
 ): TemplatedApp => {
   function send(ws: WebSocket<SocketState>, text: string) {
@@ -60,6 +63,20 @@ export const progressSocket = (
     const caller = state.caller;
     if (!caller) {
       send(ws, frame("error", { message: "authenticate first: ?token= or an auth message" }));
+      return;
+    }
+    if (message.event === "watch_dashboard" || message.event === "unwatch_dashboard") {
+      if (!caller.admin) {
+        send(ws, frame("error", { message: "the dashboard needs the admin role" }));
+        return;
+      }
+      if (message.event === "unwatch_dashboard") {
+        ws.unsubscribe(DASHBOARD_TOPIC);
+        return;
+      }
+      ws.subscribe(DASHBOARD_TOPIC);
+      const snapshot = await dashboard.snapshot();
+      if (!state.closed) send(ws, frame("dashboard", snapshot));
       return;
     }
     const id = parseTaskId(data.task_id);

@@ -10,6 +10,8 @@ import { metricsRoute } from "./metrics-route.js";
 import { captionRoutes } from "./caption-routes.js";
 import { healthRoutes } from "./health-routes.js";
 import { exchange, HttpError, reply } from "./http.js";
+import { DashboardFeed } from "./dashboard-feed.js";
+import { dashboardRoutes } from "./dashboard-routes.js";
 import { ProgressHub } from "./progress-hub.js";
 import { progressSocket } from "./progress-socket.js";
 import { Router } from "./router.js";
@@ -51,7 +53,10 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
   subscriber.on("error", () => {});
   const hub = new ProgressHub(app, options.orm, subscriber);
   hub.start(options.queue.keys.events);
-  progressSocket(app, options.orm, hub, options.logger);
+  const dashboard = new DashboardFeed(app, options);
+  dashboard.start();
+  dashboardRoutes(router, options.orm, dashboard);
+  progressSocket(app, options.orm, hub, dashboard, options.logger);
 
   app.any("/*", (res, req) => {
     const { request, send } = exchange(res, req, options.bodyLimitBytes);
@@ -95,6 +100,7 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
     ),
   ).catch((error: unknown) => {
     hub.stop();
+    dashboard.stop();
     throw error;
   });
   return {
@@ -103,6 +109,7 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
     close: () => {
       uWS.us_listen_socket_close(listenSocket);
       hub.stop();
+      dashboard.stop();
     },
   };
 };

@@ -34,6 +34,8 @@ describe("ratatoskr demo", () => {
     const lines = stdout.split("\n");
     const firstRunning = (who: string) => lines.findIndex((l) => new RegExp(`^${who} .* running `).test(l));
     for (const low of ["ann", "fay"]) expect(firstRunning(low)).toBeGreaterThan(firstRunning("cy"));
-    expect(stdout).toMatch(/The API is at http:\/\/127\.0\.0\.1:\d+; an admin token for it: rt_/);
+    expect(stdout).toMatch(
+      /The dashboard: http:\/\/127\.0\.0\.1:\d+\/admin \(sign in with this admin token: rt_/,
+    );
   }, 120_000);
 });

@@ -47,10 +47,15 @@ describe("embedded runtime", () => {
       result: "slept",
     });
     expect((await run(queue.getJob(jobs[1]!.id)))?.result).toBe('{"echoed":"hello"}');
+    // The history of its progress (throttled, so not every step), ending with the last.
+    const steps = (await run(queue.getJob(jobs[0]!.id)))!.steps;
+    expect(steps.at(-1)).toMatchObject({ attempt: 1, percent: 100, step: "step 4 of 4" });
+    expect(steps.map((s) => s.at)).toEqual([...steps.map((s) => s.at)].sort((a, b) => a - b));
 
     const registry = new WorkerRegistry(queue);
     const [me] = await run(registry.list());
-    expect(me).toMatchObject({ id: runtime.workerId, pid: process.pid });
+    expect(me).toMatchObject({ id: runtime.workerId, pid: process.pid, jobs: [] });
+    expect(me!.rssMb).toBeGreaterThan(10);
     expect(me?.groups).toEqual([{ name: "all", queues: PRIORITIES, concurrency: 4 }]);
     const actors = runtime.status().actors;
     for (const id of ["heartbeat", "scheduler", "reclaimer", "janitor", "dispatcher:all"]) {

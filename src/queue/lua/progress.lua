@@ -1,5 +1,6 @@
 -- progress: the owner of a running attempt records how far it got; it is kept on the job hash
--- (for status reads and reconnects) and published on the events channel. A stale attempt's
+-- (for status reads and reconnects, with the last 30 steps across attempts for the dashboard's
+-- history) and published on the events channel. A stale attempt's
 -- progress is ignored, like everything else it says.
 -- KEYS[1] base
 -- ARGV id, attempt, percent, step, details_json
@@ -10,7 +11,11 @@ local base, id, attempt = KEYS[1], ARGV[1], ARGV[2]
 local key = job_key(base, id)
 local job = redis.call('HMGET', key, 'state', 'attempt')
 if job[1] ~= 'running' or job[2] ~= attempt then return 0 end
-redis.call('HSET', key, 'progress', ARGV[3], 'step', ARGV[4])
+local steps = redis.call('HGET', key, 'steps')
+steps = steps and cjson.decode(steps) or {}
+steps[#steps + 1] = { at = now_ms(), attempt = tonumber(attempt), percent = tonumber(ARGV[3]), step = ARGV[4] }
+while #steps > 30 do table.remove(steps, 1) end
+redis.call('HSET', key, 'progress', ARGV[3], 'step', ARGV[4], 'steps', cjson.encode(steps))
 redis.call('PUBLISH', base .. 'events', cjson.encode({
   type = 'progress', id = id, attempt = tonumber(attempt), percent = tonumber(ARGV[3]), step = ARGV[4],
   details = cjson.decode(ARGV[5]),
