@@ -55,6 +55,14 @@ export const runDemo = async (options: { wait: boolean }): Promise<number> => {
     await sample.close();
     if (scratch) rmSync(scratch, { recursive: true, force: true });
   };
+  // Until it serves (untilSignalled takes over then), Ctrl-C still stops everything it started.
+  const interrupted = () => void stop().finally(() => process.exit(130));
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
+  const serving = () => {
+    process.off("SIGINT", interrupted);
+    process.off("SIGTERM", interrupted);
+  };
   try {
     await migrated(config);
     runtime = await start({
@@ -76,25 +84,29 @@ export const runDemo = async (options: { wait: boolean }): Promise<number> => {
     // Submitted while every priority is paused, so the workers meet a full queue and the
     // strict order shows: urgent first, low last.
     const admin = new QueueAdmin(runtime.queue);
-    for (const p of PRIORITIES) await Effect.runPromise(admin.pause(p));
     const submitted: Array<{ label: string; priority: Priority; taskId: string }> = [];
-    for (const [i, member] of CAST.entries()) {
-      const result = await tasks.submit({
-        userId: cast.users[i]!.userId,
-        priority: member.priority,
-        settings: { max_posts_per_run: 10, processing_delay: 0.5 },
-      });
-      if (Either.isLeft(result)) throw new Error(`submit for ${member.name}: ${result.left.message}`);
-      submitted.push({ label: member.name, priority: member.priority, taskId: result.right.taskId });
+    try {
+      for (const p of PRIORITIES) await Effect.runPromise(admin.pause(p));
+      for (const [i, member] of CAST.entries()) {
+        const result = await tasks.submit({
+          userId: cast.users[i]!.userId,
+          priority: member.priority,
+          settings: { max_posts_per_run: 10, processing_delay: 0.5 },
+        });
+        if (Either.isLeft(result)) throw new Error(`submit for ${member.name}: ${result.left.message}`);
+        submitted.push({ label: member.name, priority: member.priority, taskId: result.right.taskId });
+      }
+      const again = await tasks.submit({ userId: cast.users[0]!.userId, priority: "urgent" });
+      say(
+        Either.isLeft(again)
+          ? `A second task for ${CAST[0]!.name} is refused while the first is active: ${again.left.message}\n`
+          : `A second task for ${CAST[0]!.name} was accepted; it should not have been\n`,
+      );
+      say(`Submitted ${submitted.length} tasks with the queue paused; resuming: urgent first, low last.\n`);
+    } finally {
+      // Never leave a Redis paused (REDIS_URL may name a shared one).
+      for (const p of PRIORITIES) await Effect.runPromise(Effect.ignore(admin.resume(p)));
     }
-    const again = await tasks.submit({ userId: cast.users[0]!.userId, priority: "urgent" });
-    say(
-      Either.isLeft(again)
-        ? `A second task for ${CAST[0]!.name} is refused while the first is active: ${again.left.message}\n`
-        : `A second task for ${CAST[0]!.name} was accepted; it should not have been\n`,
-    );
-    say(`Submitted ${submitted.length} tasks with the queue paused; resuming: urgent first, low last.\n`);
-    for (const p of PRIORITIES) await Effect.runPromise(admin.resume(p));
 
     const rows = await watch(orm, submitted, new ProgressView(process.stdout));
     const completed = rows.filter((r) => r.status === "completed").length;
@@ -108,6 +120,7 @@ export const runDemo = async (options: { wait: boolean }): Promise<number> => {
     say(`  progress socket: ${base.replace("http", "ws")}/ws?token=${token}`);
     say(`  metrics: ${base}/metrics`);
     say(`  in a terminal: REDIS_URL=${runtime.redisUrl} npx ratatoskr info --watch`);
+    serving();
     if (!options.wait) {
       await stop();
       return completed === rows.length ? 0 : 1;
@@ -115,6 +128,7 @@ export const runDemo = async (options: { wait: boolean }): Promise<number> => {
     say("Serving until Ctrl-C.");
     return await untilSignalled({ stop, done: runtime.done, shutdownMs: config.RT_SHUTDOWN_MS });
   } catch (error) {
+    serving();
     await stop().catch(() => {});
     throw error;
   }

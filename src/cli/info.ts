@@ -91,6 +91,11 @@ const snapshot = (admin: QueueAdmin): Promise<InfoSnapshot> =>
       admin.backendMode(),
     ]).pipe(
       Effect.map(([stats, history, workers, mode]) => ({ at: Date.now(), stats, history, workers, mode })),
+      // A Redis that hangs must not hold the watch (nor a Ctrl-C) forever.
+      Effect.timeoutFail({
+        duration: "5 seconds",
+        onTimeout: () => new Error("Redis gave no answer within 5 s"),
+      }),
     ),
   );
 

@@ -56,7 +56,14 @@ export class PrivateRedis {
       dir,
       options.binary ?? "redis-server",
     );
-    await server.spawn();
+    try {
+      await server.spawn();
+    } catch (error) {
+      // Not answering in time, or exited: nothing of it stays behind.
+      await server.kill().catch(() => {});
+      await rm(dir, { recursive: true, force: true });
+      throw error;
+    }
     return server;
   }
 

@@ -53,8 +53,8 @@ const countWaiting = async (orm: MikroORM): Promise<Record<Priority, number>> =>
  * `ratatoskr tasks migrate-to-redis`: tasks queued in the database (a database-polling
  * deployment's, or a rollback's) go into the streams, highest priority first; rows that cannot
  * become a job are failed with the reason, and reported. Ends a rollback: the database mode flag
- * is cleared first, and the move waits `settleMs` (a health probe or two) so that no process,
- * still in database mode, takes the moved tasks back; then the priorities it paused resume.
+ * is cleared and the priorities it paused resume first; the move waits `settleMs` (a health
+ * probe or two) so that no process, still in database mode, takes the moved tasks back.
  * Running it twice moves nothing the second time.
  */
 export const migrateToRedis = async (
@@ -79,15 +79,18 @@ export const migrateToRedis = async (
     return { dryRun: true, waiting, moved: 0, invalid, resumed: toResume };
   }
 
-  if ((await queue.redis.del(queue.keys.backend)) > 0 && (options.settleMs ?? 0) > 0)
+  // Back to Redis first, whole: the flag goes and the paused priorities resume. From here a
+  // failure (or Ctrl-C) midway leaves a working Redis mode, whose reconcilers move the rest.
+  const held = (await queue.redis.del(queue.keys.backend)) > 0;
+  const admin = new QueueAdmin(queue);
+  for (const p of toResume) await run(admin.resume(p));
+  await queue.redis.del(pausedByRollbackKey(queue));
+  if (held && (options.settleMs ?? 0) > 0)
     await new Promise((resolve) => setTimeout(resolve, options.settleMs));
   const reconciler = new Reconciler(fork, queue, new DatabaseQueue(fork), new TaskLedger(fork), {
     graceMs: 0,
   });
   const { moved, unrunnable } = await reconciler.moveToRedis();
-  const admin = new QueueAdmin(queue);
-  for (const p of toResume) await run(admin.resume(p));
-  await queue.redis.del(pausedByRollbackKey(queue));
   return { dryRun: false, waiting, moved, invalid: unrunnable, resumed: toResume };
 };
 

@@ -251,9 +251,15 @@ export const adminRoutes = (
           case "clear_queue": {
             const reason = `cleared by an administrator (${caller.username})`;
             const cleared = await run(admin.clear(priority, reason));
-            // The ledger follows now rather than at the reconciler's next pass.
-            for (const job of cleared)
-              await tasks.ledger.settleFromRedis(job.id, job.attempt, { state: "cancelled", error: reason });
+            // The ledger follows now rather than at the reconciler's next pass (which still
+            // settles any row this misses: Redis keeps the cancelled jobs for a while).
+            await Promise.all(
+              cleared.map((job) =>
+                tasks.ledger
+                  .settleFromRedis(job.id, job.attempt, { state: "cancelled", error: reason })
+                  .catch(() => false),
+              ),
+            );
             return reply(200, { success: true, action, queue_name: priority, cleared: cleared.length });
           }
           default:

@@ -9,6 +9,7 @@ import { frame, type ProgressHub, stateFrames, topicOf } from "./progress-hub.js
 
 interface SocketState {
   caller: Caller | undefined;
+  authenticating: boolean;
   readonly joined: Set<string>;
   closed: boolean;
 }
@@ -44,11 +45,13 @@ export const progressSocket = (
     const state = ws.getUserData();
     const data = message.data ?? {};
     if (message.event === "auth") {
-      // One identity per socket: the tasks it joined were checked against it.
-      if (state.caller) {
+      // One identity per socket: the tasks it joined were checked against it. Claimed before the
+      // lookup, so two auth frames in a row cannot both get past this.
+      if (state.caller || state.authenticating) {
         send(ws, frame("error", { message: "already authenticated" }));
         return;
       }
+      state.authenticating = true;
       const caller = await authenticate(orm, `Bearer ${String(data.token ?? "")}`).catch(() => undefined);
       if (state.closed) return;
       if (!caller) {
@@ -74,6 +77,8 @@ export const progressSocket = (
         ws.unsubscribe(DASHBOARD_TOPIC);
         return;
       }
+      // Already watching: the next push comes anyway (a snapshot is not cheap; no spamming it).
+      if (ws.isSubscribed(DASHBOARD_TOPIC)) return;
       ws.subscribe(DASHBOARD_TOPIC);
       const snapshot = await dashboard.snapshot();
       if (!state.closed) send(ws, frame("dashboard", snapshot));
@@ -142,7 +147,7 @@ export const progressSocket = (
           }
         }
         if (aborted) return;
-        const state: SocketState = { caller, joined: new Set(), closed: false };
+        const state: SocketState = { caller, authenticating: false, joined: new Set(), closed: false };
         res.cork(() => res.upgrade(state, key, protocol, extensions, context));
       })();
     },

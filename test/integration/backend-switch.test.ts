@@ -88,6 +88,8 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       await health.check();
       expect(health.snapshot()).toMatchObject({ mode: "redis", forced: false });
       expect((await row(low)).queueBackend).toBe("database");
+      // Resumed before the move too: a migration cut short leaves Redis working, not paused.
+      expect((await run(admin.stats())).find((s) => s.priority === "low")?.paused).toBe(false);
       const back = await migrating;
       expect(back).toMatchObject({ moved: 1, invalid: [{ id: normal }] });
       expect(await row(low)).toMatchObject({ queueBackend: "redis", status: "queued" });

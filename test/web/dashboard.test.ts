@@ -68,20 +68,30 @@ describe.skipIf(!runnable)("the admin dashboard in a real browser", () => {
     const before = Number(await cell(page, "normal", "completedLastHour").textContent());
     // Load: twelve users' tasks at once, each running 9 s (the test job waits delay x 0.3 s).
     const users = await Promise.all(Array.from({ length: 12 }, () => web.account()));
-    await Promise.all(
-      users.map((u) =>
-        fetch(`${web.base}/caption/start`, {
+    const taskIds = await Promise.all(
+      users.map(async (u) => {
+        const response = await fetch(`${web.base}/caption/start`, {
           method: "POST",
           headers: { authorization: `Bearer ${u.token}`, "content-type": "application/json" },
           body: JSON.stringify({ processing_delay: 30 }),
-        }),
-      ),
+        });
+        return ((await response.json()) as { data: { task_id: string } }).data.task_id;
+      }),
     );
     // Pushed over the socket: no reload.
     await eventually(
       async () => Number(await cell(page, "normal", "running").textContent()) > 0,
       15_000,
       "running jobs on the page",
+    );
+    // The worker's row names what it runs (from its heartbeat).
+    await eventually(
+      async () => {
+        const text = (await page.locator("#workers tbody").textContent()) ?? "";
+        return taskIds.some((id) => text.includes(id.slice(0, 8)));
+      },
+      15_000,
+      "the worker's current jobs",
     );
     if (process.env.RT_DASHBOARD_SCREENSHOT) {
       // For docs/dashboard.png: mid-run, with the first completions charted.

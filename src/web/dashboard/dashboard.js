@@ -34,6 +34,12 @@ const el = (tag, attributes = {}, ...children) => {
 };
 
 const fill = (tbody, rows) => tbody.replaceChildren(...rows);
+
+/**
+ * Someone is working in this part of the page (focus inside it, or a confirmation open): a live
+ * redraw now would take their focus away, so it waits for the next push.
+ */
+const busy = (selector) => $("#confirm").open || $(selector).contains(document.activeElement);
 const time = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "");
 const dateTime = (iso) => (iso ? new Date(iso).toLocaleString() : "");
 const seconds = (s) => (s === null || s === undefined ? "none yet" : `${s.toFixed(1)} s`);
@@ -96,11 +102,12 @@ const act = async (title, text, run, options) => {
   } catch (error) {
     say(`${title} failed: ${error.message}`, true);
   }
+  // Best effort: the next push redraws what did not load now.
   await Promise.all([
-    refreshSnapshot(),
+    refreshSnapshot().catch(() => {}),
     loadTasks(),
     loadDead(),
-    state.detailsId && showDetails(state.detailsId),
+    state.detailsId && showDetails(state.detailsId).catch(() => {}),
   ]);
 };
 
@@ -141,54 +148,62 @@ const queueAction = (priority, action, label) =>
     return answer.changed ? "done" : "it already was";
   });
 
-const renderQueues = (s) => {
-  if (!s.priorities) {
-    fill($("#queues tbody"), [
-      el("tr", {}, el("td", { colspan: 9 }, s.redis.error ?? "Redis did not answer")),
-    ]);
-    return;
-  }
-  fill(
-    $("#queues tbody"),
-    s.priorities.map((p) =>
+const QUEUE_FIELDS = ["waiting", "running", "delayed", "dead", "completedLastHour", "failedLastHour"];
+
+/** One row per priority, built once; later snapshots change its text in place (focus stays put). */
+const queueRow = (priority) => {
+  const toggle = el("button", {
+    type: "button",
+    "data-role": "toggle",
+    onclick: () => {
+      const paused = toggle.dataset.paused === "true";
+      return queueAction(priority, paused ? "resume_queue" : "pause_queue", paused ? "Resume" : "Pause");
+    },
+  });
+  return el(
+    "tr",
+    { "data-priority": priority },
+    el("th", { scope: "row" }, priority),
+    el("td", { "data-field": "state" }),
+    ...QUEUE_FIELDS.map((f) => el("td", { class: "num", "data-field": f })),
+    el(
+      "td",
+      { class: "actions" },
+      toggle,
       el(
-        "tr",
-        { "data-priority": p.priority },
-        el("th", { scope: "row" }, p.priority),
-        el("td", { "data-field": "state" }, p.paused ? "paused" : "running"),
-        ...["waiting", "running", "delayed", "dead", "completedLastHour", "failedLastHour"].map((f) =>
-          el("td", { class: "num", "data-field": f }, p[f]),
-        ),
-        el(
-          "td",
-          { class: "actions" },
-          p.paused
-            ? el(
-                "button",
-                { type: "button", onclick: () => queueAction(p.priority, "resume_queue", "Resume") },
-                "Resume",
-                el("span", { class: "sr-only" }, ` ${p.priority}`),
-              )
-            : el(
-                "button",
-                { type: "button", onclick: () => queueAction(p.priority, "pause_queue", "Pause") },
-                "Pause",
-                el("span", { class: "sr-only" }, ` ${p.priority}`),
-              ),
-          el(
-            "button",
-            {
-              type: "button",
-              class: "danger",
-              onclick: () => queueAction(p.priority, "clear_queue", "Clear"),
-            },
-            "Clear",
-            el("span", { class: "sr-only" }, ` ${p.priority}`),
-          ),
-        ),
+        "button",
+        { type: "button", class: "danger", onclick: () => queueAction(priority, "clear_queue", "Clear") },
+        "Clear",
+        el("span", { class: "sr-only" }, ` ${priority}`),
       ),
     ),
   );
+};
+
+const renderQueues = (s) => {
+  const tbody = $("#queues tbody");
+  if (!s.priorities) {
+    fill(tbody, [el("tr", {}, el("td", { colspan: 9 }, s.redis.error ?? "Redis did not answer"))]);
+    return;
+  }
+  if (tbody.querySelectorAll("tr[data-priority]").length !== s.priorities.length)
+    fill(
+      tbody,
+      s.priorities.map((p) => queueRow(p.priority)),
+    );
+  for (const p of s.priorities) {
+    const row = tbody.querySelector(`tr[data-priority="${p.priority}"]`);
+    row.querySelector('[data-field="state"]').textContent = p.paused ? "paused" : "running";
+    for (const f of QUEUE_FIELDS) row.querySelector(`[data-field="${f}"]`).textContent = String(p[f]);
+    const toggle = row.querySelector('[data-role="toggle"]');
+    if (toggle.dataset.paused !== String(p.paused)) {
+      toggle.dataset.paused = String(p.paused);
+      toggle.replaceChildren(
+        p.paused ? "Resume" : "Pause",
+        el("span", { class: "sr-only" }, ` ${p.priority}`),
+      );
+    }
+  }
 };
 
 const total = (counts) => PRIORITIES.reduce((n, p) => n + (counts[p] ?? 0), 0);
@@ -284,7 +299,7 @@ const renderActors = (s) =>
 const render = (snapshot) => {
   // A new dead letter (or one gone) shows in the list without a reload.
   const dead = snapshot.priorities?.reduce((n, p) => n + p.dead, 0);
-  if (dead !== undefined && dead !== state.dead) {
+  if (dead !== undefined && dead !== state.dead && !busy("#dead")) {
     state.dead = dead;
     void loadDead();
   }
@@ -324,7 +339,11 @@ const loadTasks = async () => {
             {},
             el(
               "button",
-              { type: "button", class: "link", onclick: () => showDetails(j.task_id) },
+              {
+                type: "button",
+                class: "link",
+                onclick: () => showDetails(j.task_id).catch((e) => say(`Details: ${e.message}`, true)),
+              },
               el("code", {}, j.task_id.slice(0, 8)),
               el("span", { class: "sr-only" }, ` details of task ${j.task_id}`),
             ),
@@ -466,25 +485,35 @@ const loadDead = async () => {
 const connect = () => {
   clearTimeout(state.retry);
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const socket = new WebSocket(`${scheme}://${location.host}/ws?token=${encodeURIComponent(state.token)}`);
+  // The token goes in the first message, not the URL: URLs end up in proxies' logs.
+  const socket = new WebSocket(`${scheme}://${location.host}/ws`);
   state.socket = socket;
-  socket.addEventListener("open", () => {
-    socket.send(JSON.stringify({ event: "watch_dashboard", data: {} }));
-    if (state.detailsId)
-      socket.send(JSON.stringify({ event: "join_task", data: { task_id: state.detailsId } }));
-  });
+  const send = (event, data) => socket.send(JSON.stringify({ event, data }));
+  socket.addEventListener("open", () => send("auth", { token: state.token }));
   socket.addEventListener("message", (message) => {
     const frame = JSON.parse(message.data);
+    if (frame.event === "authenticated") {
+      send("watch_dashboard", {});
+      if (state.detailsId) send("join_task", { task_id: state.detailsId });
+      return;
+    }
     if (frame.event === "dashboard") {
       render(frame.data);
       // The table follows the numbers, unless someone is working in it.
-      if (!$("#tasks").contains(document.activeElement)) void loadTasks();
+      if (!busy("#tasks-section")) void loadTasks();
       return;
     }
-    if (frame.data?.task_id && frame.data.task_id === state.detailsId) void showDetails(state.detailsId);
+    if (frame.data?.task_id && frame.data.task_id === state.detailsId)
+      void showDetails(state.detailsId).catch(() => {});
   });
-  socket.addEventListener("close", () => {
+  socket.addEventListener("close", (event) => {
     if (state.socket !== socket || !state.token) return;
+    if (event.code === 4401) {
+      // The token was revoked (or its user demoted): reconnecting would not help.
+      signOut();
+      $("#sign-in-error").textContent = "The server no longer accepts this token. Sign in again.";
+      return;
+    }
     $("#connection").textContent = "Connection lost; reconnecting…";
     state.retry = setTimeout(connect, 2000);
   });
@@ -497,8 +526,9 @@ const signIn = async (token) => {
   try {
     await refreshSnapshot();
   } catch (error) {
+    // Only a refusal forgets the token: a server away for a moment does not sign anyone out.
+    if (error.status === 401 || error.status === 403) sessionStorage.removeItem(TOKEN_KEY);
     state.token = null;
-    sessionStorage.removeItem(TOKEN_KEY);
     const text =
       error.status === 401
         ? "That token was refused."
