@@ -176,8 +176,9 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
   };
   let drainMs = config.RT_SHUTDOWN_MS;
   const fork = () => (orm as MikroORM).em.fork();
-  const ledger = orm ? new TaskLedger(fork) : undefined;
-  const dbQueue = orm ? new DatabaseQueue(fork) : undefined;
+  const actor = `system:${workerId}`;
+  const ledger = orm ? new TaskLedger(fork, actor) : undefined;
+  const dbQueue = orm ? new DatabaseQueue(fork, actor) : undefined;
   const ctx: RuntimeContext = {
     workerId,
     config,
@@ -195,6 +196,7 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
         ? new Reconciler(fork, queue, dbQueue, ledger, {
             graceMs: config.RT_RECONCILE_GRACE_MS,
             redisTimeoutMs: Math.max(config.RT_SUBMIT_TIMEOUT_MS, 1_000),
+            actor,
           })
         : undefined,
     fallbacks: new Map<string, DatabaseRunner>(),

@@ -76,6 +76,14 @@ export const CaptionTask = defineEntity({
     /** Database queue only: the running attempt's lease; past it the task is run again. */
     leaseUntil: p.datetime().nullable(),
     leaseOwner: p.string().length(200).nullable(),
+    /**
+     * The last transition, for the audit trigger (migrations/audit-log.ts): a transition bumps
+     * `auditSeq` and names these; the trigger copies them, with the state left, into the log.
+     */
+    auditSeq: p.integer().default(0),
+    auditAction: p.string().length(40).nullable(),
+    auditActor: p.string().length(200).nullable(),
+    auditReason: p.text().nullable(),
   }),
 });
 export type CaptionTask = InferEntity<typeof CaptionTask>;
@@ -129,4 +137,25 @@ export const Image = defineEntity({
 });
 export type Image = InferEntity<typeof Image>;
 
-export const entities = [User, PlatformConnection, CaptionTask, Post, Image];
+/** One task transition or admin action: who did what, when, from which state to which. */
+export const AuditEntry = defineEntity({
+  name: "AuditEntry",
+  tableName: "job_audit_log",
+  properties: (p) => ({
+    id: p.integer().primary().autoincrement(),
+    taskId: p.string().length(36).nullable(),
+    userId: p.integer().nullable(),
+    action: p.string().length(40),
+    actor: p.string().length(200),
+    fromStatus: p.string().length(16).nullable(),
+    toStatus: p.string().length(16).nullable(),
+    attempt: p.integer().nullable(),
+    priority: p.string().length(16).nullable(),
+    reason: p.text().nullable(),
+    processingSeconds: p.double().nullable(),
+    createdAt: p.datetime().onCreate(() => new Date()),
+  }),
+});
+export type AuditEntry = InferEntity<typeof AuditEntry>;
+
+export const entities = [User, PlatformConnection, CaptionTask, Post, Image, AuditEntry];

@@ -5,6 +5,7 @@ import { BetterSqliteDriver } from "@mikro-orm/better-sqlite";
 import { Migrator } from "@mikro-orm/migrations";
 import { PostgreSqlDriver } from "@mikro-orm/postgresql";
 import { entities } from "./entities.js";
+import { AuditLog } from "./migrations/audit-log.js";
 import { DatabaseQueue } from "./migrations/database-queue.js";
 import { InitialSchema } from "./migrations/initial.js";
 
@@ -22,6 +23,7 @@ export interface DatabaseSettings {
 const MIGRATIONS = [
   { name: "20261122000000_initial", class: InitialSchema },
   { name: "20261122160000_database_queue", class: DatabaseQueue },
+  { name: "20261129220000_audit_log", class: AuditLog },
 ];
 
 export const describeDatabase = (settings: DatabaseSettings) =>

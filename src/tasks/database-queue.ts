@@ -1,6 +1,7 @@
 import type { EntityManager } from "@mikro-orm/core";
 import { BetterSqliteDriver } from "@mikro-orm/better-sqlite";
 import { CaptionTask } from "../db/entities.js";
+import { auditedUpdate } from "./audit.js";
 import { inPriorityOrder, PRIORITIES, type Priority } from "../domain/priority.js";
 
 /** A task a database-fallback dispatcher claimed: attempt `attempt`, leased until renewed. */
@@ -21,7 +22,11 @@ const TABLE = "caption_generation_tasks";
  * compare-and-set on (status, backend, attempt), so several processes can share it.
  */
 export class DatabaseQueue {
-  constructor(private readonly em: () => EntityManager) {}
+  constructor(
+    private readonly em: () => EntityManager,
+    /** Who its moves are by, in the audit log. */
+    private readonly actor = "system",
+  ) {}
 
   /**
    * Up to `limit` due tasks of `priorities`, highest priority first, oldest first within one,
@@ -48,14 +53,17 @@ export class DatabaseQueue {
           and (available_at is null or available_at <= ?)
         order by ${rank}, created_at, id
         limit ?`;
+    // The audit columns make the table's trigger log each claim as the task's start.
     const set = `set status = 'running', attempt = attempt + 1, retry_count = attempt, started_at = ?,
-        lease_until = ?, lease_owner = ?, progress_percent = 0, current_step = 'Starting'`;
+        lease_until = ?, lease_owner = ?, progress_percent = 0, current_step = 'Starting',
+        audit_seq = audit_seq + 1, audit_action = 'started', audit_actor = ?,
+        audit_reason = 'from the database queue'`;
     const sql = sqlite
       ? `update ${TABLE} ${set} where status = 'queued' and queue_backend = 'database' and id in (${pick})
           returning id`
       : `with picked as materialized (${pick} for update skip locked)
           update ${TABLE} ${set} from picked where ${TABLE}.id = picked.id returning ${TABLE}.id`;
-    const setParams = [at(now), at(new Date(now.getTime() + leaseMs)), owner];
+    const setParams = [at(now), at(new Date(now.getTime() + leaseMs)), owner, this.actor.slice(0, 200)];
     const pickParams = [...ordered, at(now), limit];
     const params = sqlite ? [...setParams, ...pickParams] : [...pickParams, ...setParams];
     const claimed = (await em.getConnection().execute(sql, params, "all")) as Array<{ id: string }>;
@@ -87,11 +95,12 @@ export class DatabaseQueue {
   }
 
   /** The attempt failed and the task runs again after `delayMs`, from the database queue. */
-  async retryLater(id: string, attempt: number, error: string, delayMs: number): Promise<boolean> {
-    const changed = await this.em().nativeUpdate(
-      CaptionTask,
-      { id, attempt, status: "running", queueBackend: "database" },
-      {
+  retryLater(id: string, attempt: number, error: string, delayMs: number): Promise<boolean> {
+    return auditedUpdate(this.em(), {
+      id,
+
+      where: { status: "running", attempt, queueBackend: "database" },
+      set: {
         status: "queued",
         availableAt: new Date(Date.now() + delayMs),
         retryCount: attempt,
@@ -100,18 +109,27 @@ export class DatabaseQueue {
         leaseUntil: null,
         leaseOwner: null,
       },
-    );
-    return changed > 0;
+      action: "retrying",
+      actor: this.actor,
+      reason: error,
+    });
   }
 
   /** A shut-down runner gives its attempt back at once instead of waiting for the lease. */
-  async release(id: string, attempt: number): Promise<boolean> {
-    const changed = await this.em().nativeUpdate(
-      CaptionTask,
-      { id, attempt, status: "running", queueBackend: "database" },
-      { status: "queued", currentStep: "Requeued: its worker shut down", leaseUntil: null, leaseOwner: null },
-    );
-    return changed > 0;
+  release(id: string, attempt: number): Promise<boolean> {
+    return auditedUpdate(this.em(), {
+      id,
+
+      where: { status: "running", attempt, queueBackend: "database" },
+      set: {
+        status: "queued",
+        currentStep: "Requeued: its worker shut down",
+        leaseUntil: null,
+        leaseOwner: null,
+      },
+      action: "released",
+      actor: this.actor,
+    });
   }
 
   /**
@@ -128,28 +146,42 @@ export class DatabaseQueue {
     let requeued = 0;
     let failed = 0;
     for (const row of expired) {
-      const where = {
+      const move = {
         id: row.id,
-        attempt: row.attempt,
-        status: "running",
-        queueBackend: "database",
-      } as const;
+
+        where: { status: "running", attempt: row.attempt, queueBackend: "database" },
+      };
       if (row.attempt > row.maxRetries) {
-        failed += await em.nativeUpdate(CaptionTask, where, {
-          status: "failed",
-          completedAt: new Date(),
-          errorMessage: `its worker stopped answering on attempt ${row.attempt} of ${row.maxRetries + 1}`,
-          currentStep: "Failed",
-          leaseUntil: null,
-          leaseOwner: null,
+        const error = `its worker stopped answering on attempt ${row.attempt} of ${row.maxRetries + 1}`;
+        const landed = await auditedUpdate(this.em(), {
+          ...move,
+          set: {
+            status: "failed",
+            completedAt: new Date(),
+            errorMessage: error,
+            currentStep: "Failed",
+            leaseUntil: null,
+            leaseOwner: null,
+          },
+          action: "failed",
+          actor: this.actor,
+          reason: error,
         });
+        if (landed) failed++;
       } else {
-        requeued += await em.nativeUpdate(CaptionTask, where, {
-          status: "queued",
-          currentStep: "Requeued: its worker stopped answering",
-          leaseUntil: null,
-          leaseOwner: null,
+        const landed = await auditedUpdate(this.em(), {
+          ...move,
+          set: {
+            status: "queued",
+            currentStep: "Requeued: its worker stopped answering",
+            leaseUntil: null,
+            leaseOwner: null,
+          },
+          action: "requeued",
+          actor: this.actor,
+          reason: "its worker stopped answering (lease lapsed)",
         });
+        if (landed) requeued++;
       }
     }
     return { requeued, failed };

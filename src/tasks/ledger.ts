@@ -1,5 +1,7 @@
 import type { EntityManager } from "@mikro-orm/core";
 import { CaptionTask } from "../db/entities.js";
+import type { TaskStatus } from "../domain/status.js";
+import { type AuditAction, auditedUpdate } from "./audit.js";
 
 /**
  * One attempt of a task, as the queue that runs it knows it. Its writes only land while the row
@@ -12,17 +14,45 @@ export interface AttemptOf {
   readonly backend: "redis" | "database";
 }
 
+interface Transition {
+  readonly id: string;
+  /** The states it may leave (the audit row says which one it did). */
+  readonly from: readonly TaskStatus[];
+  /** What else the row must match (attempt, backend). */
+  readonly where?: object;
+  readonly set: { readonly status?: TaskStatus } & Record<string, unknown>;
+  readonly action: AuditAction;
+  readonly actor?: string | undefined;
+  readonly reason?: string | null | undefined;
+}
+
 /**
- * The task rows' state transitions, each a single compare-and-set UPDATE: it only changes a row
- * that is in the state, and at the attempt, the transition expects. A duplicate or late
- * delivery (a stale attempt) therefore changes nothing, and reports so (false).
+ * The task rows' state transitions, each a compare-and-set UPDATE: it only changes a row that is
+ * in the state, and at the attempt, the transition expects. A duplicate or late delivery (a stale
+ * attempt) therefore changes nothing, and reports so (false). Each transition that lands writes
+ * its audit row in the same statement (`auditedUpdate`).
  */
 export class TaskLedger {
-  constructor(private readonly em: () => EntityManager) {}
+  constructor(
+    private readonly em: () => EntityManager,
+    /** Who the runtime's own moves are by, in the audit log. */
+    private readonly actor = "system",
+  ) {}
 
   private async update(where: object, set: object): Promise<boolean> {
     const changed = await this.em().nativeUpdate(CaptionTask, where as never, set as never);
     return changed > 0;
+  }
+
+  private transition(t: Transition): Promise<boolean> {
+    return auditedUpdate(this.em(), {
+      id: t.id,
+      where: { ...(t.where ?? {}), status: t.from.length === 1 ? t.from[0] : { $in: [...t.from] } },
+      set: t.set,
+      action: t.action,
+      actor: t.actor ?? this.actor,
+      reason: t.reason,
+    });
   }
 
   /**
@@ -33,13 +63,11 @@ export class TaskLedger {
    * after this one (the writes race) and would then find the row moved on.
    */
   markRunning(id: string, attempt: number): Promise<boolean> {
-    return this.update(
-      {
-        id,
-        attempt: { $lt: attempt },
-        $or: [{ status: "queued" }, { status: "running", queueBackend: "redis" }],
-      },
-      {
+    return this.transition({
+      id,
+      from: ["queued", "running"],
+      where: { attempt: { $lt: attempt }, $or: [{ status: "queued" }, { queueBackend: "redis" }] },
+      set: {
         status: "running",
         queueBackend: "redis",
         attempt,
@@ -51,9 +79,11 @@ export class TaskLedger {
         leaseUntil: null,
         leaseOwner: null,
       },
-    );
+      action: "started",
+    });
   }
 
+  /** Progress is not a transition: no audit row (there are many). */
   markProgress(at: AttemptOf, percent: number, step: string): Promise<boolean> {
     return this.update(
       { id: at.id, status: "running", attempt: at.attempt, queueBackend: at.backend },
@@ -62,9 +92,11 @@ export class TaskLedger {
   }
 
   markCompleted(at: AttemptOf, resultsJson: string | undefined): Promise<boolean> {
-    return this.update(
-      { id: at.id, status: "running", attempt: at.attempt, queueBackend: at.backend },
-      {
+    return this.transition({
+      id: at.id,
+      from: ["running"],
+      where: { attempt: at.attempt, queueBackend: at.backend },
+      set: {
         status: "completed",
         completedAt: new Date(),
         resultsJson: resultsJson ?? null,
@@ -72,28 +104,36 @@ export class TaskLedger {
         currentStep: "Completed",
         errorMessage: null,
       },
-    );
+      action: "completed",
+    });
   }
 
   /** The attempt was stopped by a shutdown and the task waits to run again, uncharged. */
   markReleased(at: AttemptOf): Promise<boolean> {
-    return this.update(
-      { id: at.id, status: "running", attempt: at.attempt, queueBackend: at.backend },
-      { status: "queued", currentStep: "Requeued: its worker shut down" },
-    );
+    return this.transition({
+      id: at.id,
+      from: ["running"],
+      where: { attempt: at.attempt, queueBackend: at.backend },
+      set: { status: "queued", currentStep: "Requeued: its worker shut down" },
+      action: "released",
+    });
   }
 
   /** The attempt failed and the queue will run the task again. */
   markRetrying(at: AttemptOf, error: string): Promise<boolean> {
-    return this.update(
-      { id: at.id, status: "running", attempt: at.attempt, queueBackend: at.backend },
-      {
+    return this.transition({
+      id: at.id,
+      from: ["running"],
+      where: { attempt: at.attempt, queueBackend: at.backend },
+      set: {
         status: "queued",
         retryCount: at.attempt,
         errorMessage: error.slice(0, 2000),
         currentStep: "Waiting to retry",
       },
-    );
+      action: "retrying",
+      reason: error,
+    });
   }
 
   /**
@@ -101,21 +141,20 @@ export class TaskLedger {
    * queue's word on the attempt before may not have landed yet.
    */
   markFailed(at: AttemptOf, error: string): Promise<boolean> {
-    return this.update(
-      {
-        id: at.id,
-        status: { $in: ["queued", "running"] },
-        attempt: { $lte: at.attempt },
-        queueBackend: at.backend,
-      },
-      {
+    return this.transition({
+      id: at.id,
+      from: ["running", "queued"],
+      where: { attempt: { $lte: at.attempt }, queueBackend: at.backend },
+      set: {
         status: "failed",
         attempt: at.attempt,
         completedAt: new Date(),
         errorMessage: error.slice(0, 2000),
         currentStep: "Failed",
       },
-    );
+      action: "failed",
+      reason: error,
+    });
   }
 
   /**
@@ -129,33 +168,42 @@ export class TaskLedger {
       | { readonly state: "completed"; readonly resultsJson: string | undefined }
       | { readonly state: "failed" | "cancelled"; readonly error: string },
   ): Promise<boolean> {
-    const where = {
-      id,
-      status: { $in: ["queued", "running"] },
-      attempt: { $lte: attempt },
-      queueBackend: "redis",
-    };
+    const where = { attempt: { $lte: attempt }, queueBackend: "redis" };
     const now = new Date();
     switch (end.state) {
       case "completed":
-        return this.update(where, {
-          status: "completed",
-          attempt,
-          completedAt: now,
-          resultsJson: end.resultsJson || null,
-          progressPercent: 100,
-          currentStep: "Completed",
-          errorMessage: null,
+        return this.transition({
+          id,
+          from: ["running", "queued"],
+          where,
+          set: {
+            status: "completed",
+            attempt,
+            completedAt: now,
+            resultsJson: end.resultsJson || null,
+            progressPercent: 100,
+            currentStep: "Completed",
+            errorMessage: null,
+          },
+          action: "completed",
+          reason: "settled from Redis",
         });
       case "failed":
         return this.markFailed({ id, attempt, backend: "redis" }, end.error);
       case "cancelled":
-        return this.update(where, {
-          status: "cancelled",
-          attempt,
-          completedAt: now,
-          cancellationReason: end.error.slice(0, 500),
-          currentStep: "Cancelled",
+        return this.transition({
+          id,
+          from: ["running", "queued"],
+          where,
+          set: {
+            status: "cancelled",
+            attempt,
+            completedAt: now,
+            cancellationReason: end.error.slice(0, 500),
+            currentStep: "Cancelled",
+          },
+          action: "cancelled",
+          reason: end.error,
         });
     }
   }
@@ -163,20 +211,22 @@ export class TaskLedger {
   /**
    * The task ended cancelled. Without a reason (the queue's word about a running task), the one
    * noted when the cancel was asked for stays. With `of`, only that attempt on that queue (a
-   * worker's word that it stopped).
+   * worker's word that it stopped). `actor` is who asked (absent: the runtime).
    */
   markCancelled(
     id: string,
-    cancel: { reason?: string | undefined; byAdmin?: { adminUserId: number } | undefined },
+    cancel: {
+      reason?: string | undefined;
+      byAdmin?: { adminUserId: number } | undefined;
+      actor?: string | undefined;
+    },
     of?: AttemptOf,
   ): Promise<boolean> {
-    return this.update(
-      {
-        id,
-        status: { $in: ["queued", "running"] },
-        ...(of ? { attempt: of.attempt, queueBackend: of.backend } : {}),
-      },
-      {
+    return this.transition({
+      id,
+      from: ["queued", "running"],
+      where: of ? { attempt: of.attempt, queueBackend: of.backend } : {},
+      set: {
         status: "cancelled",
         completedAt: new Date(),
         ...(cancel.reason === undefined ? {} : { cancellationReason: cancel.reason.slice(0, 500) }),
@@ -185,51 +235,77 @@ export class TaskLedger {
         ...(cancel.byAdmin ? { cancelledByAdmin: true, adminUserId: cancel.byAdmin.adminUserId } : {}),
         currentStep: "Cancelled",
       },
-    );
+      action: "cancelled",
+      actor: cancel.actor,
+      reason: cancel.reason,
+    });
   }
 
   /**
    * Why a running task is being cancelled (and which admin asked), before its worker stops. The
    * row may still read queued: the worker's "running" write can land after the cancel.
    */
-  noteCancel(id: string, reason: string, byAdmin: { adminUserId: number } | undefined): Promise<boolean> {
-    return this.update(
-      { id, status: { $in: ["queued", "running"] } },
-      {
+  noteCancel(
+    id: string,
+    reason: string,
+    byAdmin: { adminUserId: number } | undefined,
+    actor?: string,
+  ): Promise<boolean> {
+    return this.transition({
+      id,
+      from: ["running", "queued"],
+      set: {
         cancellationReason: reason.slice(0, 500),
         ...(byAdmin ? { cancelledByAdmin: true, adminUserId: byAdmin.adminUserId } : {}),
       },
-    );
+      action: "cancel_requested",
+      actor,
+      reason,
+    });
   }
 
   /** A failed task runs again (its dead letter redriven): back to queued, if the user has room. */
-  reopenFailed(id: string): Promise<boolean> {
-    return this.update(
-      { id, status: "failed" },
-      {
+  reopenFailed(id: string, actor?: string): Promise<boolean> {
+    return this.transition({
+      id,
+      from: ["failed"],
+      set: {
         status: "queued",
         completedAt: null,
         errorMessage: null,
         currentStep: "Requeued by an administrator",
       },
-    );
+      action: "reopened",
+      actor,
+      reason: "dead letter retried",
+    });
   }
 
   /** Undo of `reopenFailed` when the queue could not take the task after all. */
   markFailedAgain(id: string, error: string): Promise<boolean> {
-    return this.update(
-      { id, status: "queued" },
-      {
+    return this.transition({
+      id,
+      from: ["queued"],
+      set: {
         status: "failed",
         completedAt: new Date(),
         errorMessage: error.slice(0, 2000),
         currentStep: "Failed",
       },
-    );
+      action: "failed",
+      reason: error,
+    });
   }
 
-  setPriority(id: string, priority: CaptionTask["priority"]): Promise<boolean> {
-    return this.update({ id, status: "queued" }, { priority });
+  setPriority(id: string, priority: CaptionTask["priority"], actor?: string): Promise<boolean> {
+    return this.transition({
+      id,
+      from: ["queued"],
+      set: { priority },
+      action: "priority_changed",
+      actor,
+      reason: `to ${priority}`,
+    });
   }
 
   async status(id: string): Promise<string | undefined> {
@@ -237,7 +313,7 @@ export class TaskLedger {
     return row?.status;
   }
 
-  /** A new task Redis could not take waits in the database queue instead. */
+  /** A new task Redis could not take waits in the database queue instead (not a transition). */
   keepInDatabase(id: string): Promise<boolean> {
     return this.update(
       { id, status: "queued", attempt: 0, queueBackend: "redis" },

@@ -7,6 +7,7 @@ import { captionJob } from "./caption-job.js";
 import type { DatabaseQueue } from "./database-queue.js";
 import type { TaskLedger } from "./ledger.js";
 import { isSkip } from "./skip.js";
+import { auditedUpdate } from "./audit.js";
 
 export interface ReconcileReport {
   /** Redis-side waiting tasks the database queue took over while Redis was down. */
@@ -32,6 +33,8 @@ export interface ReconcilerOptions {
   readonly batch?: number;
   /** How long one Redis call may take before the pass gives up (Redis may be going away). */
   readonly redisTimeoutMs?: number;
+  /** Who its moves are by, in the audit log. */
+  readonly actor?: string;
 }
 
 export interface Unrunnable {
@@ -63,6 +66,10 @@ export class Reconciler {
     private readonly options: ReconcilerOptions,
   ) {
     this.batch = options.batch ?? 500;
+  }
+
+  private get actor() {
+    return this.options.actor ?? "system";
   }
 
   private redis<A, E>(effect: Effect.Effect<A, E>): Promise<A> {
@@ -128,17 +135,21 @@ export class Reconciler {
     } catch (error) {
       reason = error instanceof Error ? error.message : String(error);
     }
-    const failed = await this.em().nativeUpdate(
-      CaptionTask,
-      { id: row.id, attempt: row.attempt, status: row.status, queueBackend: row.queueBackend },
-      {
+    const failed = await auditedUpdate(this.em(), {
+      id: row.id,
+
+      where: { status: row.status, attempt: row.attempt, queueBackend: row.queueBackend },
+      set: {
         status: "failed",
         completedAt: new Date(),
         errorMessage: `cannot be run: ${reason}`.slice(0, 2000),
         currentStep: "Failed",
       },
-    );
-    if (failed > 0) unrunnable.push({ id: row.id, reason });
+      action: "failed",
+      actor: this.actor,
+      reason: `cannot be run: ${reason}`,
+    });
+    if (failed) unrunnable.push({ id: row.id, reason });
     return undefined;
   }
 
@@ -209,12 +220,16 @@ export class Reconciler {
     if (!job) return false;
     if (row.status === "running") {
       // Its worker's later word (same attempt) is refused: the row is queued again first.
-      const changed = await this.em().nativeUpdate(
-        CaptionTask,
-        { id: row.id, attempt: row.attempt, status: "running", queueBackend: "redis" },
-        { status: "queued", currentStep: "Requeued: Redis lost it" },
-      );
-      if (changed === 0) return false;
+      const requeued = await auditedUpdate(this.em(), {
+        id: row.id,
+
+        where: { status: "running", attempt: row.attempt, queueBackend: "redis" },
+        set: { status: "queued", currentStep: "Requeued: Redis lost it" },
+        action: "requeued",
+        actor: this.actor,
+        reason: "Redis no longer had its job",
+      });
+      if (!requeued) return false;
     }
     await this.enqueue({ ...job, afterAttempt: row.attempt });
     return true;

@@ -17,6 +17,7 @@ import {
   TaskNotRetryable,
   TaskNotWaiting,
 } from "./errors.js";
+import { actorOf, auditColumns, writeAudit } from "./audit.js";
 import { TaskLedger } from "./ledger.js";
 
 export interface SubmitInput {
@@ -26,6 +27,8 @@ export interface SubmitInput {
   /** Untrusted: validated against CaptionSettings, defaults filled in. */
   readonly settings?: unknown;
   readonly maxRetries?: number | undefined;
+  /** Who submits, for the audit log; default the user themself. */
+  readonly actor?: string | undefined;
 }
 
 export interface Submitted {
@@ -137,6 +140,8 @@ export class TaskService {
       // Known down: straight to the database queue, no Redis round trip in the request.
       queueBackend: redisKnownDown ? "database" : "redis",
       attempt: 0,
+      // The insert is logged by the table's trigger: a task exists exactly when its "created" row does.
+      ...auditColumns("created", input.actor ?? `user:${input.userId}`),
     });
     try {
       await em.flush();
@@ -228,13 +233,13 @@ export class TaskService {
       ));
     // Running from Redis: its worker aborts at once and the dispatcher records the end.
     if (flagged) {
-      await this.ledger.noteCancel(taskId, reason, byAdmin);
+      await this.ledger.noteCancel(taskId, reason, byAdmin, actorOf(caller));
       return Either.right("cancelling");
     }
     // Removed from the queue, or not there (database queue, Redis lost it, Redis away): the
     // ledger's word is final; a dispatcher that claims it later finds it cancelled and skips
     // it, and a database-queue attempt sees it at its next lease renewal and aborts.
-    await this.ledger.markCancelled(taskId, { reason, byAdmin });
+    await this.ledger.markCancelled(taskId, { reason, byAdmin, actor: actorOf(caller) });
     return Either.right("cancelled");
   }
 
@@ -245,6 +250,7 @@ export class TaskService {
   async reprioritize(
     taskId: string,
     priority: Priority,
+    actor?: string,
   ): Promise<Either.Either<"ok", TaskNotFound | TaskNotWaiting>> {
     const row = await this.orm.em.fork().findOne(CaptionTask, { id: taskId });
     if (!row) return Either.left(new TaskNotFound({ taskId }));
@@ -257,7 +263,7 @@ export class TaskService {
         return Either.left(new TaskNotWaiting({ taskId, status: moved.right.state }));
       // Not in Redis (lost, or Redis away): the ledger's priority is what the reconciler uses.
     }
-    return (await this.ledger.setPriority(taskId, priority))
+    return (await this.ledger.setPriority(taskId, priority, actor))
       ? Either.right("ok")
       : Either.left(new TaskNotWaiting({ taskId, status: "running" }));
   }
@@ -277,12 +283,26 @@ export class TaskService {
     if (row.status !== "failed" && row.status !== "cancelled") {
       return Either.left(new TaskNotRetryable({ taskId, status: row.status }));
     }
-    return this.submit({
+    const again = await this.submit({
       userId: row.userId,
       platformConnectionId: row.platformConnectionId,
       priority: row.priority,
       settings: JSON.parse(row.settingsJson) as unknown,
       maxRetries: row.maxRetries,
+      actor: actorOf(caller),
     });
+    if (Either.isRight(again))
+      await writeAudit(this.orm.em.fork(), {
+        taskId,
+        userId: row.userId,
+        action: "restarted",
+        actor: actorOf(caller),
+        fromStatus: row.status,
+        toStatus: row.status,
+        attempt: row.attempt,
+        priority: row.priority,
+        reason: `as task ${again.right.taskId}`,
+      });
+    return again;
   }
 }

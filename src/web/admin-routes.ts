@@ -1,6 +1,6 @@
 import type { MikroORM } from "@mikro-orm/core";
 import { Effect, Either } from "effect";
-import { CaptionTask, User } from "../db/entities.js";
+import { AuditEntry, CaptionTask, User } from "../db/entities.js";
 import { TASK_STATUSES } from "../domain/status.js";
 import { isPriority, PRIORITIES, type Priority } from "../domain/priority.js";
 import { parseTaskId } from "../domain/task-id.js";
@@ -8,6 +8,7 @@ import { QueueAdmin } from "../queue/admin.js";
 import type { Queue } from "../queue/queue.js";
 import { WorkerRegistry } from "../queue/workers.js";
 import type { RuntimeStatus } from "../runtime.js";
+import { actorOf, auditTrail, writeAudit } from "../tasks/audit.js";
 import type { TaskService } from "../tasks/service.js";
 import { authenticate, type Caller, requireAdmin } from "./auth.js";
 import { HttpError, reply, type Reply, type Request } from "./http.js";
@@ -63,6 +64,21 @@ const taskIdParam = (request: Request): string => {
 };
 
 const notFound = () => new HttpError(404, "not_found", "no such task");
+
+const auditJson = (a: AuditEntry) => ({
+  id: a.id,
+  task_id: a.taskId,
+  user_id: a.userId,
+  action: a.action,
+  actor: a.actor,
+  from_status: a.fromStatus,
+  to_status: a.toStatus,
+  attempt: a.attempt,
+  priority: a.priority,
+  reason: a.reason,
+  processing_seconds: a.processingSeconds,
+  at: iso(a.createdAt),
+});
 
 /**
  * `q`: the start of a task id, or a user's name (exact). Ids are lower-case hex with
@@ -147,16 +163,50 @@ export const adminRoutes = (
             admin_notes: row.adminNotes,
           },
           queue: Either.isRight(job) && job.right ? { ...job.right, data: undefined } : null,
+          audit: (await auditTrail(orm.em.fork(), id)).map(auditJson),
         });
+      }),
+    )
+    .add(
+      "GET",
+      "/admin/api/jobs/:id/audit",
+      asAdmin(async (request) => {
+        const id = taskIdParam(request);
+        return reply(200, {
+          success: true,
+          task_id: id,
+          audit: (await auditTrail(orm.em.fork(), id)).map(auditJson),
+        });
+      }),
+    )
+    .add(
+      "GET",
+      "/admin/api/audit",
+      asAdmin(async (request) => {
+        const limit = intParam(request.query.get("limit"), "limit", 100, 1, 1000);
+        const offset = intParam(request.query.get("offset"), "offset", 0, 0, 10_000_000);
+        const where: Record<string, unknown> = {};
+        for (const [param, column] of [
+          ["action", "action"],
+          ["actor", "actor"],
+          ["task_id", "taskId"],
+        ] as const) {
+          const value = request.query.get(param);
+          if (value) where[column] = value.slice(0, 200);
+        }
+        const [rows, total] = await orm.em
+          .fork()
+          .findAndCount(AuditEntry, where, { orderBy: { id: "desc" }, limit, offset });
+        return reply(200, { success: true, audit: rows.map(auditJson), total, limit, offset });
       }),
     )
     .add(
       "PUT",
       "/admin/api/jobs/:id/priority",
-      asAdmin(async (request) => {
+      asAdmin(async (request, caller) => {
         const id = taskIdParam(request);
         const priority = priorityParam((await request.body()).priority, "priority");
-        const moved = await tasks.reprioritize(id, priority);
+        const moved = await tasks.reprioritize(id, priority, actorOf(caller));
         if (Either.isLeft(moved)) {
           if (moved.left._tag === "TaskNotFound") throw notFound();
           throw new HttpError(409, "not_waiting", moved.left.message, { status: moved.left.status });
@@ -233,21 +283,20 @@ export const adminRoutes = (
           return reply(200, { success: true, action, removed });
         }
         const priority = priorityParam(body.queue_name);
+        const noted = (what: "queue_paused" | "queue_resumed" | "queue_cleared", reason: string) =>
+          writeAudit(orm.em.fork(), { action: what, actor: actorOf(caller), priority, reason });
         switch (action) {
           case "pause_queue":
-            return reply(200, {
-              success: true,
-              action,
-              queue_name: priority,
-              changed: await run(admin.pause(priority)),
-            });
-          case "resume_queue":
-            return reply(200, {
-              success: true,
-              action,
-              queue_name: priority,
-              changed: await run(admin.resume(priority)),
-            });
+          case "resume_queue": {
+            const changed = await run(
+              action === "pause_queue" ? admin.pause(priority) : admin.resume(priority),
+            );
+            await noted(
+              action === "pause_queue" ? "queue_paused" : "queue_resumed",
+              changed ? "changed" : "it already was",
+            );
+            return reply(200, { success: true, action, queue_name: priority, changed });
+          }
           case "clear_queue": {
             const reason = `cleared by an administrator (${caller.username})`;
             const cleared = await run(admin.clear(priority, reason));
@@ -260,6 +309,7 @@ export const adminRoutes = (
                   .catch(() => false),
               ),
             );
+            await noted("queue_cleared", `${cleared.length} waiting tasks cancelled`);
             return reply(200, { success: true, action, queue_name: priority, cleared: cleared.length });
           }
           default:
@@ -318,7 +368,7 @@ export const adminRoutes = (
     .add(
       "POST",
       "/admin/api/dead/:priority/retry",
-      asAdmin(async (request) => {
+      asAdmin(async (request, caller) => {
         const priority = priorityParam(request.params[0], "priority");
         const body = await request.body();
         const letters = await run(admin.listDead({ priority, limit: 10_000 }));
@@ -329,9 +379,18 @@ export const adminRoutes = (
         const results = [];
         for (const letter of wanted) {
           const reopened = letter.taskId
-            ? await tasks.ledger.reopenFailed(letter.taskId).catch(() => false)
+            ? await tasks.ledger.reopenFailed(letter.taskId, actorOf(caller)).catch(() => false)
             : false;
           const [outcome] = await run(admin.redriveDead(priority, [letter.entryId]));
+          // A letter whose row did not reopen (none, or not failed) still leaves its trace.
+          if (!reopened)
+            await writeAudit(orm.em.fork(), {
+              action: "dead_letter_retried",
+              actor: actorOf(caller),
+              taskId: letter.taskId || null,
+              priority,
+              reason: `entry ${letter.entryId}: ${JSON.stringify(outcome)}`,
+            });
           if (outcome !== "ok" && reopened)
             await tasks.ledger.markFailedAgain(letter.taskId, `redrive refused: ${JSON.stringify(outcome)}`);
           results.push({ entry_id: letter.entryId, task_id: letter.taskId, outcome });
@@ -346,10 +405,29 @@ export const adminRoutes = (
     .add(
       "POST",
       "/admin/api/dead/:priority/purge",
-      asAdmin(async (request) => {
+      asAdmin(async (request, caller) => {
         const priority = priorityParam(request.params[0], "priority");
         const body = await request.body();
-        const purged = await run(admin.purgeDead(priority, body.all === true ? undefined : entryIds(body)));
+        const letters = await run(admin.listDead({ priority, limit: 10_000 }));
+        const wanted =
+          body.all === true ? letters : letters.filter((d) => entryIds(body).includes(d.entryId));
+        const purged =
+          wanted.length === 0
+            ? 0
+            : await run(
+                admin.purgeDead(
+                  priority,
+                  wanted.map((d) => d.entryId),
+                ),
+              );
+        for (const letter of wanted)
+          await writeAudit(orm.em.fork(), {
+            action: "dead_letter_purged",
+            actor: actorOf(caller),
+            taskId: letter.taskId || null,
+            priority,
+            reason: `entry ${letter.entryId}: ${letter.reason}`.slice(0, 2000),
+          });
         return reply(200, { success: true, purged });
       }),
     );

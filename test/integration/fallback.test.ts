@@ -4,6 +4,7 @@ import { CaptionTask } from "../../src/db/entities.js";
 import { openDatabase } from "../../src/db/orm.js";
 import { PRIORITIES } from "../../src/domain/priority.js";
 import { DatabaseQueue } from "../../src/tasks/database-queue.js";
+import { auditTrail } from "../../src/tasks/audit.js";
 import { TaskLedger } from "../../src/tasks/ledger.js";
 import { Reconciler } from "../../src/tasks/reconciler.js";
 import { TaskService } from "../../src/tasks/service.js";
@@ -96,6 +97,22 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       const [third] = await queue.claim("me", ["normal"], 1, 30_000);
       expect(third).toMatchObject({ id, attempt: 2 });
       expect(await ledger.markRunning(id!, 3)).toBe(false);
+      // Every move left its row in the audit log, from the state it left (the refused one none).
+      const trail = async (task: string) =>
+        (await auditTrail(fork(), task)).map((a) => [a.action, a.fromStatus, a.toStatus, a.attempt]);
+      expect(await trail(lapsing!)).toEqual([
+        ["created", null, "queued", 0],
+        ["started", "queued", "running", 1],
+        ["requeued", "running", "queued", 1],
+        ["started", "queued", "running", 2],
+        ["cancelled", "running", "cancelled", 2],
+      ]);
+      expect(await trail(id!)).toEqual([
+        ["created", null, "queued", 0],
+        ["started", "queued", "running", 1],
+        ["retrying", "running", "queued", 1],
+        ["started", "queued", "running", 2],
+      ]);
     });
 
     it("moves waiting tasks to Redis exactly once with two reconcilers racing, attempts continuing", async () => {

@@ -5,6 +5,7 @@ import { PRIORITIES } from "../../src/domain/priority.js";
 import { Queue } from "../../src/queue/queue.js";
 import { connectRedis } from "../../src/redis/connection.js";
 import { type RuntimeHandle, start } from "../../src/runtime.js";
+import { auditTrail } from "../../src/tasks/audit.js";
 import { TaskService } from "../../src/tasks/service.js";
 import { eventually, makeQueue } from "../support/queue.js";
 import { run, useRedis } from "../support/redis.js";
@@ -100,8 +101,9 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       const service = new TaskService(db.orm, queue);
       const { userId } = await seedUser(db.orm);
       const ok = await service.submit({ userId, priority: "urgent", settings: { processing_delay: 1 } });
+      const flakyUser = (await seedUser(db.orm)).userId;
       const flaky = await service.submit({
-        userId: (await seedUser(db.orm)).userId,
+        userId: flakyUser,
         priority: "normal",
         settings: { max_posts_per_run: 13, processing_delay: 0 },
       });
@@ -132,6 +134,20 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       expect(done.startedAt).toBeInstanceOf(Date);
       await eventually(async () => (await row(flakyId)).status === "completed", 20_000, "the retried task");
       expect(await row(flakyId)).toMatchObject({ attempt: 2, retryCount: 1, errorMessage: null });
+      // Its audit trail: made by its user, then the runtime's moves, each from one state to the next.
+      const trail = await auditTrail(db.orm.em.fork(), flakyId);
+      expect(trail[0]).toMatchObject({ action: "created", actor: `user:${flakyUser}`, toStatus: "queued" });
+      expect(trail.at(-1)).toMatchObject({
+        action: "completed",
+        fromStatus: "running",
+        toStatus: "completed",
+        attempt: 2,
+      });
+      expect(trail.at(-1)!.processingSeconds).toBeGreaterThanOrEqual(0);
+      expect(trail.filter((a) => a.action === "started").map((a) => a.attempt)).toEqual([1, 2]);
+      // The first attempt's "retrying" may lose its race with the second's start; if it landed, it came first.
+      expect(trail.map((a) => a.action).join(",")).toMatch(/^created,started,(retrying,)?started,completed$/);
+      for (const a of trail.slice(1)) expect(a.actor).toMatch(/^system:/);
     });
 
     it("cancels: a queued task at once, a running one through its worker, a lost one in the ledger", async () => {

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll } from "vitest";
 import { CaptionTask, User } from "../../src/db/entities.js";
-import { PRIORITIES } from "../../src/domain/priority.js";
+import { Either } from "effect";
+import { PRIORITIES, type Priority } from "../../src/domain/priority.js";
 import { plainLogger } from "../../src/log.js";
 import { type RuntimeHandle, start } from "../../src/runtime.js";
 import { hashToken, newApiToken } from "../../src/security/tokens.js";
@@ -21,6 +22,11 @@ export interface WebFixture {
   /** A user with a default platform connection and an API token. */
   account(role?: "admin" | "viewer"): Promise<{ userId: number; connectionId: number; token: string }>;
   row(id: string): Promise<CaptionTask>;
+  /**
+   * A task that fails for good at its first attempt: no retries, and the test job fails every
+   * run's first attempt at 13 posts. Returns its id.
+   */
+  doomedTask(userId: number, priority: Priority, processingDelay?: number): Promise<string>;
 }
 
 /**
@@ -63,6 +69,16 @@ export const useWebServer = (
       return { userId, connectionId, token };
     };
     fixture.row = async (id) => (await fixture.db.orm.em.fork().findOne(CaptionTask, { id }))!;
+    fixture.doomedTask = async (userId, priority, processingDelay = 0) => {
+      const submitted = await new TaskService(orm, fixture.runtime.queue).submit({
+        userId,
+        priority,
+        settings: { max_posts_per_run: 13, processing_delay: processingDelay },
+        maxRetries: 0,
+      });
+      if (Either.isLeft(submitted)) throw new Error(`submit: ${submitted.left.message}`);
+      return submitted.right.taskId;
+    };
   });
   afterAll(async () => {
     fixture.server?.close();

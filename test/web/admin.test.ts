@@ -165,18 +165,93 @@ describe("the admin API, and who may call what", () => {
     await manage("resume_queue");
   });
 
+  it("writes one audit row per admin action, and each task's trail says who did what", async () => {
+    const admin = await web.account("admin");
+    const actor = `admin:${admin.userId}`;
+    const manage = (action: string, queue: string) =>
+      call("POST", "/admin/api/rq/queue-management", admin.token, { action, queue_name: queue });
+    const service = new TaskService(web.runtime.orm!, web.runtime.queue);
+    const submit = async (priority: "low") => {
+      const user = await web.account();
+      const submitted = await service.submit({ userId: user.userId, priority });
+      return { user, taskId: Either.isRight(submitted) ? submitted.right.taskId : "" };
+    };
+
+    await manage("pause_queue", "low");
+    await manage("pause_queue", "normal");
+    const a = await submit("low");
+    await call("PUT", `/admin/api/jobs/${a.taskId}/priority`, admin.token, { priority: "normal" });
+    await call("POST", `/admin/api/jobs/${a.taskId}/cancel`, admin.token, { reason: "duplicate" });
+    const restarted = await call("POST", `/admin/api/jobs/${a.taskId}/restart`, admin.token);
+    await manage("clear_queue", "normal");
+    await manage("resume_queue", "low");
+    await manage("resume_queue", "normal");
+    // A task dead at once (no retries; the test job fails every run's first attempt at 13 posts),
+    // retried from its dead letter (and dead again), then purged.
+    const d = { taskId: await web.doomedTask((await web.account()).userId, "high") };
+    await eventually(async () => (await web.row(d.taskId)).status === "failed", 15_000, "the task to fail");
+    const [letter] = (await call("GET", "/admin/api/dead?priority=high", admin.token)).body.dead;
+    await call("POST", "/admin/api/dead/high/retry", admin.token, { entry_ids: [letter.entryId] });
+    await eventually(
+      async () => (await web.row(d.taskId)).attempt === 2 && (await web.row(d.taskId)).status === "failed",
+      15_000,
+      "the second run",
+    );
+    await call("POST", "/admin/api/dead/high/purge", admin.token, { all: true });
+
+    const mine = (await call("GET", `/admin/api/audit?actor=${actor}&limit=1000`, admin.token)).body
+      .audit as Array<{
+      action: string;
+    }>;
+    const counts: Record<string, number> = {};
+    for (const row of mine) counts[row.action] = (counts[row.action] ?? 0) + 1;
+    expect(counts).toEqual({
+      queue_paused: 2,
+      priority_changed: 1,
+      cancelled: 1,
+      restarted: 1,
+      // The restart's new task is the admin's doing too.
+      created: 1,
+      queue_cleared: 1,
+      queue_resumed: 2,
+      reopened: 1,
+      dead_letter_purged: 1,
+    });
+
+    const trail = (id: string) =>
+      call("GET", `/admin/api/jobs/${id}/audit`, admin.token).then(
+        (r) =>
+          r.body.audit as Array<{ action: string; actor: string; from_status: string; to_status: string }>,
+      );
+    expect((await trail(a.taskId)).map((t) => [t.action, t.actor, t.from_status, t.to_status])).toEqual([
+      ["created", `user:${a.user.userId}`, null, "queued"],
+      ["priority_changed", actor, "queued", "queued"],
+      ["cancelled", actor, "queued", "cancelled"],
+      ["restarted", actor, "cancelled", "cancelled"],
+    ]);
+    // The restart, cleared by the admin's clear_queue: the runtime settled it from Redis.
+    expect((await trail(restarted.body.task_id)).map((t) => [t.action, t.to_status])).toEqual([
+      ["created", "queued"],
+      ["cancelled", "cancelled"],
+    ]);
+    expect((await trail(d.taskId)).map((t) => t.action)).toEqual([
+      "created",
+      "started",
+      "failed",
+      "reopened",
+      "started",
+      "failed",
+      "dead_letter_purged",
+    ]);
+    // Shown with the task's details too.
+    const details = await call("GET", `/admin/api/jobs/${a.taskId}/details`, admin.token);
+    expect(details.body.audit).toHaveLength(4);
+  }, 60_000);
+
   it("reports queues, health and workers, and retries a dead letter with its ledger row", async () => {
     const admin = await web.account("admin");
     const user = await web.account();
-    // A task with no retries whose first run fails (the test job fails runs of 13 posts at first).
-    const service = new TaskService(web.runtime.orm!, web.runtime.queue);
-    const submitted = await service.submit({
-      userId: user.userId,
-      priority: "low",
-      settings: { max_posts_per_run: 13, processing_delay: 0 },
-      maxRetries: 0,
-    });
-    const taskId = Either.isRight(submitted) ? submitted.right.taskId : "";
+    const taskId = await web.doomedTask(user.userId, "low");
     await eventually(async () => (await web.row(taskId)).status === "failed", 15_000, "the task to fail");
 
     const stats = await call("GET", "/admin/api/rq/queue-stats", admin.token);

@@ -1,9 +1,7 @@
 import { existsSync } from "node:fs";
-import { Either } from "effect";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { QueueAdmin } from "../../src/queue/admin.js";
-import { TaskService } from "../../src/tasks/service.js";
 import { eventually } from "../support/queue.js";
 import { run, useRedis } from "../support/redis.js";
 import { useWebServer } from "../support/web.js";
@@ -138,14 +136,7 @@ describe.skipIf(!runnable)("the admin dashboard in a real browser", () => {
   it("retries a dead letter from the page: the task runs again", async () => {
     const admin = await web.account("admin");
     const user = await web.account();
-    // No retries, and the test job fails every run's first attempt at 13 posts: dead at once.
-    const submitted = await new TaskService(web.runtime.orm!, web.runtime.queue).submit({
-      userId: user.userId,
-      priority: "low",
-      settings: { max_posts_per_run: 13, processing_delay: 0 },
-      maxRetries: 0,
-    });
-    const taskId = Either.isRight(submitted) ? submitted.right.taskId : "";
+    const taskId = await web.doomedTask(user.userId, "low");
     await eventually(async () => (await web.row(taskId)).status === "failed", 15_000, "the task to fail");
     const page = await open(admin.token);
     const letters = page.locator("#dead tbody tr").filter({ hasText: taskId.slice(0, 8) });
@@ -197,6 +188,12 @@ describe.skipIf(!runnable)("the admin dashboard in a real browser", () => {
     await dialog.getByRole("button", { name: "Confirm" }).click();
     await page.getByRole("status").filter({ hasText: "Cancel: cancelling" }).waitFor();
     await eventually(async () => (await web.row(taskId)).status === "cancelled", 15_000, "the cancel");
+    // The details' audit trail names the admin who asked.
+    await page
+      .locator("#details-audit tbody tr")
+      .filter({ hasText: "cancel requested" })
+      .filter({ hasText: `admin:${admin.userId}` })
+      .waitFor();
     expect(await web.row(taskId)).toMatchObject({
       cancellationReason: "spam account",
       cancelledByAdmin: true,

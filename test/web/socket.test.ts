@@ -1,7 +1,5 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { Either } from "effect";
 import WebSocket from "ws";
-import { TaskService } from "../../src/tasks/service.js";
 import { eventually } from "../support/queue.js";
 import { useRedis } from "../support/redis.js";
 import { supervisors } from "../support/processes.js";
@@ -113,14 +111,7 @@ describe("the progress socket", () => {
 
   it("tells of a task that failed, with its error", async () => {
     const me = await web.account();
-    // No retries, and the test job fails the first attempt of a run of 13 posts.
-    const submitted = await new TaskService(web.runtime.orm!, web.runtime.queue).submit({
-      userId: me.userId,
-      priority: "normal",
-      settings: { max_posts_per_run: 13, processing_delay: 0.5 },
-      maxRetries: 0,
-    });
-    const taskId = Either.isRight(submitted) ? submitted.right.taskId : "";
+    const taskId = await web.doomedTask(me.userId, "normal", 0.5);
     const client = await connect(wsUrl(web, me.token));
     client.send("join_task", { task_id: taskId });
     const failed = await client.next((f) => f.event === "task_error");

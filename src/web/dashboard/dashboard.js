@@ -402,6 +402,21 @@ const showDetails = async (taskId) => {
   );
   if ((answer.queue?.steps ?? []).length === 0)
     $("#details-steps").replaceChildren(el("li", {}, "No progress reported (or Redis no longer has it)"));
+  fill(
+    $("#details-audit tbody"),
+    (answer.audit ?? []).map((a) =>
+      el(
+        "tr",
+        {},
+        el("td", {}, dateTime(a.at)),
+        el("td", {}, a.action.replaceAll("_", " ")),
+        el("td", {}, a.actor),
+        el("td", {}, a.from_status ? `${a.from_status} → ${a.to_status}` : (a.to_status ?? "")),
+        el("td", { class: "num" }, a.attempt ?? ""),
+        el("td", {}, a.reason ?? ""),
+      ),
+    ),
+  );
   $("#details-results").textContent = job.results ? JSON.stringify(job.results, null, 2) : "none";
   section.hidden = false;
   if (opening) {
