@@ -11,13 +11,27 @@ export interface Proc {
 }
 
 /**
- * Real `ratatoskr supervisor` processes, as an operator would start them; `killAll` (for an
- * afterEach) takes down whatever a test left running.
+ * Real `ratatoskr supervisor` and `ratatoskr serve` processes, as an operator would start them;
+ * `killAll` (for an afterEach) takes down whatever a test left running.
  */
 export const supervisors = () => {
   const children: Proc[] = [];
-  const spawnSupervisor = (env: Record<string, string>, args: string[] = []): Proc => {
-    const child = spawn(process.execPath, [CLI, "supervisor", ...args], {
+  const spawnSupervisor = (env: Record<string, string>, args: string[] = []): Proc =>
+    spawnCli(["supervisor", ...args], env);
+  /** `ratatoskr serve` on a free port; resolves with its address once it listens. */
+  const spawnServe = async (env: Record<string, string>): Promise<Proc & { base: string }> => {
+    const proc = spawnCli(["serve"], { RT_HTTP_HOST: "127.0.0.1", PORT: "0", ...env });
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const found = /http:\/\/127\.0\.0\.1:\d+/.exec(proc.output());
+      if (found) return { ...proc, base: found[0] };
+      if (Date.now() > deadline || proc.child.exitCode !== null)
+        throw new Error(`ratatoskr serve did not listen:\n${proc.output()}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
+  const spawnCli = (args: string[], env: Record<string, string>): Proc => {
+    const child = spawn(process.execPath, [CLI, ...args], {
       env: { ...process.env, RT_PROFILE: "test", RT_JOBS_MODULE: TEST_JOBS, RT_POOL_THREADS: "2", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -35,5 +49,5 @@ export const supervisors = () => {
       await p.exited;
     }
   };
-  return { spawnSupervisor, killAll };
+  return { spawnSupervisor, spawnServe, killAll };
 };
