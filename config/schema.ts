@@ -46,6 +46,8 @@ export const EnvSchema = Schema.Struct({
   RT_HEALTH_FAILURES: Schema.optionalWith(IntFromEnv(1, 100), { default: () => 3 }),
   RT_MEMORY_WARN_PCT: Schema.optionalWith(IntFromEnv(1, 100), { default: () => 80 }),
   RT_SUBMIT_TIMEOUT_MS: Schema.optionalWith(IntFromEnv(10, 60_000), { default: () => 1_000 }),
+  RT_SUBMIT_LIMIT: Schema.optionalWith(IntFromEnv(0, 100_000), { default: () => 3 }),
+  RT_SUBMIT_WINDOW_S: Schema.optionalWith(IntFromEnv(1, 86_400), { default: () => 300 }),
   RT_RECONCILE_MS: Schema.optionalWith(IntFromEnv(100, 3_600_000), { default: () => 15_000 }),
   RT_RECONCILE_GRACE_MS: Schema.optionalWith(IntFromEnv(0, 3_600_000), { default: () => 10_000 }),
   CAPTION_ENGINE: Schema.optional(Schema.Literal("ollama", "basic")),
@@ -100,6 +102,9 @@ export const DESCRIPTIONS: Readonly<Record<keyof typeof EnvSchema.fields, string
     "Misses in a row that mean Redis is down (tasks then go to the database queue); one answer means it is back.",
   RT_MEMORY_WARN_PCT:
     "Redis memory use (of maxmemory) that raises an alert and triggers a cleanup, in percent.",
+  RT_SUBMIT_LIMIT:
+    "`ratatoskr serve`: caption tasks a user may submit per RT_SUBMIT_WINDOW_S (admins exempt); past it, 429 with Retry-After. 0: no limit.",
+  RT_SUBMIT_WINDOW_S: "The window of RT_SUBMIT_LIMIT, in seconds.",
   RT_SUBMIT_TIMEOUT_MS:
     "How long a submission waits for Redis before it is kept in the database queue instead.",
   RT_RECONCILE_MS:

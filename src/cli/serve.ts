@@ -21,6 +21,7 @@ export const runServe = async (): Promise<number> => {
   const tasks = new TaskService(orm, runtime.queue, {
     health: runtime.health,
     redisTimeoutMs: config.RT_SUBMIT_TIMEOUT_MS,
+    submitLimit: { count: config.RT_SUBMIT_LIMIT, windowMs: config.RT_SUBMIT_WINDOW_S * 1000 },
     metrics: runtime.metrics,
   });
   let server;

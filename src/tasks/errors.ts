@@ -19,6 +19,18 @@ export class NoPlatformConnection extends Data.TaggedError("NoPlatformConnection
   }
 }
 
+/** The user submitted as many tasks as the window allows; the next fits in `retryAfterSeconds`. */
+export class SubmitRateLimited extends Data.TaggedError("SubmitRateLimited")<{
+  readonly userId: number;
+  readonly limit: number;
+  readonly windowSeconds: number;
+  readonly retryAfterSeconds: number;
+}> {
+  override get message() {
+    return `at most ${this.limit} tasks per ${this.windowSeconds} s: try again in ${this.retryAfterSeconds} s`;
+  }
+}
+
 /** Unknown, or not the caller's: the two are not told apart, so nobody learns of others' tasks. */
 export class TaskNotFound extends Data.TaggedError("TaskNotFound")<{ readonly taskId: string }> {
   override get message() {

@@ -13,6 +13,7 @@ import type { Queue } from "../queue/queue.js";
 import {
   InvalidTaskInput,
   NoPlatformConnection,
+  SubmitRateLimited,
   TaskNotFound,
   TaskNotRetryable,
   TaskNotWaiting,
@@ -29,6 +30,8 @@ export interface SubmitInput {
   readonly maxRetries?: number | undefined;
   /** Who submits, for the audit log; default the user themself. */
   readonly actor?: string | undefined;
+  /** Not subject to the submission limit (an admin's submission). */
+  readonly exempt?: boolean | undefined;
 }
 
 export interface Submitted {
@@ -44,6 +47,11 @@ export interface TaskServiceOptions {
   readonly redisTimeoutMs?: number | undefined;
   /** Counts submissions for /metrics. */
   readonly metrics?: JobMetrics | undefined;
+  /**
+   * At most `count` submissions per user in any `windowMs` (admins exempt); none when unset.
+   * Counted in the ledger, so every web server shares it, and it holds while Redis is away.
+   */
+  readonly submitLimit?: { readonly count: number; readonly windowMs: number } | undefined;
 }
 
 export type CancelOutcome = "cancelled" | "cancelling" | { readonly ended: string };
@@ -69,6 +77,7 @@ export class TaskService {
   private readonly health: { mode(): Backend } | undefined;
   private readonly redisTimeoutMs: number;
   private readonly metrics: JobMetrics | undefined;
+  private readonly submitLimit: TaskServiceOptions["submitLimit"];
 
   constructor(
     private readonly orm: MikroORM,
@@ -79,6 +88,33 @@ export class TaskService {
     this.health = options.health;
     this.redisTimeoutMs = options.redisTimeoutMs ?? 1_000;
     this.metrics = options.metrics;
+    this.submitLimit = options.submitLimit;
+  }
+
+  /**
+   * Over the limit: when the oldest submission that counts leaves the window. Racing submissions
+   * may overshoot it by the few that passed the count together; the one-active-task rule still
+   * lets only one of them in.
+   */
+  private async overLimit(userId: number): Promise<SubmitRateLimited | undefined> {
+    const limit = this.submitLimit;
+    if (!limit || limit.count <= 0) return undefined;
+    const since = new Date(Date.now() - limit.windowMs);
+    const recent = await this.orm.em
+      .fork()
+      .find(
+        CaptionTask,
+        { userId, createdAt: { $gte: since } },
+        { fields: ["createdAt"], orderBy: { createdAt: "desc" }, limit: limit.count },
+      );
+    if (recent.length < limit.count) return undefined;
+    const oldest = recent[recent.length - 1]!.createdAt.getTime();
+    return new SubmitRateLimited({
+      userId,
+      limit: limit.count,
+      windowSeconds: Math.round(limit.windowMs / 1000),
+      retryAfterSeconds: Math.max(1, Math.ceil((oldest + limit.windowMs - Date.now()) / 1000)),
+    });
   }
 
   /** A Redis call that gives up after the submit timeout: a paused Redis must not hold a request. */
@@ -94,7 +130,9 @@ export class TaskService {
 
   async submit(
     input: SubmitInput,
-  ): Promise<Either.Either<Submitted, InvalidTaskInput | NoPlatformConnection | ActiveTaskExists>> {
+  ): Promise<
+    Either.Either<Submitted, InvalidTaskInput | NoPlatformConnection | ActiveTaskExists | SubmitRateLimited>
+  > {
     const settings = decodeSettings(input.settings ?? {});
     if (Either.isLeft(settings)) {
       const details = ParseResult.ArrayFormatter.formatErrorSync(settings.left).map((i) => ({
@@ -109,6 +147,8 @@ export class TaskService {
         new InvalidTaskInput({ details: [{ field: "max_retries", message: "must be 0-20" }] }),
       );
     }
+    const limited = input.exempt ? undefined : await this.overLimit(input.userId);
+    if (limited) return Either.left(limited);
     const em = this.orm.em.fork();
     const connection = await em.findOne(
       PlatformConnection,
@@ -275,7 +315,12 @@ export class TaskService {
   ): Promise<
     Either.Either<
       Submitted,
-      TaskNotFound | TaskNotRetryable | InvalidTaskInput | NoPlatformConnection | ActiveTaskExists
+      | TaskNotFound
+      | TaskNotRetryable
+      | InvalidTaskInput
+      | NoPlatformConnection
+      | ActiveTaskExists
+      | SubmitRateLimited
     >
   > {
     const row = await this.find(taskId, caller);
@@ -290,6 +335,7 @@ export class TaskService {
       settings: JSON.parse(row.settingsJson) as unknown,
       maxRetries: row.maxRetries,
       actor: actorOf(caller),
+      exempt: caller.admin === true,
     });
     if (Either.isRight(again))
       await writeAudit(this.orm.em.fork(), {

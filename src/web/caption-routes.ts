@@ -3,6 +3,7 @@ import { Either } from "effect";
 import type { CaptionTask } from "../db/entities.js";
 import { isPriority, type Priority } from "../domain/priority.js";
 import { parseTaskId } from "../domain/task-id.js";
+import type { SubmitRateLimited } from "../tasks/errors.js";
 import type { SubmitInput, TaskService } from "../tasks/service.js";
 import { authenticate, type Caller } from "./auth.js";
 import { HttpError, reply, type Reply, type Request } from "./http.js";
@@ -46,8 +47,18 @@ const submission = (body: Record<string, unknown>, caller: Caller): SubmitInput 
     else details.push({ field: "priority", message: "must be one of urgent, high, normal, low" });
   }
   if (details.length > 0) throw invalid(details);
-  return { userId: caller.userId, platformConnectionId, priority, settings };
+  return { userId: caller.userId, platformConnectionId, priority, settings, exempt: caller.admin };
 };
+
+/** 429, with Retry-After: when the oldest submission that counts leaves the window. */
+const rateLimited = (error: SubmitRateLimited) =>
+  new HttpError(
+    429,
+    "rate_limited",
+    error.message,
+    { retry_after: error.retryAfterSeconds },
+    { "retry-after": String(error.retryAfterSeconds) },
+  );
 
 const invalid = (details: ReadonlyArray<{ field: string; message: string }>) =>
   new HttpError(400, "validation_error", "the request is not valid", { details });
@@ -103,6 +114,8 @@ export const captionRoutes = (router: Router, orm: MikroORM, tasks: TaskService)
         throw new HttpError(409, "active_task_exists", "you already have an active caption task", {
           task_id: error.activeTaskId,
         });
+      case "SubmitRateLimited":
+        throw rateLimited(error);
     }
   };
 
@@ -222,6 +235,8 @@ export const captionRoutes = (router: Router, orm: MikroORM, tasks: TaskService)
             throw invalid(error.details);
           case "NoPlatformConnection":
             throw new HttpError(400, "no_platform_connection", error.message);
+          case "SubmitRateLimited":
+            throw rateLimited(error);
         }
       }),
     );

@@ -29,18 +29,18 @@ export class HttpError extends Error {
     readonly errorType: string,
     message: string,
     readonly extra: Readonly<Record<string, unknown>> = {},
+    readonly headers?: Readonly<Record<string, string>>,
   ) {
     super(message);
     this.name = "HttpError";
   }
 
   toReply(): Reply {
-    return reply(this.status, {
-      success: false,
-      error: this.message,
-      error_type: this.errorType,
-      ...this.extra,
-    });
+    return reply(
+      this.status,
+      { success: false, error: this.message, error_type: this.errorType, ...this.extra },
+      this.headers ? { ...this.headers } : undefined,
+    );
   }
 }
 

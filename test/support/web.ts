@@ -36,7 +36,11 @@ export interface WebFixture {
  */
 export const useWebServer = (
   redis: RedisFixture,
-  options: { workers?: boolean; database?: "sqlite" | "postgres" } = {},
+  options: {
+    workers?: boolean;
+    database?: "sqlite" | "postgres";
+    submitLimit?: { count: number; windowMs: number };
+  } = {},
 ): WebFixture => {
   const fixture = {} as WebFixture;
   beforeAll(async () => {
@@ -52,6 +56,7 @@ export const useWebServer = (
       tasks: new TaskService(orm, fixture.runtime.queue, {
         health: fixture.runtime.health,
         metrics: fixture.runtime.metrics,
+        submitLimit: options.submitLimit,
       }),
       queue: fixture.runtime.queue,
       metrics: fixture.runtime.metrics,
