@@ -8,6 +8,7 @@ import { type RuntimeHandle, start } from "../../src/runtime.js";
 import { TaskService } from "../../src/tasks/service.js";
 import { fakeStatus, type FakeMastodon, startFakeMastodon } from "../support/fake-mastodon.js";
 import { hasPostgres, type LedgerDb, openLedgerDb, seedUser, testKeyMaterial } from "../support/ledger.js";
+import { databaseColumnsContaining, redisKeysContaining } from "../support/plaintext-scan.js";
 import { eventually } from "../support/queue.js";
 import { run, useRedis } from "../support/redis.js";
 import { answer, startFakeOllama, status } from "../captions/fake-ollama.js";
@@ -161,6 +162,13 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       const apiCalls = mastodon.requests.filter((r) => r.path.startsWith("/api/"));
       expect(apiCalls.length).toBeGreaterThan(0);
       expect(apiCalls.every((r) => r.authorization === `Bearer ${TOKEN}`)).toBe(true);
+
+      // And nowhere at rest: no Redis key and no text column of any table holds it in plaintext
+      // (the connection keeps it encrypted). The scanners do find what is there: the task id.
+      expect(await redisKeysContaining(redis.client(), TOKEN)).toEqual([]);
+      expect(await databaseColumnsContaining(db.orm, TOKEN)).toEqual([]);
+      expect(await redisKeysContaining(redis.client(), taskId)).not.toEqual([]);
+      expect(await databaseColumnsContaining(db.orm, taskId)).toContain("caption_generation_tasks.id");
     }, 120_000);
 
     it("captions with an Ollama-compatible model server, and waits for it when it is down", async () => {
