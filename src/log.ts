@@ -16,10 +16,42 @@ const levels: Record<LevelName, LogLevel.LogLevel> = {
  */
 export const loggerLayer = (format: LogFormat, level: LevelName) =>
   Layer.merge(
-    // The layers, not the bare formatters: a formatter only makes the line, these also print it.
-    format === "json" ? Logger.json : format === "pretty" ? Logger.pretty : Logger.logFmt,
+    Logger.replace(
+      Logger.defaultLogger,
+      format === "pretty"
+        ? Logger.mapInput(Logger.prettyLogger(), redact)
+        : // A formatter only makes the line; withConsoleLog also prints it.
+          Logger.withConsoleLog(
+            Logger.mapInput(format === "json" ? Logger.jsonLogger : Logger.logfmtLogger, redact),
+          ),
+    ),
     Logger.minimumLogLevel(levels[level]),
   );
+
+/**
+ * Secrets that must never reach a log line, whatever message carries them (an error from a
+ * driver, a URL someone logged): bearer tokens, Ratatoskr API tokens, passwords in URLs, and
+ * token or key parameters in query strings.
+ */
+const SECRETS: ReadonlyArray<[RegExp, string]> = [
+  [/\bBearer\s+[^\s"',;]+/gi, "Bearer [redacted]"],
+  [/\brt_[A-Za-z0-9_-]{20,}/g, "rt_[redacted]"],
+  [/(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#\s@]*:)[^@/?#\s]+@/gi, "$1[redacted]@"],
+  [/([?&](?:access_token|token|key|password|secret)=)[^&#\s"']+/gi, "$1[redacted]"],
+];
+
+export const redactText = (text: string): string =>
+  SECRETS.reduce((t, [pattern, replacement]) => t.replace(pattern, replacement), text);
+
+/** A log message is a value or an array of them; strings are redacted, the rest kept as is. */
+const redact = (message: unknown): unknown =>
+  typeof message === "string"
+    ? redactText(message)
+    : Array.isArray(message)
+      ? message.map(redact)
+      : message instanceof Error
+        ? redactText(String(message))
+        : message;
 
 export interface PlainLogger {
   info(message: string, annotations?: Record<string, unknown>): void;

@@ -1,6 +1,6 @@
 import { Effect } from "effect";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { loggerLayer } from "../../src/log.js";
+import { loggerLayer, redactText } from "../../src/log.js";
 
 describe("the logger", () => {
   afterEach(() => vi.restoreAllMocks());
@@ -23,6 +23,31 @@ describe("the logger", () => {
     expect(lines).toHaveLength(2);
     expect(lines[1]).toMatch(/level=WARN .*message="a warning".*actor=reconciler/);
     expect(await linesOf("logfmt", "warning")).toHaveLength(1);
+  });
+
+  it("never prints a secret, in any format: tokens, passwords in URLs, token parameters", async () => {
+    const secret =
+      "connect redis://app:hunter2@redis.internal:6379 failed; GET /api/v1/x?access_token=abc123&x=1 " +
+      "with Authorization: Bearer tok-SECRET-9 for rt_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-abc";
+    for (const format of ["logfmt", "json", "pretty"] as const) {
+      const printed: string[] = [];
+      vi.spyOn(console, "log").mockImplementation(
+        (...parts: unknown[]) => void printed.push(parts.join(" ")),
+      );
+      await Effect.runPromise(
+        Effect.logWarning(secret, new Error("Bearer tok-SECRET-9")).pipe(
+          Effect.provide(loggerLayer(format, "info")),
+        ),
+      );
+      const out = printed.join("\n");
+      expect(out, format).toContain("redis.internal");
+      for (const leak of ["hunter2", "abc123", "tok-SECRET-9", "AbCdEfGhIjKlMnOp"])
+        expect(out, format).not.toContain(leak);
+      vi.restoreAllMocks();
+    }
+    expect(redactText("postgresql://u:p%40ss@db/x?sslmode=require")).toBe(
+      "postgresql://u:[redacted]@db/x?sslmode=require",
+    );
   });
 
   it("prints one JSON object per line in production format", async () => {
