@@ -42,8 +42,15 @@ export const progressSocket = (
       send(ws, frame("error", { message: 'frames are JSON: {"event": ..., "data": ...}' }));
       return;
     }
+    if (typeof message !== "object" || message === null || Array.isArray(message)) {
+      send(ws, frame("error", { message: 'frames are JSON objects: {"event": ..., "data": {...}}' }));
+      return;
+    }
     const state = ws.getUserData();
-    const data = message.data ?? {};
+    const data =
+      typeof message.data === "object" && message.data !== null && !Array.isArray(message.data)
+        ? message.data
+        : {};
     if (message.event === "auth") {
       // One identity per socket: the tasks it joined were checked against it. Claimed before the
       // lookup, so two auth frames in a row cannot both get past this.
