@@ -42,6 +42,8 @@ const USAGE = `ratatoskr <command>
                                 database-queued tasks into the streams; ends a rollback
   tasks rollback-to-db [--dry-run]
                                 stop taking from Redis; its waiting tasks to the database queue
+  tasks purge --older-than 30d [--dry-run]
+                                delete task rows that ended before then (the audit log stays)
 
 Environment: REDIS_URL (admin commands and supervisor need it), RT_PROFILE, WORKER_MODE,
 RT_JOBS_MODULE, RT_SHUTDOWN_MS, ... (every variable: config/schema.ts)`;
@@ -94,6 +96,7 @@ export const main = async (argv: string[]): Promise<number> => {
       concurrency: { type: "string" },
       "dry-run": { type: "boolean" },
       watch: { type: "boolean" },
+      "older-than": { type: "string" },
       interval: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
@@ -173,7 +176,7 @@ export const main = async (argv: string[]): Promise<number> => {
     case "dead":
       return dead(sub, rest, values);
     case "tasks":
-      return runTasks(sub, { dryRun: values["dry-run"] === true }, print);
+      return runTasks(sub, { dryRun: values["dry-run"] === true, olderThan: values["older-than"] }, print);
     case "user": {
       const [userId] = rest;
       if (!userId) throw new UsageError("expected a user id");

@@ -2,16 +2,21 @@ import { loadConfig } from "../../config/schema.js";
 import { assertMigrated, openDatabase } from "../db/orm.js";
 import { PRIORITIES } from "../domain/priority.js";
 import { migrateToRedis, rollbackToDb } from "../tasks/backend-switch.js";
+import { parseAge, purgeEndedTasks } from "../tasks/retention.js";
 import { connect } from "./connect.js";
 
 export class TasksUsageError extends Error {}
 
-/** `ratatoskr tasks migrate-to-redis | rollback-to-db [--dry-run]`: prints what moved, and why not. */
+/**
+ * `ratatoskr tasks migrate-to-redis | rollback-to-db [--dry-run]`: prints what moved, and why not.
+ * `ratatoskr tasks purge --older-than 30d [--dry-run]`: deletes task rows that ended before then.
+ */
 export const runTasks = async (
   sub: string | undefined,
-  options: { dryRun: boolean },
+  options: { dryRun: boolean; olderThan?: string | undefined },
   print: (line: string) => void,
 ): Promise<number> => {
+  if (sub === "purge") return purge(options, print);
   if (sub !== "migrate-to-redis" && sub !== "rollback-to-db")
     throw new TasksUsageError(`unknown tasks command ${JSON.stringify(sub ?? "")}`);
   const config = loadConfig();
@@ -49,6 +54,32 @@ export const runTasks = async (
     } finally {
       await redis.close();
     }
+  } finally {
+    await orm.close();
+  }
+};
+
+const purge = async (
+  options: { dryRun: boolean; olderThan?: string | undefined },
+  print: (line: string) => void,
+): Promise<number> => {
+  const age = parseAge(options.olderThan);
+  if (age === undefined)
+    throw new TasksUsageError(
+      `tasks purge needs --older-than with days, hours or minutes (30d, 12h, 90m), got ${JSON.stringify(options.olderThan ?? "")}`,
+    );
+  const config = loadConfig();
+  const settings = { url: config.DATABASE_URL, dataDir: config.RT_DATA_DIR };
+  const orm = await openDatabase(settings);
+  try {
+    await assertMigrated(orm, settings);
+    const before = new Date(Date.now() - age);
+    const count = await purgeEndedTasks(() => orm.em.fork(), before, { dryRun: options.dryRun });
+    print(
+      `${options.dryRun ? "would delete" : "deleted"} ${count} tasks that ended before ${before.toISOString()}` +
+        (options.dryRun ? " (dry run: nothing changed)" : ""),
+    );
+    return 0;
   } finally {
     await orm.close();
   }
