@@ -1,7 +1,7 @@
 import type { MikroORM } from "@mikro-orm/core";
 import { Effect, Either } from "effect";
 import { CaptionTask } from "../db/entities.js";
-import { type MinuteCounts, type PriorityStats, QueueAdmin } from "../queue/admin.js";
+import { type AlertEntry, type MinuteCounts, type PriorityStats, QueueAdmin } from "../queue/admin.js";
 import type { Queue } from "../queue/queue.js";
 import { type WorkerInfo, WorkerRegistry } from "../queue/workers.js";
 import type { ActorStatus, RuntimeStatus } from "../runtime.js";
@@ -32,6 +32,8 @@ export interface DashboardSnapshot {
   /** This process's supervision tree. */
   readonly actors: Readonly<Record<string, ActorStatus>>;
   readonly tasks: { readonly queued: number; readonly running: number; readonly inDatabaseQueue: number };
+  /** The newest operator alerts (outages, Redis restarts, memory pressure), newest first. */
+  readonly alerts: readonly AlertEntry[];
 }
 
 /** The value below which `share` of the sorted values lie (nearest rank). */
@@ -64,9 +66,10 @@ export const dashboardSnapshot = async (deps: {
   const now = Date.now();
   const status = deps.runtime();
   const admin = new QueueAdmin(deps.queue);
-  const fromRedis = Effect.all([admin.stats(), admin.history(60), new WorkerRegistry(deps.queue).list()], {
-    concurrency: "unbounded",
-  }).pipe(Effect.timeout("2 seconds"), Effect.either);
+  const fromRedis = Effect.all(
+    [admin.stats(), admin.history(60), new WorkerRegistry(deps.queue).list(), admin.alerts(10)],
+    { concurrency: "unbounded" },
+  ).pipe(Effect.timeout("2 seconds"), Effect.either);
   const em = deps.orm.em.fork();
   const [redis, durations, queued, running, inDatabaseQueue] = await Promise.all([
     Effect.runPromise(fromRedis),
@@ -97,5 +100,6 @@ export const dashboardSnapshot = async (deps: {
     workers: Either.isRight(redis) ? redis.right[2] : null,
     actors: status.actors,
     tasks: { queued, running, inDatabaseQueue },
+    alerts: Either.isRight(redis) ? redis.right[3] : [],
   };
 };

@@ -133,6 +133,33 @@ describe.skipIf(!runnable)("the admin dashboard in a real browser", () => {
     await page.close();
   }, 120_000);
 
+  it("shows operator alerts of the last hour as a banner, live, and announces a new one", async () => {
+    const admin = await web.account("admin");
+    const page = await open(admin.token);
+    // As a health actor writes one (another process may have).
+    await redis
+      .client()
+      .xadd(
+        web.runtime.queue.keys.alerts,
+        "*",
+        "at",
+        String(Date.now()),
+        "level",
+        "warning",
+        "message",
+        "redis is down (test)",
+        "source",
+        "elsewhere:1",
+      );
+    await page
+      .locator("#alerts-list li")
+      .filter({ hasText: "redis is down (test)" })
+      .waitFor({ timeout: 10_000 });
+    expect(await page.locator("#alerts").isVisible()).toBe(true);
+    expect(await page.locator("#alerts-news").textContent()).toBe("New alert: redis is down (test)");
+    await page.close();
+  }, 30_000);
+
   it("retries a dead letter from the page: the task runs again", async () => {
     const admin = await web.account("admin");
     const user = await web.account();

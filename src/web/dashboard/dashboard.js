@@ -14,7 +14,6 @@ const state = {
   offset: 0,
   total: 0,
   detailsId: undefined,
-  dead: undefined,
 };
 
 /** A new element with attributes and children (text or elements). */
@@ -296,13 +295,25 @@ const renderActors = (s) =>
     ),
   );
 
+/** Recent alerts as a banner; a new one is also announced once (not at every redraw). */
+const renderAlerts = (s) => {
+  const recent = (s.alerts ?? []).filter((a) => s.at - a.at < 3_600_000);
+  const key = recent.map((a) => `${a.at}|${a.message}`).join("\n");
+  if (key === state.alertsKey) return;
+  const fresh = recent.filter((a) => a.at > (state.alertsSeen ?? 0));
+  state.alertsKey = key;
+  state.alertsSeen = Math.max(state.alertsSeen ?? 0, ...recent.map((a) => a.at));
+  $("#alerts").hidden = recent.length === 0;
+  $("#alerts-list").replaceChildren(
+    ...recent.map((a) => el("li", {}, `${time(a.at)} · ${a.level} · ${a.message} (${a.source})`)),
+  );
+  if (fresh.length > 0 && state.alertsSeenOnce)
+    $("#alerts-news").textContent = `New alert: ${fresh[0].message}`;
+  state.alertsSeenOnce = true;
+};
+
 const render = (snapshot) => {
-  // A new dead letter (or one gone) shows in the list without a reload.
-  const dead = snapshot.priorities?.reduce((n, p) => n + p.dead, 0);
-  if (dead !== undefined && dead !== state.dead && !busy("#dead")) {
-    state.dead = dead;
-    void loadDead();
-  }
+  renderAlerts(snapshot);
   renderOverview(snapshot);
   renderQueues(snapshot);
   renderHistory(snapshot);
@@ -514,8 +525,9 @@ const connect = () => {
     }
     if (frame.event === "dashboard") {
       render(frame.data);
-      // The table follows the numbers, unless someone is working in it.
+      // The tables follow the numbers, unless someone is working in them.
       if (!busy("#tasks-section")) void loadTasks();
+      if (!busy("#dead")) void loadDead();
       return;
     }
     if (frame.data?.task_id && frame.data.task_id === state.detailsId)
