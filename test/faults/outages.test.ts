@@ -166,9 +166,12 @@ describe("faults", () => {
         const service = new TaskService(db.orm, runtime.queue, { health: runtime.health });
         const users = await seedUsers(db.orm, 60);
         const ids = (
-          await Promise.all(users.map((u, i) => submitOne(service, u, PRIORITIES[i % 4]!, 1)))
+          await Promise.all(users.map((u, i) => submitOne(service, u, PRIORITIES[i % 4]!, 2)))
         ).map((s) => s.taskId);
-        // Cut while jobs run, so some end and the next ones start during the outage.
+        // Cut while jobs run, so some end and the next ones start during the outage. Two-second
+        // jobs, 60 of them on 16 slots: claims go on for well past the 3 s cut, even on a slow
+        // machine where the cut comes late (with one-second jobs, a late cut once found nothing
+        // left to claim, and so no attempt to fail).
         await eventually(
           async () => ((await countByStatus(db!.orm, ids)).running ?? 0) >= 8,
           30_000,
