@@ -98,7 +98,6 @@ export class DatabaseQueue {
   retryLater(id: string, attempt: number, error: string, delayMs: number): Promise<boolean> {
     return auditedUpdate(this.em(), {
       id,
-
       where: { status: "running", attempt, queueBackend: "database" },
       set: {
         status: "queued",
@@ -119,7 +118,6 @@ export class DatabaseQueue {
   release(id: string, attempt: number): Promise<boolean> {
     return auditedUpdate(this.em(), {
       id,
-
       where: { status: "running", attempt, queueBackend: "database" },
       set: {
         status: "queued",
@@ -148,7 +146,6 @@ export class DatabaseQueue {
     for (const row of expired) {
       const move = {
         id: row.id,
-
         where: { status: "running", attempt: row.attempt, queueBackend: "database" },
       };
       if (row.attempt > row.maxRetries) {

@@ -137,7 +137,6 @@ export class Reconciler {
     }
     const failed = await auditedUpdate(this.em(), {
       id: row.id,
-
       where: { status: row.status, attempt: row.attempt, queueBackend: row.queueBackend },
       set: {
         status: "failed",
@@ -222,7 +221,6 @@ export class Reconciler {
       // Its worker's later word (same attempt) is refused: the row is queued again first.
       const requeued = await auditedUpdate(this.em(), {
         id: row.id,
-
         where: { status: "running", attempt: row.attempt, queueBackend: "redis" },
         set: { status: "queued", currentStep: "Requeued: Redis lost it" },
         action: "requeued",
