@@ -1,5 +1,6 @@
 import { Duration, Effect, Schedule } from "effect";
 import type { RuntimeContext } from "./context.js";
+import { duplicateConnection } from "../src/redis/connection.js";
 import type { ChildSpec } from "./supervisor.js";
 
 interface CancelMessage {
@@ -28,7 +29,7 @@ export const cancelListener = (ctx: RuntimeContext): ChildSpec => ({
   id: "cancel-listener",
   run: Effect.gen(function* () {
     const subscriber = yield* Effect.acquireRelease(
-      Effect.sync(() => ctx.queue.redis.duplicate({ enableAutoPipelining: false })),
+      Effect.sync(() => duplicateConnection(ctx.queue.redis)),
       (connection) => Effect.sync(() => connection.disconnect()),
     );
     subscriber.on("error", () => {});

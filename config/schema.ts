@@ -1,4 +1,10 @@
 import { Either, ParseResult, Schema } from "effect";
+import { redactText } from "../src/log.js";
+import { parseRedisUrl } from "../src/redis/redis-url.js";
+
+const KEY_EXPECTED = "expected 32 bytes, base64-encoded (`ratatoskr keys generate` prints one)";
+const isKeyMaterial = (text: string): true | string =>
+  /^[A-Za-z0-9+/]{43}=?$/.test(text) && Buffer.from(text, "base64").length === 32 ? true : KEY_EXPECTED;
 
 const IntFromEnv = (min: number, max: number) =>
   Schema.NumberFromString.pipe(Schema.int(), Schema.between(min, max));
@@ -9,7 +15,20 @@ const IntFromEnv = (min: number, max: number) =>
  * naming the variable.
  */
 export const EnvSchema = Schema.Struct({
-  REDIS_URL: Schema.optional(Schema.String.pipe(Schema.pattern(/^rediss?:\/\//))),
+  REDIS_URL: Schema.optional(
+    Schema.String.pipe(
+      Schema.filter((url) => {
+        try {
+          parseRedisUrl(url);
+          return true;
+        } catch (error) {
+          return (error as Error).message;
+        }
+      }),
+    ),
+  ),
+  REDIS_TLS_CA: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
+  REDIS_SENTINEL_PASSWORD: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
   RT_PREFIX: Schema.optionalWith(Schema.String.pipe(Schema.pattern(/^[A-Za-z0-9_.:-]{1,32}$/)), {
     default: () => "rt",
   }),
@@ -24,7 +43,16 @@ export const EnvSchema = Schema.Struct({
   RT_KEEP_CANCELLED_S: Schema.optionalWith(IntFromEnv(0, 365 * 86_400), { default: () => 86_400 }),
   DATABASE_URL: Schema.optional(Schema.String.pipe(Schema.pattern(/^(postgres(ql)?:\/\/|sqlite:)/))),
   RT_DATA_DIR: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { default: () => "data" }),
-  RT_ENCRYPTION_KEY: Schema.optional(Schema.String.pipe(Schema.minLength(40))),
+  RT_ENCRYPTION_KEY: Schema.optional(Schema.String.pipe(Schema.filter(isKeyMaterial))),
+  RT_ENCRYPTION_OLD_KEYS: Schema.optional(
+    Schema.String.pipe(
+      Schema.filter(
+        (list) =>
+          list.split(",").find((k) => k.trim() !== "" && isKeyMaterial(k.trim()) !== true) === undefined ||
+          KEY_EXPECTED,
+      ),
+    ),
+  ),
   RT_PROFILE: Schema.optionalWith(Schema.Literal("development", "production", "test"), {
     default: () => "development" as const,
   }),
@@ -68,7 +96,11 @@ export type Config = typeof EnvSchema.Type;
  * variable added without a meaning, or a meaning left behind, does not compile.
  */
 export const DESCRIPTIONS: Readonly<Record<keyof typeof EnvSchema.fields, string>> = {
-  REDIS_URL: "Redis to use; when unset, the embedded runtime starts a private redis-server.",
+  REDIS_URL:
+    "Redis to use: `redis://[user:password@]host:port[/db]` (`rediss://` for TLS), `redis+sentinel://host:port,host:port/<master>` or `redis+cluster://host:port,host:port`. Unset: the embedded runtime starts a private redis-server.",
+  REDIS_TLS_CA:
+    "A PEM file of the CA that signed the Redis servers' certificates, for `rediss://` with a private CA.",
+  REDIS_SENTINEL_PASSWORD: "The sentinels' own password, when they require one (`redis+sentinel://`).",
   RT_PREFIX: "Key prefix before the queue's {hash tag}.",
   RT_QUEUE: "Queue name; also the Redis Cluster hash tag of all its keys.",
   RT_LEASE_MS: "A job not renewed for this long is taken from its worker and run again.",
@@ -81,6 +113,8 @@ export const DESCRIPTIONS: Readonly<Record<keyof typeof EnvSchema.fields, string
   RT_DATA_DIR: "Where the embedded defaults keep their files (the SQLite database, the encryption key).",
   RT_ENCRYPTION_KEY:
     "32 bytes, base64: encrypts platform access tokens at rest; generated into RT_DATA_DIR when unset.",
+  RT_ENCRYPTION_OLD_KEYS:
+    "Retired keys (comma-separated, base64) that still open older values until `ratatoskr keys rotate` re-encrypts them.",
   RT_PROFILE: "Deployment profile: worker groups and defaults (config/profiles.ts).",
   WORKER_MODE: "Where jobs run: in the web process, in `ratatoskr supervisor` processes, or both.",
   RT_JOBS_MODULE: "Module whose default export is the job registry, loaded by every worker thread.",
@@ -125,6 +159,15 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
+/** How a refused value that may hold a secret is shown: never the secret itself. */
+const SECRET_SHOWN_AS: Record<string, (value: string) => string> = {
+  REDIS_URL: redactText,
+  DATABASE_URL: redactText,
+  RT_ENCRYPTION_KEY: () => "(hidden)",
+  RT_ENCRYPTION_OLD_KEYS: () => "(hidden)",
+  REDIS_SENTINEL_PASSWORD: () => "(hidden)",
+};
+
 const decode = Schema.decodeUnknownEither(EnvSchema, { errors: "first", onExcessProperty: "ignore" });
 
 /** Reads the configuration from the environment, or throws one clear line about what is wrong. */
@@ -139,11 +182,21 @@ export const loadConfig = (env: Record<string, string | undefined> = process.env
     const issues = ParseResult.ArrayFormatter.formatErrorSync(error);
     const issue = issues.find((i) => !i.message.startsWith("Expected undefined")) ?? issues[0];
     const variable = String(issue?.path[0] ?? "configuration");
+    const value =
+      variable in SECRET_SHOWN_AS ? SECRET_SHOWN_AS[variable]!(env[variable] ?? "") : env[variable];
     return new ConfigError(
-      `${variable}=${JSON.stringify(env[variable] ?? "")} is not valid: ${issue?.message ?? error.message}`,
+      `${variable}=${JSON.stringify(value ?? "")} is not valid: ${issue?.message ?? error.message}`,
     );
   });
 };
+
+/** What every Redis connection needs besides the URL. */
+export const redisAccessFrom = (config: Config) => ({
+  ...(config.REDIS_TLS_CA === undefined ? {} : { tlsCaFile: config.REDIS_TLS_CA }),
+  ...(config.REDIS_SENTINEL_PASSWORD === undefined
+    ? {}
+    : { sentinelPassword: config.REDIS_SENTINEL_PASSWORD }),
+});
 
 export const queueOptionsFrom = (config: Config) => ({
   prefix: config.RT_PREFIX,

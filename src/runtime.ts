@@ -14,7 +14,7 @@ import type { RuntimeContext } from "../actors/context.js";
 import { heartbeat, janitor, reclaimer, scheduler } from "../actors/services.js";
 import { type SupervisionEvent, supervise, supervisorChild } from "../actors/supervisor.js";
 import { profiles, type WorkerGroup } from "../config/profiles.js";
-import { type Config, loadConfig, queueOptionsFrom } from "../config/schema.js";
+import { type Config, loadConfig, queueOptionsFrom, redisAccessFrom } from "../config/schema.js";
 import type { JobRegistry } from "./jobs/definition.js";
 import { assertMigrated, openDatabase } from "./db/orm.js";
 import { loggerLayer } from "./log.js";
@@ -120,8 +120,9 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
     redisUrl = privateRedis.url;
   }
   const workerId = `${hostname()}:${process.pid}:${randomBytes(3).toString("hex")}`;
-  const redis = connectRedis(redisUrl, { name: `ratatoskr:${workerId}` });
-  const probe = connectRedis(redisUrl, { name: `ratatoskr:${workerId}:health`, failFast: true });
+  const access = redisAccessFrom(config);
+  const redis = connectRedis(redisUrl, { ...access, name: `ratatoskr:${workerId}` });
+  const probe = connectRedis(redisUrl, { ...access, name: `ratatoskr:${workerId}:health`, failFast: true });
   const queue = new Queue(redis, queueOptionsFrom(config));
   const health = new RedisHealth(probe, {
     timeoutMs: config.RT_HEALTH_TIMEOUT_MS,

@@ -6,7 +6,7 @@ import type { JobSession } from "../db/session.js";
 import type { CaptionTaskPayload } from "../domain/caption-task.js";
 import type { JobRunContext } from "../jobs/definition.js";
 import { describeFailure, failureKindOf, invalidInput } from "../queue/failures.js";
-import { decryptField, type FieldKey, loadFieldKey } from "../security/field-crypto.js";
+import { decryptField, type FieldKey, loadKeyring } from "../security/field-crypto.js";
 import { captionQuality, cleanCaption } from "./clean.js";
 import type { CaptionEngine } from "./engine.js";
 import { downloadImage, prepareForModel } from "./images.js";
@@ -36,8 +36,8 @@ let tools: CaptionTools | undefined;
 const toolsOnce = (): CaptionTools => {
   if (!tools) {
     const config = loadConfig();
-    const key = loadFieldKey(config.RT_ENCRYPTION_KEY, config.RT_DATA_DIR, (line) => console.warn(line));
-    tools = { engine: selectEngine(config), keys: [key] };
+    const keyring = loadKeyring(config, (line) => console.warn(line));
+    tools = { engine: selectEngine(config), keys: keyring.all };
   }
   return tools;
 };

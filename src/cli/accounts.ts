@@ -6,7 +6,8 @@ import { hashToken, newApiToken } from "../security/tokens.js";
 
 export class AccountsUsageError extends Error {}
 
-const withDatabase = async <A>(
+/** Opens the configured ledger (it must be migrated), uses it, and closes it. */
+export const withDatabase = async <A>(
   use: (orm: Awaited<ReturnType<typeof openDatabase>>) => Promise<A>,
 ): Promise<A> => {
   const config = loadConfig();

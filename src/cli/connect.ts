@@ -1,5 +1,5 @@
 import { Effect } from "effect";
-import { type Config, loadConfig, queueOptionsFrom } from "../../config/schema.js";
+import { type Config, loadConfig, queueOptionsFrom, redisAccessFrom } from "../../config/schema.js";
 import { Queue } from "../queue/queue.js";
 import { connectRedis, type RedisClient } from "../redis/connection.js";
 import { PrivateRedis } from "../redis/private-server.js";
@@ -28,7 +28,7 @@ export const connect = async (options: { allowPrivate: boolean; name: string }):
     privateRedis = await PrivateRedis.start();
     url = privateRedis.url;
   }
-  const redis = connectRedis(url, { name: options.name });
+  const redis = connectRedis(url, { ...redisAccessFrom(config), name: options.name });
   const queue = new Queue(redis, queueOptionsFrom(config));
   await Effect.runPromise(queue.prepare());
   return {

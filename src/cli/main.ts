@@ -8,6 +8,7 @@ import { AccountsUsageError, addPlatform, createUser } from "./accounts.js";
 import { runDb } from "./db.js";
 import { runDemo } from "./demo.js";
 import { runInfo } from "./info.js";
+import { KeysUsageError, runKeys } from "./keys.js";
 import { runServe } from "./serve.js";
 import { runSupervisor } from "./supervisor.js";
 import { runTasks, TasksUsageError } from "./tasks.js";
@@ -44,6 +45,9 @@ const USAGE = `ratatoskr <command>
                                 stop taking from Redis; its waiting tasks to the database queue
   tasks purge --older-than 30d [--dry-run]
                                 delete task rows that ended before then (the audit log stays)
+  keys generate                 print a new encryption key (for RT_ENCRYPTION_KEY)
+  keys rotate [--dry-run]       re-encrypt stored access tokens that older keys (listed in
+                                RT_ENCRYPTION_OLD_KEYS) sealed, with RT_ENCRYPTION_KEY
 
 Environment: REDIS_URL (admin commands and supervisor need it), RT_PROFILE, WORKER_MODE,
 RT_JOBS_MODULE, RT_SHUTDOWN_MS, ... (every variable: config/schema.ts)`;
@@ -177,6 +181,8 @@ export const main = async (argv: string[]): Promise<number> => {
       return dead(sub, rest, values);
     case "tasks":
       return runTasks(sub, { dryRun: values["dry-run"] === true, olderThan: values["older-than"] }, print);
+    case "keys":
+      return runKeys(sub, { dryRun: values["dry-run"] === true }, print);
     case "user": {
       const [userId] = rest;
       if (!userId) throw new UsageError("expected a user id");
@@ -247,7 +253,8 @@ if (isEntryPoint) {
       const usage =
         error instanceof UsageError ||
         error instanceof AccountsUsageError ||
-        error instanceof TasksUsageError;
+        error instanceof TasksUsageError ||
+        error instanceof KeysUsageError;
       process.stderr.write(
         `ratatoskr: ${error instanceof Error ? error.message : String(error)}\n${usage ? "try: ratatoskr --help\n" : ""}`,
       );

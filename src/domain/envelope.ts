@@ -88,6 +88,27 @@ export const peekEnvelope = (
   return Either.right({ kind, body });
 };
 
+/**
+ * How deep a body may nest (each object or array one level). A job body is a small record; the
+ * limit is far above any schema's depth. Past it, decoding refuses the body unread: effect's
+ * formatter renders a rejected value recursively, so a body nested some thousands deep (a few
+ * kilobytes of `[`) overflowed the stack, and the RangeError was retried as transient instead
+ * of failing the job as invalid.
+ */
+export const MAX_BODY_DEPTH = 64;
+
+/** Whether `value` nests deeper than `limit`; iterative, so any depth is safe to measure. */
+const nestsDeeperThan = (value: unknown, limit: number): boolean => {
+  const pending: Array<{ readonly value: unknown; readonly depth: number }> = [{ value, depth: 0 }];
+  for (let next = pending.pop(); next !== undefined; next = pending.pop()) {
+    if (typeof next.value !== "object" || next.value === null) continue;
+    const depth = next.depth + 1;
+    if (depth > limit) return true;
+    for (const child of Object.values(next.value)) pending.push({ value: child, depth });
+  }
+  return false;
+};
+
 export const makeEnvelopeCodec = <Kinds extends Record<string, AnySchema>>(kinds: Kinds) => {
   const encoders = new Map<string, (body: unknown) => Either.Either<unknown, ParseResult.ParseError>>();
   const decoders = new Map<string, (body: unknown) => Either.Either<unknown, ParseResult.ParseError>>();
@@ -109,6 +130,10 @@ export const makeEnvelopeCodec = <Kinds extends Record<string, AnySchema>>(kinds
     Either.flatMap(peekEnvelope(raw), ({ kind, body }): Either.Either<DecodedOf<Kinds>, EnvelopeError> => {
       const decodeBody = decoders.get(kind);
       if (!decodeBody) return Either.left(new EnvelopeKindUnknown({ kind }));
+      if (nestsDeeperThan(body, MAX_BODY_DEPTH)) {
+        const message = `nested more than ${MAX_BODY_DEPTH} levels deep`;
+        return Either.left(new EnvelopeBodyInvalid({ kind, issues: [{ path: "", message }] }));
+      }
       return Either.match(decodeBody(body), {
         onLeft: (error) => Either.left(new EnvelopeBodyInvalid({ kind, issues: describeIssues(error) })),
         onRight: (decoded) => Either.right({ kind, body: decoded } as DecodedOf<Kinds>),

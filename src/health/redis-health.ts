@@ -1,4 +1,4 @@
-import type { RedisClient } from "../redis/connection.js";
+import { dataNodes, type RedisClient } from "../redis/connection.js";
 
 export type Backend = "redis" | "database";
 
@@ -61,6 +61,17 @@ const alertFields = (a: Alert, source: string) => [
   "source",
   source,
 ];
+
+/** The node nearest its maxmemory (any node's, when none has a limit). */
+const fullest = (infos: readonly string[]): MemoryReading => {
+  const readings = infos.map((info) => {
+    const usedBytes = Number(infoField(info, "used_memory") ?? 0);
+    const maxBytes = Number(infoField(info, "maxmemory") ?? 0);
+    const percent = maxBytes > 0 ? Math.round((100 * usedBytes) / maxBytes) : undefined;
+    return { usedBytes, maxBytes, percent };
+  });
+  return readings.reduce((a, b) => ((b.percent ?? -1) > (a.percent ?? -1) ? b : a));
+};
 
 const infoField = (info: string, field: string): string | undefined =>
   new RegExp(`^${field}:(.*)$`, "m").exec(info)?.[1]?.trim();
@@ -207,22 +218,22 @@ export class RedisHealth {
   }
 
   private async inspect() {
-    let info: string;
+    let infos: string[];
     try {
-      info = await within(this.options.timeoutMs, this.client.info());
+      // Each master of a Cluster has its own memory and run id: watch all of them.
+      const nodes = dataNodes(this.client);
+      infos = await within(this.options.timeoutMs, Promise.all(nodes.map((node) => node.info())));
     } catch {
       return; // The next PING tells whether Redis is away; INFO alone decides nothing.
     }
-    const runId = infoField(info, "run_id");
+    const runId = infos.map((info) => infoField(info, "run_id") ?? "?").join(",");
     if (runId && this.knownRunId && runId !== this.knownRunId) {
       this.alert("warning", `Redis restarted (run id ${runId}); the ledger will re-enqueue what it lost`);
       this.emit({ type: "restarted", runId });
     }
     if (runId) this.knownRunId = runId;
-    const usedBytes = Number(infoField(info, "used_memory") ?? 0);
-    const maxBytes = Number(infoField(info, "maxmemory") ?? 0);
-    const percent = maxBytes > 0 ? Math.round((100 * usedBytes) / maxBytes) : undefined;
-    this.memoryReading = { usedBytes, maxBytes, percent };
+    this.memoryReading = fullest(infos);
+    const { percent } = this.memoryReading;
     const high = percent !== undefined && percent >= this.options.memoryWarnPercent;
     if (high && !this.memoryAlerted) {
       this.alert(

@@ -1,4 +1,5 @@
 import { Effect } from "effect";
+import { scanKeys } from "../redis/connection.js";
 import { isPriority, PRIORITIES, type Priority } from "../domain/priority.js";
 import { InvalidJob, RedisError } from "./errors.js";
 import type { Queue } from "./queue.js";
@@ -24,6 +25,7 @@ export interface MinuteCounts {
   readonly completed: Readonly<Record<Priority, number>>;
   readonly failed: Readonly<Record<Priority, number>>;
   readonly retried: Readonly<Record<Priority, number>>;
+  readonly dead: Readonly<Record<Priority, number>>;
 }
 
 export interface AlertEntry {
@@ -128,8 +130,32 @@ export class QueueAdmin {
           completed: count("completed"),
           failed: count("failed"),
           retried: count("retried"),
+          dead: count("dead"),
         };
       });
+    });
+  }
+
+  /**
+   * When the oldest job still waiting (not yet claimed) in each priority's stream was enqueued:
+   * the time in the id of the first entry after the group's last delivered one.
+   */
+  oldestWaiting(): Effect.Effect<Partial<Record<Priority, number>>, RedisError> {
+    const { keys, group } = this.queue;
+    return this.redis("oldest waiting", async () => {
+      const oldest: Partial<Record<Priority, number>> = {};
+      await Promise.all(
+        PRIORITIES.map(async (prio) => {
+          const groups = (await this.queue.redis
+            .xinfo("GROUPS", keys.stream(prio))
+            .catch(() => [])) as unknown[][];
+          const info = groups.map((g) => new Map(pairs(g))).find((g) => g.get("name") === group);
+          const last = String(info?.get("last-delivered-id") ?? "0-0");
+          const [next] = await this.queue.redis.xrange(keys.stream(prio), `(${last}`, "+", "COUNT", 1);
+          if (next) oldest[prio] = Number(next[0].split("-")[0]);
+        }),
+      );
+      return oldest;
     });
   }
 
@@ -265,15 +291,11 @@ export class QueueAdmin {
     return this.redis("purge finished jobs", async () => {
       const { redis, keys } = this.queue;
       const prefix = keys.job("");
-      let cursor = "0";
       let removed = 0;
-      do {
-        const [next, found] = await redis.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 1000);
-        cursor = next;
+      for await (const found of scanKeys(redis, `${prefix}*`)) {
         const ids = found.map((key) => key.slice(prefix.length));
-        if (ids.length > 0)
-          removed += Number(await Effect.runPromise(this.queue.run(scripts.purgeCompleted, ids)));
-      } while (cursor !== "0");
+        removed += Number(await Effect.runPromise(this.queue.run(scripts.purgeCompleted, ids)));
+      }
       return removed;
     });
   }
@@ -310,13 +332,16 @@ export class QueueAdmin {
   }
 }
 
+/** XINFO's flat `[name, value, name, value, ...]` reply as pairs. */
+const pairs = (flat: readonly unknown[]): Array<[unknown, unknown]> => {
+  const out: Array<[unknown, unknown]> = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i], flat[i + 1]]);
+  return out;
+};
+
 const pendingOf = (groups: unknown[][], group: string): number => {
-  for (const g of groups) {
-    const info = new Map<unknown, unknown>();
-    for (let i = 0; i + 1 < g.length; i += 2) info.set(g[i], g[i + 1]);
-    if (info.get("name") === group) return Number(info.get("pending") ?? 0);
-  }
-  return 0;
+  const info = groups.map((g) => new Map(pairs(g))).find((g) => g.get("name") === group);
+  return Number(info?.get("pending") ?? 0);
 };
 
 const toDeadLetter = (priority: Priority, entryId: string, fields: string[]): DeadLetter => {

@@ -1,3 +1,5 @@
+import { redactText } from "../log.js";
+
 /**
  * How a job failed decides whether and when it runs again (ARCHITECTURE "Failure policy"):
  * - transient (network reset, timeout, 5xx): one immediate retry, then exponential backoff;
@@ -63,5 +65,6 @@ export const describeFailure = (error: unknown): string => {
     // A thrown value with no prototype, or whose toString throws: describe its type instead.
     text = Object.prototype.toString.call(error);
   }
-  return [...text].slice(0, 2000).join("");
+  // Stored, shown to operators and logged: a token an error message carried must go no further.
+  return [...redactText(text)].slice(0, 2000).join("");
 };

@@ -208,7 +208,8 @@ export class Queue {
   /** Claims up to `want` jobs for `consumer` from `priorities`, strictly highest first. */
   claim(consumer: string, priorities: readonly Priority[], want: number): Effect.Effect<Claim, RedisError> {
     const ordered = inPriorityOrder(priorities);
-    return this.run(scripts.claim, [this.group, consumer, want, this.deadLetterMax, ...ordered]).pipe(
+    const args = [this.group, consumer, want, this.deadLetterMax, this.retention.failedSeconds, ...ordered];
+    return this.run(scripts.claim, args).pipe(
       Effect.map((reply) => {
         const [flat, cursorPairs] = reply as [Array<string | number>, string[]];
         const jobs: ClaimedJob[] = [];

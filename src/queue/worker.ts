@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { drainRunning } from "../jobs/drain.js";
 import { Effect } from "effect";
 import type { Priority } from "../domain/priority.js";
-import type { RedisClient } from "../redis/connection.js";
+import { duplicateConnection, type RedisClient } from "../redis/connection.js";
 import { describeFailure, failureKindOf, retryDelayMs } from "./failures.js";
 import type { ClaimedJob, Queue } from "./queue.js";
 
@@ -78,7 +78,7 @@ export class Worker {
       throw new Error(`concurrency must be a positive integer, got ${options.concurrency}`);
     }
     this.ownsBlocking = options.blocking === undefined;
-    this.blocking = options.blocking ?? options.queue.redis.duplicate({ enableAutoPipelining: false });
+    this.blocking = options.blocking ?? duplicateConnection(options.queue.redis);
     // Its failures surface as failed waits (the loop backs off); no stderr line per reconnect.
     if (this.ownsBlocking) this.blocking.on("error", () => {});
     this.leaseMs = options.leaseMs ?? 30_000;
@@ -208,7 +208,15 @@ export class Worker {
 
   private async execute(entry: Running): Promise<void> {
     const { job, controller } = entry;
-    const invalid = this.options.validate?.(job);
+    let invalid: string | undefined;
+    try {
+      invalid = this.options.validate?.(job);
+    } catch (error) {
+      // A check that throws on this data (e.g. a payload nested deep enough to overflow a
+      // recursive formatter) would throw again on every attempt; uncaught, it left the job
+      // running with nobody renewing it, its entry pending until the reclaimer ran it again.
+      invalid = `validation failed: ${describeFailure(error)}`;
+    }
     if (invalid !== undefined) {
       await this.reportFailure(job, invalid, "invalid");
       return;

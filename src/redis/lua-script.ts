@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
-import type { RedisClient } from "./connection.js";
+import { dataNodes, type RedisClient } from "./connection.js";
 
 /**
  * A Lua script read from disk once, with `-- @include name` lines replaced by
@@ -34,12 +34,13 @@ export class LuaScript {
       return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
     } catch (error) {
       if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
-      await redis.script("LOAD", this.source);
-      return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
+      // EVAL, not SCRIPT LOAD then EVALSHA: a Cluster sends EVAL to the node that holds the keys
+      // (and that node caches the script), but SCRIPT LOAD to any node.
+      return await redis.eval(this.source, keys.length, ...keys, ...args);
     }
   }
 
   async load(redis: RedisClient): Promise<void> {
-    await redis.script("LOAD", this.source);
+    await Promise.all(dataNodes(redis).map((node) => node.script("LOAD", this.source)));
   }
 }

@@ -38,7 +38,7 @@ export const loadFieldKey = (
   if (!existsSync(file)) {
     mkdirSync(dataDir, { recursive: true });
     try {
-      writeFileSync(file, randomBytes(32).toString("base64"), { mode: 0o600, flag: "wx" });
+      writeFileSync(file, newKeyMaterial(), { mode: 0o600, flag: "wx" });
       warn(
         `RT_ENCRYPTION_KEY is not set: generated a key in ${file}; back it up, or tokens stored with it are lost`,
       );
@@ -49,6 +49,45 @@ export const loadFieldKey = (
   }
   return parseKey(readFileSync(file, "utf8").trim());
 };
+
+/** The key new values are sealed with, and every key that may still open an older value. */
+export interface Keyring {
+  readonly current: FieldKey;
+  /** `current` first, then the retired keys of RT_ENCRYPTION_OLD_KEYS. */
+  readonly all: readonly FieldKey[];
+}
+
+/**
+ * The configured keyring: RT_ENCRYPTION_KEY (or the generated one) seals, and the keys of
+ * RT_ENCRYPTION_OLD_KEYS (comma-separated) only open, until `ratatoskr keys rotate` has
+ * re-sealed everything with the current key.
+ */
+export const loadKeyring = (
+  config: {
+    RT_ENCRYPTION_KEY?: string | undefined;
+    RT_ENCRYPTION_OLD_KEYS?: string | undefined;
+    RT_DATA_DIR: string;
+  },
+  warn: (line: string) => void,
+): Keyring => {
+  const current = loadFieldKey(config.RT_ENCRYPTION_KEY, config.RT_DATA_DIR, warn);
+  const old = (config.RT_ENCRYPTION_OLD_KEYS ?? "")
+    .split(",")
+    .map((k) => k.trim())
+    .filter((k) => k !== "")
+    .map(parseKey)
+    .filter((k) => k.id !== current.id);
+  return { current, all: [current, ...old] };
+};
+
+/** The id of the key a stored value names, or undefined for a value that is not one of ours. */
+export const keyIdOfField = (stored: string): string | undefined => {
+  const [version, keyId] = stored.split(":");
+  return version === "v1" && keyId ? keyId : undefined;
+};
+
+/** A fresh key, base64: what RT_ENCRYPTION_KEY takes. */
+export const newKeyMaterial = (): string => randomBytes(32).toString("base64");
 
 export const encryptField = (plain: string, key: FieldKey): string => {
   const nonce = randomBytes(12);

@@ -7,6 +7,7 @@ import type { SubmitRateLimited } from "../tasks/errors.js";
 import type { SubmitInput, TaskService } from "../tasks/service.js";
 import { authenticate, type Caller } from "./auth.js";
 import { HttpError, reply, type Reply, type Request } from "./http.js";
+import { publicFailure } from "./public-error.js";
 import type { Router } from "./router.js";
 
 /** The settings a caption request may carry at its top level (Vedfolnir's form fields). */
@@ -84,7 +85,7 @@ const statusMessage = (row: CaptionTask) => {
     case "completed":
       return "Caption generation completed";
     case "failed":
-      return row.errorMessage ?? "Caption generation failed";
+      return publicFailure(row.errorMessage).message;
     case "cancelled":
       return row.cancellationReason ?? "Cancelled";
   }
@@ -196,7 +197,8 @@ export const captionRoutes = (router: Router, orm: MikroORM, tasks: TaskService)
             created_at: iso(row.createdAt),
             started_at: iso(row.startedAt),
             completed_at: iso(row.completedAt),
-            error_message: row.errorMessage,
+            error_message: row.status === "failed" ? publicFailure(row.errorMessage).message : null,
+            ...(row.status === "failed" ? { error_category: publicFailure(row.errorMessage).category } : {}),
             ...(row.status === "completed" ? { results: parseResults(row) } : {}),
           },
         });

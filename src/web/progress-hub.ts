@@ -1,6 +1,7 @@
 import type { MikroORM } from "@mikro-orm/core";
 import type { TemplatedApp } from "uWebSockets.js";
 import { CaptionTask } from "../db/entities.js";
+import { publicFailure } from "./public-error.js";
 import type { RedisClient } from "../redis/connection.js";
 
 /** One frame of the progress socket: `{"event": ..., "data": ...}`. */
@@ -25,8 +26,10 @@ export const stateFrames = (row: CaptionTask): string => {
         task_id: row.id,
         results: row.resultsJson ? (JSON.parse(row.resultsJson) as unknown) : null,
       });
-    case "failed":
-      return frame("task_error", { task_id: row.id, error: row.errorMessage ?? "failed" });
+    case "failed": {
+      const failure = publicFailure(row.errorMessage);
+      return frame("task_error", { task_id: row.id, error: failure.message, category: failure.category });
+    }
     case "cancelled":
       return frame("task_cancelled", { task_id: row.id, reason: row.cancellationReason });
     default:

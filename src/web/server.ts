@@ -3,6 +3,7 @@ import uWS from "uWebSockets.js";
 import type { PlainLogger } from "../log.js";
 import type { RuntimeStatus } from "../runtime.js";
 import type { Queue } from "../queue/queue.js";
+import { duplicateConnection } from "../redis/connection.js";
 import type { TaskService } from "../tasks/service.js";
 import type { JobMetrics } from "../metrics/job-metrics.js";
 import { adminRoutes } from "./admin-routes.js";
@@ -49,7 +50,7 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
   metricsRoute(router, options);
 
   const app = uWS.App();
-  const subscriber = options.queue.redis.duplicate({ enableAutoPipelining: false });
+  const subscriber = duplicateConnection(options.queue.redis);
   subscriber.on("error", () => {});
   const hub = new ProgressHub(app, options.orm, subscriber);
   hub.start(options.queue.keys.events);

@@ -1,38 +1,14 @@
-import { DateTime, Either } from "effect";
 import { describe, expect, it } from "vitest";
-import { jobCodec, newTaskId } from "../../src/domain/index.js";
+import { newTaskId } from "../../src/domain/index.js";
 import { QueueAdmin } from "../../src/queue/admin.js";
-import type { ClaimedJob } from "../../src/queue/queue.js";
-import { eventLog, eventually, makeQueue, testWorker } from "../support/queue.js";
+import { ALL, eventLog, eventually, makeQueue, newJob, testWorker } from "../support/queue.js";
+import { captionEnvelope, validateEnvelope } from "../support/envelopes.js";
 import { run, useRedis } from "../support/redis.js";
 
 const captionJob = () => {
   const id = newTaskId();
-  return {
-    id,
-    priority: "normal" as const,
-    data: jobCodec.encode("caption", {
-      task_id: id,
-      user_id: 1,
-      platform_connection_id: 2,
-      priority: "normal",
-      settings: {
-        max_posts_per_run: 5,
-        max_caption_length: 500,
-        optimal_min_length: 80,
-        optimal_max_length: 200,
-        reprocess_existing: false,
-        processing_delay: 0,
-      },
-      created_at: DateTime.unsafeNow(),
-      retry_count: 0,
-      max_retries: 3,
-    }),
-  };
+  return { id, priority: "normal" as const, data: captionEnvelope("normal", id) };
 };
-
-const validateEnvelope = (job: ClaimedJob) =>
-  Either.match(jobCodec.decode(job.data), { onLeft: (e) => e.message, onRight: () => undefined });
 
 describe("bad input never stops claiming", () => {
   const redis = useRedis();
@@ -92,6 +68,49 @@ describe("bad input never stops claiming", () => {
     expect(dead.find((d) => d.taskId === "g-json")?.data).toBe("{not json");
     const stats = await run(new QueueAdmin(queue).stats());
     expect(stats.find((s) => s.priority === "normal")).toMatchObject({ waiting: 0, running: 0, dead: 6 });
+  });
+
+  it("redrive refuses a letter whose task data holds no usable attempt, and redrives the rest", async () => {
+    const queue = await makeQueue(redis);
+    const raw = redis.client();
+    const admin = new QueueAdmin(queue);
+    // A job of user u1 that fails the ordinary way.
+    const plain = newJob("normal", { maxAttempts: 1, userId: "u1" });
+    await run(queue.enqueue(plain));
+    expect((await run(queue.claim("w", ALL, 1))).jobs.map((j) => j.id)).toEqual([plain.id]);
+    await run(queue.fail({ id: plain.id, attempt: 1, error: "nope", retriable: false, delayMs: 0 }));
+    // Claim fails these unrun: a non-numeric attempt (the fencing token), a non-numeric spent
+    // count, and a task key that is not a hash (its user's lock, u1's, is left naming it).
+    const badAttempt = newJob("normal");
+    const badSpent = newJob("normal");
+    const notHash = newJob("normal", { userId: "u1" });
+    for (const j of [badAttempt, badSpent, notHash]) await run(queue.enqueue(j));
+    await raw.hset(queue.keys.job(badAttempt.id), "attempt", "x");
+    await raw.hset(queue.keys.job(badSpent.id), "spent", "x");
+    await raw.del(queue.keys.job(notHash.id));
+    await raw.set(queue.keys.job(notHash.id), "not a hash");
+    expect((await run(queue.claim("w", ALL, 3))).jobs).toEqual([]);
+    const letters = new Map((await run(admin.listDead())).map((d) => [d.taskId, d]));
+    expect(letters.get(badAttempt.id)?.reason).toBe('corrupt task data: attempt "x" is not a whole number');
+    expect(letters.get(badSpent.id)?.reason).toMatch(/^corrupt task data: spent "x"/);
+    expect(letters.get(notHash.id)?.reason).toMatch(/: its task key is not a hash$/);
+
+    // One call for all four: the two that cannot be redriven are answered, not a script error.
+    const order = [badAttempt, badSpent, notHash, plain].map((j) => letters.get(j.id)!.entryId);
+    expect(await run(admin.redriveDead("normal", order))).toEqual(["corrupt", "ok", "corrupt", "ok"]);
+    // The refused letters stay for an operator to read or purge; their task data is untouched.
+    const left = (await run(admin.listDead())).map((d) => d.taskId);
+    expect(left.sort()).toEqual([badAttempt.id, notHash.id].sort());
+    expect(await raw.hget(queue.keys.job(badAttempt.id), "attempt")).toBe("x");
+    expect(await raw.get(queue.keys.job(notHash.id))).toBe("not a hash");
+    // u1's lock named the unreadable task, which is not active: the lock is the redriven job's.
+    expect(await run(admin.activeTaskOf("u1"))).toBe(plain.id);
+    // The others run again: spent is rewritten by the redrive, the attempt counts on.
+    const again = (await run(queue.claim("w", ALL, 4))).jobs;
+    expect(again.map((j) => [j.id, j.attempt, j.runAttempt])).toEqual([
+      [badSpent.id, 1, 1],
+      [plain.id, 2, 1],
+    ]);
   });
 
   it("a handler that throws anything at all fails that job only", async () => {

@@ -104,6 +104,7 @@ describe("info's arithmetic", () => {
       completed: { urgent: n, high: 0, normal: 0, low: 0 },
       failed: { urgent: 0, high: 0, normal: 0, low: 0 },
       retried: { urgent: 0, high: 0, normal: 0, low: 0 },
+      dead: { urgent: 0, high: 0, normal: 0, low: 0 },
     });
     const history = [minute(10), minute(10), minute(10), minute(10), minute(5)];
     // 45 completions over four minutes and a half.

@@ -175,6 +175,37 @@ describe("leases, reclaim and fencing", () => {
     expect(dead?.reason).toMatch(/^poison: its lease lapsed 3 times/);
     expect(await run(admin.activeTaskOf("p"))).toBeUndefined();
   });
+
+  it("dead-letters a lapsed entry whose task key is not a hash, and still reclaims the rest", async () => {
+    const queue = await makeQueue(redis);
+    const raw = redis.client();
+    const broken = newJob("urgent");
+    const valid = newJob("normal");
+    for (const j of [broken, valid]) await run(queue.enqueue(j));
+    expect((await run(queue.claim("A", ALL, 2))).jobs.map((j) => j.id)).toEqual([broken.id, valid.id]);
+    const [[entry]] = (await raw.xpending(queue.keys.stream("urgent"), queue.group, "-", "+", 10)) as [
+      [string],
+    ];
+    // While it ran, something else took its task's name: the lookup gets WRONGTYPE.
+    await raw.del(queue.keys.job(broken.id));
+    await raw.set(queue.keys.job(broken.id), "not a hash");
+    await sleep(leaseMs + 50);
+
+    // Every call failed (for all priorities) while that entry stayed pending.
+    expect(await run(queue.reclaim("reclaimer", { leaseMs }))).toMatchObject({ requeued: 1, dead: 1 });
+    expect(await run(queue.getJob(valid.id))).toMatchObject({ state: "queued", reclaims: 1 });
+    const [dead] = await run(new QueueAdmin(queue).listDead());
+    expect(dead).toMatchObject({
+      taskId: broken.id,
+      priority: "urgent",
+      reason: `corrupt stream entry ${entry}: its task key is not a hash`,
+    });
+    // Acknowledged and deleted; the key of the other type is left alone.
+    expect(await raw.xpending(queue.keys.stream("urgent"), queue.group)).toEqual([0, null, null, null]);
+    expect(await raw.xlen(queue.keys.stream("urgent"))).toBe(0);
+    expect(await raw.get(queue.keys.job(broken.id))).toBe("not a hash");
+    expect(await run(queue.reclaim("reclaimer", { leaseMs }))).toMatchObject({ requeued: 0, dead: 0 });
+  });
 });
 
 describe("cancel", () => {

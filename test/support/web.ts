@@ -26,7 +26,16 @@ export interface WebFixture {
    * A task that fails for good at its first attempt: no retries, and the test job fails every
    * run's first attempt at 13 posts. Returns its id.
    */
-  doomedTask(userId: number, priority: Priority, processingDelay?: number): Promise<string>;
+  /**
+   * A task whose only attempt fails: "unlucky" with a plain message, "leaky" with one that
+   * carries a token, a URL, file paths and a stack (LEAKY_TOKEN).
+   */
+  doomedTask(
+    userId: number,
+    priority: Priority,
+    processingDelay?: number,
+    how?: "unlucky" | "leaky",
+  ): Promise<string>;
 }
 
 /**
@@ -74,11 +83,11 @@ export const useWebServer = (
       return { userId, connectionId, token };
     };
     fixture.row = async (id) => (await fixture.db.orm.em.fork().findOne(CaptionTask, { id }))!;
-    fixture.doomedTask = async (userId, priority, processingDelay = 0) => {
+    fixture.doomedTask = async (userId, priority, processingDelay = 0, how = "unlucky") => {
       const submitted = await new TaskService(orm, fixture.runtime.queue).submit({
         userId,
         priority,
-        settings: { max_posts_per_run: 13, processing_delay: processingDelay },
+        settings: { max_posts_per_run: how === "leaky" ? 14 : 13, processing_delay: processingDelay },
         maxRetries: 0,
       });
       if (Either.isLeft(submitted)) throw new Error(`submit: ${submitted.left.message}`);

@@ -26,7 +26,7 @@ describe("configuration", () => {
         { RT_SHUTDOWN_MS: "soon" },
         /^RT_SHUTDOWN_MS="soon" is not valid: Unable to decode "soon" into a number/,
       ],
-      [{ REDIS_URL: "http://x" }, /^REDIS_URL="http:\/\/x" is not valid: Expected a string matching/],
+      [{ REDIS_URL: "http://x" }, /^REDIS_URL="http:\/\/x" is not valid: expected redis:\/\/, rediss:\/\//],
       [{ WORKER_MODE: "sometimes" }, /^WORKER_MODE="sometimes" is not valid: Expected "integrated"/],
       [{ DATABASE_URL: "mysql://x" }, /^DATABASE_URL="mysql:\/\/x" is not valid/],
     ];

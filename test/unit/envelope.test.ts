@@ -11,6 +11,7 @@ import {
   EnvelopeVersionUnsupported,
   jobCodec,
   jobKinds,
+  MAX_BODY_DEPTH,
   makeEnvelopeCodec,
   newTaskId,
 } from "../../src/domain/index.js";
@@ -500,5 +501,26 @@ describe("jobCodec decode on garbage", () => {
     expectGarbageRejected(`${"[".repeat(5000)}${"]".repeat(5000)}`);
     expectGarbageRejected(`{"v":1,"kind":"caption","body":${'{"a":'.repeat(5000)}1${"}".repeat(5000)}}`);
     expectGarbageRejected("[".repeat(200_000));
+  });
+
+  it("refuses a body nested too deep to describe, wherever the nesting is, as invalid", () => {
+    // effect formats a rejected value recursively: these overflowed its stack (a RangeError the
+    // worker retried as transient) instead of failing the job as invalid at once.
+    const arrays = (n: number) => `${"[".repeat(n)}${"]".repeat(n)}`;
+    const objects = (n: number) => `${'{"a":'.repeat(n)}1${"}".repeat(n)}`;
+    const valid = raw(validBody()).slice(0, -1);
+    for (const deep of [arrays(50_000), objects(50_000), arrays(MAX_BODY_DEPTH + 1)]) {
+      for (const body of [deep, `${valid},"user_id":${deep}}`, `${valid},"settings":{"x":${deep}}}`]) {
+        const error = leftOf(`{"v":1,"kind":"caption","body":${body}}`);
+        expect(error).toBeInstanceOf(EnvelopeBodyInvalid);
+        expect(error.message).toBe(
+          `invalid caption payload: (root): nested more than ${MAX_BODY_DEPTH} levels deep`,
+        );
+      }
+    }
+    // At the limit the body is decoded as usual (an extra field nested that deep is ignored).
+    const atLimit = `${valid},"extra":${arrays(MAX_BODY_DEPTH - 1)}}`;
+    expect(Either.isRight(jobCodec.decode(`{"v":1,"kind":"caption","body":${atLimit}}`))).toBe(true);
+    expect(issuePaths(JSON.parse(`${valid},"user_id":${arrays(MAX_BODY_DEPTH - 1)}}`))).toEqual(["user_id"]);
   });
 });

@@ -7,7 +7,9 @@ import {
   DecryptionFailed,
   decryptField,
   encryptField,
+  keyIdOfField,
   loadFieldKey,
+  loadKeyring,
   parseKey,
 } from "../../src/security/field-crypto.js";
 
@@ -45,5 +47,21 @@ describe("field encryption", () => {
     expect(warnings).toHaveLength(1);
     expect(statSync(join(dir, "encryption.key")).mode & 0o777).toBe(0o600);
     expect(() => parseKey("c2hvcnQ=")).toThrow(/32 bytes/);
+  });
+});
+
+describe("keyring", () => {
+  it("seals with the current key and opens with the retired ones, ignoring a repeat of the current", () => {
+    const dir = mkdtempSync(join(tmpdir(), "rt-keyring-"));
+    const [a, b] = [randomBytes(32).toString("base64"), randomBytes(32).toString("base64")];
+    const ring = loadKeyring(
+      { RT_ENCRYPTION_KEY: b, RT_ENCRYPTION_OLD_KEYS: `${a},${b}`, RT_DATA_DIR: dir },
+      () => {},
+    );
+    expect(ring.current.id).toBe(parseKey(b).id);
+    expect(ring.all.map((k) => k.id)).toEqual([parseKey(b).id, parseKey(a).id]);
+    expect(decryptField(encryptField("t", parseKey(a)), ring.all)).toBe("t");
+    expect(keyIdOfField(encryptField("t", ring.current))).toBe(ring.current.id);
+    expect(keyIdOfField("plain")).toBeUndefined();
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { User } from "../../src/db/entities.js";
 import { hasPostgres } from "../support/ledger.js";
+import { LEAKY_TOKEN } from "../support/ledger-jobs.js";
 import { eventually } from "../support/queue.js";
 import { useRedis } from "../support/redis.js";
 import { useWebServer, type WebFixture } from "../support/web.js";
@@ -129,6 +130,31 @@ const suite = (database: "sqlite" | "postgres", enabled: boolean) =>
       expect(results.body).toEqual({ success: true, task_id: taskId, results: nested.body.status.results });
       // Finished, so a new one may start.
       expect((await call("POST", "/caption/start", { token: me.token, json: {} })).status).toBe(202);
+    });
+
+    it("tells a user why a task failed by category and a safe message; operators see the detail", async () => {
+      const me = await account();
+      const admin = await account("admin");
+      const taskId = await web.doomedTask(me.userId, "normal", 0, "leaky");
+      await eventually(async () => (await row(taskId)).status === "failed", 20_000, "the task to fail");
+      const seen = await call("GET", `/api/caption_generation/status/${taskId}`, { token: me.token });
+      expect(seen.body.status).toMatchObject({
+        status: "failed",
+        error_category: "unavailable",
+        error_message: "platform unavailable: GET https://social.example answered 503 (read [path])",
+      });
+      const short = await call("GET", `/caption/api/status/${taskId}`, { token: me.token });
+      expect(short.body.message).toBe(seen.body.status.error_message);
+      for (const body of [seen.body, short.body]) {
+        const text = JSON.stringify(body);
+        for (const secret of [LEAKY_TOKEN, "/srv/rt", "accounts/7", "fetchPosts"])
+          expect(text).not.toContain(secret);
+      }
+      // The operator's view keeps the path and the URL, but no token: it was redacted when stored.
+      const details = await call("GET", `/admin/api/jobs/${taskId}/details`, { token: admin.token });
+      expect(JSON.stringify(details.body)).toContain("/api/v1/accounts/7/statuses?access_token=[redacted]");
+      expect(JSON.stringify(details.body)).not.toContain(LEAKY_TOKEN);
+      expect((await row(taskId)).errorMessage).not.toContain(LEAKY_TOKEN);
     });
 
     it("takes the legacy route with a form body, reading numbers and booleans from strings", async () => {

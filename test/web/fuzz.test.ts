@@ -1,15 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import WebSocket from "ws";
+import { fuzzSeed, prng } from "../support/fuzz.js";
 import { useRedis } from "../support/redis.js";
 import { useWebServer } from "../support/web.js";
 
-/** A small seeded generator, so a failing run can be replayed (its seed is in the test name). */
-const prng = (seed: number) => () => {
-  seed = (seed * 1_103_515_245 + 12_345) & 0x7fffffff;
-  return seed / 0x7fffffff;
-};
-const SEED = Number(process.env.RT_FUZZ_SEED ?? Date.now() % 1_000_000);
+/** Seeded, so a failing run can be replayed (its seed is in the test name). */
+const SEED = fuzzSeed();
 
 const PATHS = [
   "/caption/start",

@@ -115,7 +115,7 @@ describe("the progress socket", () => {
     const client = await connect(wsUrl(web, me.token));
     client.send("join_task", { task_id: taskId });
     const failed = await client.next((f) => f.event === "task_error");
-    expect(failed.data).toEqual({ task_id: taskId, error: "unlucky first attempt" });
+    expect(failed.data).toEqual({ task_id: taskId, error: "unlucky first attempt", category: "failed" });
     client.socket.close();
   });
 

@@ -1,19 +1,48 @@
 -- claim: up to `want` jobs for one consumer, strictly by priority: the first stream given is
 -- drained before the next is read; paused priorities are skipped. Each claimed job's attempt
 -- counter goes up by one: that number is the fencing token of every later transition.
--- Entries that name no task, or a task whose data is gone, are dead-lettered with a reason;
--- entries left behind by a cancel or a requeue are dropped. Neither stops the claim.
+-- Entries that name no task, or a task whose data is gone (or is not a hash), are dead-lettered
+-- with a reason; entries left behind by a cancel or a requeue are dropped. A task whose counters
+-- or priority are not what enqueue writes is failed unrun and dead-lettered with the reason.
+-- None of them stops the claim.
 -- When fewer than `want` jobs were found, the newest entry id of each stream read is returned,
 -- with the signal stream's, so the caller can block (XREAD) for anything newer without missing
 -- an entry added meanwhile.
 -- KEYS[1] base
--- ARGV group, consumer, want, dead_max, prio...
+-- ARGV group, consumer, want, dead_max, ttl_failed, prio...
 -- -> { {id, attempt, prio, max, data, user, created, run_attempt, ...}, {prio, cursor, ...} }
 -- @include common
 
 local base, group, consumer = KEYS[1], ARGV[1], ARGV[2]
-local want, dead_max = tonumber(ARGV[3]), ARGV[4]
+local want, dead_max, ttl_failed = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local now = now_ms()
+
+-- A value for a reason: short, printable.
+local function shown(value)
+  return '"' .. (string.gsub(string.sub(value, 1, 40), '[^%w%p ]', '?')) .. '"'
+end
+
+-- Why a queued task's hash cannot be run, or nil. The attempt is the fencing token every later
+-- script compares as a string and the worker echoes as an integer; attempt, spent and max are
+-- arithmetic in this script and in fail; prio names the stream complete, fail and renew act on.
+-- A value enqueue never writes (damaged or forged data) would make one of those scripts fail, or
+-- the attempt unfenceable, and leave the entry pending forever (and, mid-batch, the entries read
+-- with it): such a task is failed unrun instead. A missing counter is read as enqueue's default.
+local function corrupt_task(attempt, max, spent, prio)
+  if attempt and not whole(attempt) then
+    return 'attempt ' .. shown(attempt) .. ' is not a whole number'
+  end
+  if spent and not whole(spent) then return 'spent ' .. shown(spent) .. ' is not a whole number' end
+  if spent and tonumber(spent) > tonumber(attempt or '0') then
+    return 'spent ' .. shown(spent) .. ' is more than attempt ' .. shown(attempt or '0')
+  end
+  if max and not (whole(max) and tonumber(max) >= 1) then
+    return 'max ' .. shown(max) .. ' is not a whole number >= 1'
+  end
+  if not prio then return 'prio is missing' end
+  if not PRIORITY[prio] then return 'prio ' .. shown(prio) .. ' is not urgent, high, normal or low' end
+  return nil
+end
 
 local paused = {}
 for _, prio in ipairs(redis.call('SMEMBERS', base .. 'paused')) do paused[prio] = true end
@@ -32,7 +61,7 @@ local function read_new(key, n)
 end
 
 local jobs, cursors, got = {}, {}, 0
-for a = 5, #ARGV do
+for a = 6, #ARGV do
   local prio = ARGV[a]
   if got >= want then break end
   if not paused[prio] then
@@ -44,11 +73,19 @@ for a = 5, #ARGV do
       for _, e in ipairs(entries) do
         local entry, fields = e[1], e[2]
         local id = entry_task_id(fields)
-        local job = id and redis.call('HMGET', job_key(base, id), 'state', 'entry', 'attempt', 'max', 'data',
-          'user', 'created', 'spent')
+        -- pcall: a key of another type under the task's name is bad input like any other, not a
+        -- reason to fail this claim and strand the entries it has already read.
+        local job = id and redis.pcall('HMGET', job_key(base, id), 'state', 'entry', 'attempt', 'max',
+          'data', 'user', 'created', 'spent', 'prio')
+        local corrupt = job and not job.err and job[1] == 'queued' and job[2] == entry
+          and corrupt_task(job[3], job[4], job[8], job[9])
         if not id then
           dead_letter(base, prio, dead_max, '', 'corrupt stream entry ' .. entry .. ': no task id', 0, 1, '',
             cjson.encode(fields or {}), now)
+          ack_and_delete(base, prio, group, entry)
+        elseif job.err then
+          dead_letter(base, prio, dead_max, id,
+            'corrupt stream entry ' .. entry .. ': its task key is not a hash', 0, 1, '', '', now)
           ack_and_delete(base, prio, group, entry)
         elseif not job[1] then
           dead_letter(base, prio, dead_max, id, 'orphan stream entry ' .. entry .. ': the task data is gone', 0,
@@ -56,10 +93,19 @@ for a = 5, #ARGV do
           ack_and_delete(base, prio, group, entry)
         elseif job[1] ~= 'queued' or job[2] ~= entry then
           ack_and_delete(base, prio, group, entry)
+        elseif corrupt then
+          local reason = 'corrupt task data: ' .. corrupt
+          dead_letter(base, prio, dead_max, id, reason, whole(job[3]) and job[3] or 0,
+            whole(job[4]) and job[4] or 1, job[6], job[5], now)
+          ack_and_delete(base, prio, group, entry)
+          finish(base, id, job[6], 'failed', now, ttl_failed, 'error', reason)
+          count(base, now, 'failed:' .. prio, 1)
         else
           local attempt = tonumber(job[3] or '0') + 1
+          -- prio: the entry being run is in this stream, whatever priority the task recorded; the
+          -- scripts that end or renew the attempt acknowledge it where it is.
           redis.call('HSET', job_key(base, id), 'state', 'running', 'attempt', attempt, 'owner', consumer,
-            'started', now)
+            'started', now, 'prio', prio)
           got = got + 1
           jobs[#jobs + 1] = id
           jobs[#jobs + 1] = attempt

@@ -2,6 +2,8 @@
 -- worker) are taken over and their jobs put back at the tail of their stream. The old owner's
 -- attempt is stale from here on: its late answers are refused. A job reclaimed more than
 -- max_reclaims times is poison (it kills or stalls every worker that runs it): dead-lettered.
+-- Entries that name no task, or a task whose data is gone (or is not a hash), are dead-lettered
+-- with a reason.
 -- KEYS[1] base
 -- XAUTOCLAIM scans at most count*10 pending entries a call, so a long pending list of live jobs
 -- is walked in steps: each priority's cursor is passed in and the next one handed back.
@@ -28,12 +30,18 @@ for p, prio in ipairs(PRIORITIES) do
     for _, e in ipairs(reply[2]) do
       local entry, fields = e[1], e[2]
       local id = entry_task_id(fields)
-      local job = id and redis.call('HMGET', job_key(base, id), 'state', 'entry', 'reclaims', 'user', 'cancel',
-        'attempt', 'max', 'data')
+      -- pcall, as in claim: a key of another type under the task's name is bad input to dead-letter,
+      -- not an error that fails this reclaim (for every priority) on each call while it stays pending.
+      local job = id and redis.pcall('HMGET', job_key(base, id), 'state', 'entry', 'reclaims', 'user',
+        'cancel', 'attempt', 'max', 'data')
       ack_and_delete(base, prio, group, entry)
       if not id then
         dead_letter(base, prio, dead_max, '', 'corrupt stream entry ' .. entry .. ': no task id', 0, 1, '',
           cjson.encode(fields or {}), now)
+        dead = dead + 1
+      elseif job.err then
+        dead_letter(base, prio, dead_max, id, 'corrupt stream entry ' .. entry .. ': its task key is not a hash', 0,
+          1, '', '', now)
         dead = dead + 1
       elseif not job[1] then
         dead_letter(base, prio, dead_max, id, 'orphan stream entry ' .. entry .. ': the task data is gone', 0, 1,

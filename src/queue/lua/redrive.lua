@@ -2,6 +2,13 @@
 -- max attempts ('spent' remembers the attempts of earlier runs). The attempt counter keeps
 -- counting up, so no stale worker of an old attempt can touch the new one. The one-active-task-
 -- per-user rule holds here too.
+-- A letter whose task data is still there but unusable is refused as 'corrupt' and kept: a task
+-- key that is not a hash, or an attempt that is not a whole number (claim dead-letters both as
+-- corrupt). The attempt is the fencing token: with its history unreadable, no number for the new
+-- run is known to be above every earlier attempt a stale worker may still answer for, so
+-- resetting it could let such a worker complete the new run. Spent, max and prio need no such
+-- care: the redrive writes them afresh. Once the task data has expired, the letter's own
+-- counters (claim writes 0 for a bad attempt) are used, as for any letter.
 -- KEYS[1] base
 -- ARGV prio, (dead entry id)...
 -- -> {'ok' | 'active:<task id>' | 'missing' | 'corrupt', ...} in the order given
@@ -21,10 +28,16 @@ for a = 2, #ARGV do
     for n = 1, #found[2], 2 do f[found[2][n]] = found[2][n + 1] end
     local id, user = f['i'] or '', f['user'] or ''
     local key = job_key(base, id)
-    local state = id ~= '' and redis.call('HGET', key, 'state')
+    -- pcall: a key of another type under the task's name makes this letter corrupt, not the call
+    -- fail (and with it the letters after it).
+    local job = id ~= '' and redis.pcall('HMGET', key, 'state', 'attempt')
+    local state = job and not job.err and job[1]
+    local attempt = job and not job.err and job[2] or f['attempt'] or '0'
     local active = user ~= '' and redis.call('GET', user_key(base, user))
-    local active_state = active and active ~= id and redis.call('HGET', job_key(base, active), 'state')
-    if id == '' or (f['data'] or '') == '' then
+    -- pcall: a lock can name a task whose key is not a hash (claim dead-letters such a task without
+    -- knowing its user, so the lock stays); that task is not active.
+    local active_state = active and active ~= id and redis.pcall('HGET', job_key(base, active), 'state')
+    if id == '' or (f['data'] or '') == '' or job.err then
       out[#out + 1] = 'corrupt'
     elseif active_state == 'queued' or active_state == 'delayed' or active_state == 'running' then
       out[#out + 1] = 'active:' .. active
@@ -32,8 +45,9 @@ for a = 2, #ARGV do
       -- Already back in play (redriven twice): drop the dead letter only.
       redis.call('XDEL', dkey, ARGV[a])
       out[#out + 1] = 'ok'
+    elseif not whole(attempt) then
+      out[#out + 1] = 'corrupt'
     else
-      local attempt = tonumber(redis.call('HGET', key, 'attempt') or f['attempt'] or '0')
       redis.call('DEL', key)
       redis.call('HSET', key, 'data', f['data'], 'user', user, 'prio', prio, 'attempt', attempt,
         'spent', attempt, 'max', f['max'] or '1', 'created', now)

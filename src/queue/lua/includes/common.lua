@@ -15,6 +15,11 @@ local function dead_key(base, prio) return base .. 'x:' .. prio end
 local function job_key(base, id) return base .. 'j:' .. id end
 local function user_key(base, user) return base .. 'u:' .. user end
 
+-- A count as enqueue writes it: 1-15 digits (exact as a Lua number and as a Redis integer).
+local function whole(value)
+  return type(value) == 'string' and #value <= 15 and string.find(value, '^%d+$') ~= nil
+end
+
 -- Stream entry fields come as a flat array; a caption entry has exactly one, i = task id.
 local function entry_task_id(fields)
   if type(fields) ~= 'table' then return nil end
