@@ -11,6 +11,7 @@ import type { DatabaseRunner } from "../src/tasks/database-runner.js";
 import type { Reconciler } from "../src/tasks/reconciler.js";
 import type { JobMetrics } from "../src/metrics/job-metrics.js";
 import type { Mailbox } from "./mailbox.js";
+import type { AlertCenter } from "../src/alerts/center.js";
 
 /** What every actor of one runtime shares. */
 export interface RuntimeContext {
@@ -41,4 +42,8 @@ export interface RuntimeContext {
   readonly cleanup: Mailbox<"now">;
   /** Counters for /metrics: attempts ended, and how long they ran. */
   readonly metrics: JobMetrics;
+  /** Actor restarts in this process so far, for the heartbeat (and the restart alert). */
+  restarts(): number;
+  /** This process's alerts: the ones it evaluates and the webhook that carries them. */
+  readonly alerts: AlertCenter;
 }

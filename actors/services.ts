@@ -98,6 +98,7 @@ export const heartbeat = (ctx: RuntimeContext, startedAt: number): ChildSpec => 
           rssMb: Math.round(process.memoryUsage.rss() / 1_048_576),
           mode: ctx.health.mode(),
           outages: ctx.health.snapshot().transitions.toDatabase,
+          restarts: ctx.restarts(),
         },
         interval * 3,
       ),

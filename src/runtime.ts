@@ -29,6 +29,9 @@ import type { DatabaseRunner } from "./tasks/database-runner.js";
 import { TaskLedger } from "./tasks/ledger.js";
 import { Reconciler } from "./tasks/reconciler.js";
 import { connectRedis } from "./redis/connection.js";
+import { alertsActor, alertWebhookActor } from "../actors/alerts.js";
+import { AlertCenter, type AlertSnapshot } from "./alerts/center.js";
+import { AlertWebhook } from "./alerts/webhook.js";
 import { PrivateRedis } from "./redis/private-server.js";
 
 export interface StartOptions {
@@ -52,6 +55,8 @@ export interface RuntimeStatus {
   readonly failure: string | undefined;
   readonly actors: Readonly<Record<string, ActorStatus>>;
   readonly health: HealthSnapshot;
+  /** This process's alerts: its own, and the queue-wide ones while it evaluates them. */
+  readonly alerts: AlertSnapshot;
 }
 
 export interface RuntimeHandle {
@@ -179,6 +184,7 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
   const fork = () => (orm as MikroORM).em.fork();
   const actor = `system:${workerId}`;
   const ledger = orm ? new TaskLedger(fork, actor) : undefined;
+  const actors = new Map<string, { running: boolean; restarts: number; lastExit: string | undefined }>();
   const dbQueue = orm ? new DatabaseQueue(fork, actor) : undefined;
   const ctx: RuntimeContext = {
     workerId,
@@ -204,9 +210,18 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
     reconcile: makeMailbox<"now">(),
     cleanup: makeMailbox<"now">(),
     metrics: new JobMetrics(),
+    restarts: () => [...actors.values()].reduce((n, a) => n + a.restarts, 0),
+    alerts: new AlertCenter({
+      workerId,
+      queue,
+      repeatMs: config.RT_ALERT_REPEAT_S * 1000,
+      holdMs: (rule) => (rule === "pool_saturated" ? config.RT_ALERT_SATURATED_S * 1000 : 0),
+      webhook: config.ALERT_WEBHOOK_URL
+        ? new AlertWebhook({ url: config.ALERT_WEBHOOK_URL, source: workerId, queue: config.RT_QUEUE })
+        : undefined,
+    }),
   };
 
-  const actors = new Map<string, { running: boolean; restarts: number; lastExit: string | undefined }>();
   const observe = (event: SupervisionEvent) => {
     const actor = actors.get(event.child) ?? { running: false, restarts: 0, lastExit: undefined };
     actors.set(event.child, actor);
@@ -236,6 +251,8 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
           reclaimer(ctx),
           janitor(ctx),
           ...(ctx.reconciler ? [reconciler(ctx)] : []),
+          alertsActor(ctx),
+          ...(ctx.alerts.webhook ? [alertWebhookActor(ctx)] : []),
         ],
       }),
       supervisorChild({
@@ -304,7 +321,13 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
     orm,
     metrics: ctx.metrics,
     redisUrl,
-    status: () => ({ state, failure, actors: Object.fromEntries(actors), health: health.snapshot() }),
+    status: () => ({
+      state,
+      failure,
+      actors: Object.fromEntries(actors),
+      health: health.snapshot(),
+      alerts: ctx.alerts.snapshot(),
+    }),
     stop,
     done,
   };

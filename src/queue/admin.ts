@@ -34,6 +34,10 @@ export interface AlertEntry {
   readonly message: string;
   /** The worker process that raised it. */
   readonly source: string;
+  /** For an alert rule's notice: the rule, its subject key, and firing / repeat / resolved. */
+  readonly rule?: string;
+  readonly key?: string;
+  readonly state?: string;
 }
 
 export interface DeadLetter {
@@ -319,6 +323,9 @@ export class QueueAdmin {
           level: f.get("level") ?? "info",
           message: f.get("message") ?? "",
           source: f.get("source") ?? "",
+          ...(f.has("rule")
+            ? { rule: f.get("rule") ?? "", key: f.get("key") ?? "", state: f.get("state") ?? "" }
+            : {}),
         };
       });
     });

@@ -27,6 +27,8 @@ export interface QueueKeys {
   readonly backend: string;
   /** Capped stream of operator alerts (Redis down and back, restarts, memory pressure). */
   readonly alerts: string;
+  /** Hash of the alert rules' active alerts by key, kept by the process that evaluates them. */
+  readonly alerting: string;
 }
 
 const QUEUE_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -56,5 +58,6 @@ export const queueKeys = (prefix: string, queue: string): QueueKeys => {
     worker: (id) => `${base}w:${id}`,
     backend: `${base}backend`,
     alerts: `${base}alerts`,
+    alerting: `${base}alerting`,
   };
 };

@@ -21,4 +21,5 @@ export const scripts = {
   release: LuaScript.fromDirectory(dir, "release"),
   reprioritize: LuaScript.fromDirectory(dir, "reprioritize"),
   purgeCompleted: LuaScript.fromDirectory(dir, "purge-completed"),
+  alertLock: LuaScript.fromDirectory(dir, "alert-lock"),
 } as const;

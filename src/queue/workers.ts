@@ -26,6 +26,8 @@ export interface WorkerInfo {
   readonly mode: string;
   /** Redis outages it has seen (switches to the database queue) since it started. */
   readonly outages: number;
+  /** Actor restarts in the process since it started. */
+  readonly restarts: number;
   readonly lastBeatAt: number;
 }
 
@@ -47,6 +49,7 @@ export class WorkerRegistry {
       ["rss", info.rssMb],
       ["mode", info.mode],
       ["outages", info.outages],
+      ["restarts", info.restarts],
     ].flat();
     return this.queue.run(scripts.heartbeat, [info.id, ttlMs, ...fields]).pipe(Effect.map(Number));
   }
@@ -79,11 +82,23 @@ export class WorkerRegistry {
             rssMb: Number(h.rss ?? 0),
             mode: h.mode ?? "redis",
             outages: Number(h.outages ?? 0),
+            restarts: Number(h.restarts ?? 0),
             lastBeatAt: Number(h.beat),
           },
         ];
       });
     });
+  }
+
+  /**
+   * Workers still in the registry whose last beat is older than `maxAgeMs`: they stopped (a
+   * crash, a hang) without leaving; the janitor forgets them once their registration expires.
+   */
+  lapsed(maxAgeMs: number): Effect.Effect<string[], RedisError> {
+    const { keys, redis } = this.queue;
+    return redisCall("worker lapsed", () =>
+      redis.zrangebyscore(keys.workers, "-inf", `(${Date.now() - maxAgeMs}`),
+    );
   }
 
   /**

@@ -12,6 +12,7 @@ import { actorOf, auditTrail, writeAudit } from "../tasks/audit.js";
 import type { TaskService } from "../tasks/service.js";
 import { authenticate, type Caller, requireAdmin } from "./auth.js";
 import { HttpError, reply, type Reply, type Request } from "./http.js";
+import { readSharedAlerts } from "../alerts/center.js";
 import type { Router } from "./router.js";
 
 const run = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(effect);
@@ -343,6 +344,54 @@ export const adminRoutes = (
           },
           alerts: Either.isRight(alerts) ? alerts.right : status.health.alerts,
           actors: status.actors,
+        });
+      }),
+    )
+    .add(
+      "GET",
+      "/admin/api/rq/monitoring/alerts",
+      asAdmin(async (request) => {
+        const limit = Number(request.query.get("limit") ?? 50);
+        if (!Number.isInteger(limit) || limit < 1 || limit > 1000) {
+          throw new HttpError(400, "validation_error", "limit must be a whole number from 1 to 1000", {
+            details: [{ field: "limit", message: "out of range" }],
+          });
+        }
+        const status = deps.runtime();
+        const fromRedis = await Promise.all([readSharedAlerts(queue), run(admin.alerts(limit))]).then(
+          (found) => found,
+          () => undefined,
+        );
+        // Queue-wide alerts as their evaluator stored them, with this process's own (fallback).
+        const shared =
+          fromRedis?.[0] ?? status.alerts.active.filter((a) => !a.key.startsWith("fallback_mode:"));
+        const own = status.alerts.active.filter((a) => a.key.startsWith("fallback_mode:"));
+        const active = [...shared.filter((a) => a.firedAt !== undefined), ...own].map((a) => ({
+          rule: a.rule,
+          key: a.key,
+          severity: a.severity,
+          message: a.message,
+          since: new Date(a.since).toISOString(),
+          fired_at: new Date(a.firedAt ?? a.since).toISOString(),
+        }));
+        const recent =
+          fromRedis?.[1] ??
+          status.alerts.recent.slice(0, limit).map((n) => ({
+            at: n.at,
+            level: n.state === "resolved" ? "info" : n.severity,
+            message: n.message,
+            source: "this process",
+            rule: n.rule,
+            key: n.key,
+            state: n.state,
+          }));
+        return reply(200, {
+          success: true,
+          // Without Redis, only this process's view: its own alerts and what it announced.
+          complete: fromRedis !== undefined,
+          evaluator: status.alerts.evaluator,
+          active,
+          recent: recent.map((r) => ({ ...r, at: new Date(r.at).toISOString() })),
         });
       }),
     )

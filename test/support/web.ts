@@ -49,13 +49,19 @@ export const useWebServer = (
     workers?: boolean;
     database?: "sqlite" | "postgres";
     submitLimit?: { count: number; windowMs: number };
+    /** More settings for the runtime, as environment variables. */
+    env?: Record<string, string>;
   } = {},
 ): WebFixture => {
   const fixture = {} as WebFixture;
   beforeAll(async () => {
     fixture.db = await openLedgerDb(options.database ?? "sqlite");
     fixture.runtime = await start({
-      config: testConfig(redis.server.url, { DATABASE_URL: fixture.db.url, RT_JOBS_MODULE: LEDGER_JOBS }),
+      config: testConfig(redis.server.url, {
+        DATABASE_URL: fixture.db.url,
+        RT_JOBS_MODULE: LEDGER_JOBS,
+        ...options.env,
+      }),
       groups: options.workers === false ? [] : [{ name: "all", queues: PRIORITIES, concurrency: 8 }],
       ledger: true,
     });

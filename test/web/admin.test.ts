@@ -10,7 +10,8 @@ type Who = "anonymous" | "owner" | "stranger" | "admin";
 
 describe("the admin API, and who may call what", () => {
   const redis = useRedis();
-  const web = useWebServer(redis);
+  // Alert rules judged every 100 ms, urgent jobs older than 1 s: the alerts API test provokes one.
+  const web = useWebServer(redis, { env: { RT_ALERT_INTERVAL_MS: "100", RT_ALERT_WAIT_URGENT_S: "1" } });
 
   const call = async (method: string, path: string, token?: string, json?: unknown) => {
     const headers: Record<string, string> = {};
@@ -321,5 +322,42 @@ describe("the admin API, and who may call what", () => {
     expect(value("ratatoskr_fallback_mode")).toBe(0);
     expect(value('ratatoskr_actor_restarts_total{actor="dispatcher:all"}')).toBe(0);
     expect(text).toContain("# TYPE ratatoskr_job_duration_seconds histogram");
+  });
+
+  it("lists active and recent alerts to admins only; a backlog alert fires and resolves", async () => {
+    const user = await web.account();
+    const admin = await web.account("admin");
+    const path = "/admin/api/rq/monitoring/alerts";
+    expect((await call("GET", path, user.token)).status).toBe(403);
+    expect((await call("GET", `${path}?limit=0`, admin.token)).body).toMatchObject({
+      error_type: "validation_error",
+    });
+    type Notice = { key: string; state: string };
+    // Earlier tests' failures may raise alerts of their own: only this one is followed.
+    const backlog = async () => {
+      const body = (await call("GET", path, admin.token)).body;
+      const active = (body.active as Notice[]).filter((a) => a.key === "backlog_age:urgent");
+      const recent = (body.recent as Notice[]).filter((a) => a.key === "backlog_age:urgent");
+      return { body, active, recent: recent.map((r) => r.state) };
+    };
+
+    const queueAdmin = new QueueAdmin(web.runtime.queue);
+    await run(queueAdmin.pause("urgent"));
+    const taskId = await web.doomedTask(user.userId, "urgent");
+    try {
+      await eventually(async () => (await backlog()).active.length === 1, 15_000, "the backlog alert");
+      const firing = await backlog();
+      expect(firing.body).toMatchObject({ success: true, complete: true });
+      expect(firing.active[0]).toMatchObject({ rule: "backlog_age", severity: "critical" });
+      const alert = firing.active[0] as unknown as Record<string, string>;
+      expect(alert.message).toContain("(the priority is paused)");
+      expect(Date.parse(alert.since!)).toBeLessThanOrEqual(Date.parse(alert.fired_at!));
+      expect(firing.recent).toEqual(["firing"]);
+    } finally {
+      await run(queueAdmin.resume("urgent"));
+    }
+    await eventually(async () => (await backlog()).active.length === 0, 15_000, "the resolution");
+    expect((await backlog()).recent).toEqual(["resolved", "firing"]);
+    await eventually(async () => (await web.row(taskId)).status === "failed", 15_000, "the task to end");
   });
 });
