@@ -6,6 +6,8 @@ import { isSkip, skipResult } from "../src/tasks/skip.js";
 import type { ClaimedJob } from "../src/queue/queue.js";
 import { Worker, type WorkerEvent } from "../src/queue/worker.js";
 import type { RuntimeContext } from "./context.js";
+import { endFailed, startSpan } from "../src/tracing.js";
+import { AttemptSpans, jobAnnotations, jobLogLine } from "./job-telemetry.js";
 import type { ChildSpec } from "./supervisor.js";
 
 /**
@@ -23,6 +25,11 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
     const runtime = yield* Effect.runtime<never>();
     const log = (effect: Effect.Effect<void>) => Runtime.runFork(runtime)(effect);
     const timeouts = jobTimeoutsMs(ctx.config);
+    const spans = new AttemptSpans();
+    yield* Effect.addFinalizer(() => Effect.sync(() => spans.closeAll()));
+    /** A line about one job, with its task id, attempt and request id. */
+    const logJob = (job: ClaimedJob, effect: Effect.Effect<void>) =>
+      log(effect.pipe(Effect.annotateLogs(jobAnnotations(job))));
 
     const handler = async (job: ClaimedJob, { signal }: { signal: AbortSignal }) => {
       const at = { id: job.id, attempt: job.attempt, backend: "redis" } as const;
@@ -40,6 +47,17 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
       );
       const reportProgress = throttledProgress(ctx, job);
       const started = Date.now();
+      logJob(
+        job,
+        Effect.logDebug(
+          `job ${job.id} attempt ${job.attempt} started, ${started - job.createdAt} ms after it was enqueued`,
+        ),
+      );
+      const runSpan = startSpan(
+        "ratatoskr run",
+        { attributes: { "ratatoskr.task_id": job.id, "ratatoskr.attempt": job.attempt } },
+        spans.begin(job),
+      );
       try {
         const result = await pool.run(
           {
@@ -50,8 +68,14 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
             userId: job.userId,
           },
           job.data,
-          { signal: AbortSignal.any([signal, timer.signal]), onProgress: reportProgress },
+          {
+            signal: AbortSignal.any([signal, timer.signal]),
+            onProgress: reportProgress,
+            onLog: (level, message) => log(jobLogLine(job, level, message)),
+          },
         );
+        runSpan.end();
+        spans.ran(job);
         reportProgress.flush();
         ctx.metrics.attemptEnded(job.priority, "completed", "redis", (Date.now() - started) / 1000);
         // The ledger first: a result must not wait on Redis, which may be away right now. If the
@@ -61,13 +85,16 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
           await ledger
             .markCompleted(at, result || undefined)
             .catch((error: unknown) =>
-              log(
+              logJob(
+                job,
                 Effect.logWarning(`ledger: could not record ${job.id} completed: ${describeFailure(error)}`),
               ),
             );
         }
         return result;
       } catch (error) {
+        endFailed(runSpan, describeFailure(error));
+        spans.ran(job);
         // The thread answers with the abort reason; a timeout is this job's failure, retriable.
         if (timer.signal.aborted && !signal.aborted) {
           throw new JobFailure("transient", String((timer.signal.reason as Error).message));
@@ -92,6 +119,7 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
       );
     };
     const onEvent = (event: WorkerEvent) => {
+      spans.settle(event);
       if (event.type === "retry" || event.type === "dead" || event.type === "cancelled") {
         const outcome = event.type === "retry" ? "retried" : event.type === "dead" ? "failed" : "cancelled";
         ctx.metrics.attemptEnded(event.job.priority, outcome, "redis");
@@ -114,25 +142,28 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
             (ctx.health.mode() === "database" ? Effect.logDebug : Effect.logWarning)(`redis: ${event.error}`),
           );
         case "dead":
-          return log(Effect.logWarning(`job ${event.job.id} dead-lettered: ${event.error}`));
+          return logJob(event.job, Effect.logWarning(`job ${event.job.id} dead-lettered: ${event.error}`));
         case "retry":
-          return log(
+          return logJob(
+            event.job,
             Effect.logInfo(
               `job ${event.job.id} attempt ${event.job.attempt} failed, retrying: ${event.error}`,
             ),
           );
         case "lost":
-          return log(
+          return logJob(
+            event.job,
             Effect.logWarning(`job ${event.job.id} attempt ${event.job.attempt}: lease lost, aborted`),
           );
         case "stale":
-          return log(
+          return logJob(
+            event.job,
             Effect.logWarning(`job ${event.job.id} attempt ${event.job.attempt}: answer refused (stale)`),
           );
         case "cancel-requested":
-          return log(Effect.logInfo(`job ${event.job.id} cancelled while running, aborting`));
+          return logJob(event.job, Effect.logInfo(`job ${event.job.id} cancelled while running, aborting`));
         default:
-          return log(Effect.logDebug(`job ${event.job.id} ${event.type}`));
+          return logJob(event.job, Effect.logDebug(`job ${event.job.id} ${event.type}`));
       }
     };
 

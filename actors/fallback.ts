@@ -1,5 +1,6 @@
 import { Effect, Runtime } from "effect";
 import { jobTimeoutsMs, type WorkerGroup } from "../config/profiles.js";
+import { logAtLevel } from "../src/log.js";
 import { DatabaseRunner, type DatabaseRunnerEvent } from "../src/tasks/database-runner.js";
 import type { RuntimeContext } from "./context.js";
 import type { ChildSpec } from "./supervisor.js";
@@ -8,10 +9,8 @@ const describe = (event: DatabaseRunnerEvent) => {
   switch (event.type) {
     case "error":
       return Effect.logWarning(`database queue: ${event.error}`);
-    case "retry":
-      return Effect.logInfo(`task ${event.id} attempt ${event.attempt} failed, retrying: ${event.error}`);
-    case "failed":
-      return Effect.logWarning(`task ${event.id} failed: ${event.error}`);
+    case "log":
+      return logAtLevel(event.level, event.message).pipe(Effect.annotateLogs("source", "job"));
     default:
       return Effect.logDebug(`task ${event.id} attempt ${event.attempt} ${event.type}`);
   }
@@ -53,7 +52,12 @@ export const fallbackDispatcher = (ctx: RuntimeContext, group: WorkerGroup): Chi
                 event.type === "retry" ? "retried" : event.type,
                 "database",
               );
-            Runtime.runFork(runtime)(describe(event));
+            const line = describe(event);
+            Runtime.runFork(runtime)(
+              event.type === "error"
+                ? line
+                : line.pipe(Effect.annotateLogs({ task_id: event.id, attempt: event.attempt })),
+            );
           },
         }).start(),
       ),

@@ -97,6 +97,8 @@ export const EnvSchema = Schema.Struct({
   OLLAMA_MODEL: Schema.optionalWith(Schema.String.pipe(Schema.minLength(1)), { default: () => "llava:7b" }),
   OLLAMA_BACKUP_MODEL: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
   OLLAMA_TIMEOUT: Schema.optionalWith(IntFromEnv(1, 3_600), { default: () => 120 }),
+  OTEL_TRACES_EXPORTER: Schema.optional(Schema.Literal("none", "otlp", "console")),
+  OTEL_SERVICE_NAME: Schema.optional(Schema.String.pipe(Schema.minLength(1))),
   RT_LOG_FORMAT: Schema.optional(Schema.Literal("json", "logfmt", "pretty")),
   RT_LOG_LEVEL: Schema.optionalWith(Schema.Literal("debug", "info", "warning", "error"), {
     default: () => "info" as const,
@@ -181,6 +183,9 @@ export const DESCRIPTIONS: Readonly<Record<keyof typeof EnvSchema.fields, string
   OLLAMA_MODEL: "The vision model Ollama runs.",
   OLLAMA_BACKUP_MODEL: "A model that is tried when the main one fails or answers nothing.",
   OLLAMA_TIMEOUT: "Seconds one model call may take.",
+  OTEL_TRACES_EXPORTER:
+    "Traces of each task (enqueue, claim, run, complete): `otlp` (OTLP/HTTP, set by the standard OTEL_EXPORTER_OTLP_* variables) or `console`. Unset: off.",
+  OTEL_SERVICE_NAME: "The service name on traces; default `ratatoskr`.",
   RT_LOG_FORMAT: "Log lines as JSON, logfmt or pretty; default by profile (JSON in production).",
   RT_LOG_LEVEL: "The lowest level logged.",
 };

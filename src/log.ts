@@ -75,3 +75,12 @@ export const plainLogger = (
       runtime.runSync(log(message).pipe(Effect.annotateLogs({ ...annotations, ...extra })));
   return { info: write(Effect.logInfo), warn: write(Effect.logWarning), error: write(Effect.logError) };
 };
+
+/** A log line at a level named by a job (`warning`, not Effect's `Warning`). */
+export const logAtLevel = (
+  level: "debug" | "info" | "warning" | "error",
+  message: string,
+): Effect.Effect<void> =>
+  ({ debug: Effect.logDebug, info: Effect.logInfo, warning: Effect.logWarning, error: Effect.logError })[
+    level
+  ](message);

@@ -32,6 +32,7 @@ import { connectRedis } from "./redis/connection.js";
 import { alertsActor, alertWebhookActor } from "../actors/alerts.js";
 import { AlertCenter, type AlertSnapshot } from "./alerts/center.js";
 import { AlertWebhook } from "./alerts/webhook.js";
+import { flushTracing, startTracing } from "./tracing.js";
 import { PrivateRedis } from "./redis/private-server.js";
 
 export interface StartOptions {
@@ -117,6 +118,7 @@ const checkRegistry = async (url: string) => {
  */
 export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
   const config = options.config ?? loadConfig();
+  startTracing(config);
   let privateRedis: PrivateRedis | undefined;
   let redisUrl = config.REDIS_URL;
   if (redisUrl === undefined) {
@@ -309,6 +311,7 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
       await pool?.close();
       await closeLedger();
       await closeConnections();
+      await flushTracing().catch(() => {});
       state = "stopped";
     })();
     return stopping;

@@ -60,7 +60,7 @@ class EngineUnavailable extends Error {
  */
 export const captionHandler = async (
   task: CaptionTaskPayload,
-  { resources, signal, progress }: JobRunContext<JobSession>,
+  { resources, signal, progress, log }: JobRunContext<JobSession>,
   toolsFor: () => CaptionTools = toolsOnce,
 ): Promise<GenerationResults> => {
   const started = Date.now();
@@ -112,7 +112,7 @@ export const captionHandler = async (
       step: `Processing post ${i + 1} of ${posts.length}`,
       details: { post_id: found.post.id, images: found.images.length, ...countsOf(results) },
     });
-    await processPost(em, found, connection, task, engine, signal, results);
+    await processPost(em, found, connection, task, engine, { signal, log }, results);
     await resources.checkpoint();
     results.posts_processed++;
     if (i < posts.length - 1 && settings.processing_delay > 0) {
@@ -137,7 +137,7 @@ const processPost = async (
   connection: PlatformConnection,
   task: CaptionTaskPayload,
   engine: CaptionEngine,
-  signal: AbortSignal,
+  { signal, log }: Pick<JobRunContext<unknown>, "signal" | "log">,
   results: GenerationResults,
 ) => {
   const post =
@@ -201,11 +201,10 @@ const processPost = async (
       row.status = "error";
       await em.flush();
       results.errors_count++;
-      results.error_details.push({
-        post_id: found.post.id,
-        media_id: image.mediaId,
-        error: describeFailure(error),
-      });
+      const reason = describeFailure(error);
+      results.error_details.push({ post_id: found.post.id, media_id: image.mediaId, error: reason });
+      // One bad image is not the task's failure, but an operator should still see it.
+      log("warning", `image ${image.mediaId} of post ${found.post.id} skipped: ${reason}`);
     }
     results.images_processed++;
   }

@@ -15,11 +15,18 @@ export interface JobInfo {
   readonly userId: string | undefined;
 }
 
+export type LogLevel = "debug" | "info" | "warning" | "error";
+
 export interface JobRunContext<R> {
   readonly job: JobInfo;
   /** Aborted on cancel, lost lease, timeout or shutdown: stop at the next step. */
   readonly signal: AbortSignal;
   readonly progress: (progress: Progress) => void;
+  /**
+   * A log line about this job. It goes to the process's logger with the task's id, attempt and
+   * request id attached (and secrets redacted), wherever the job runs.
+   */
+  readonly log: (level: LogLevel, message: string) => void;
   /** Whatever the registry's `scope` opened for this job (e.g. a database session). */
   readonly resources: R;
 }

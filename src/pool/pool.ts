@@ -1,7 +1,7 @@
 import { availableParallelism } from "node:os";
 import { MessageChannel } from "node:worker_threads";
 import { Piscina } from "piscina";
-import type { JobInfo, Progress } from "../jobs/definition.js";
+import type { JobInfo, LogLevel, Progress } from "../jobs/definition.js";
 import { JobFailure } from "../queue/failures.js";
 import type { FromThread, ThreadOutcome, ThreadTask, ToThread } from "./protocol.js";
 
@@ -26,6 +26,8 @@ export interface PoolOptions {
 export interface RunOptions {
   readonly signal: AbortSignal;
   readonly onProgress?: (progress: Progress) => void;
+  /** A line the job logged in its thread, for the process's one logger. */
+  readonly onLog?: (level: LogLevel, message: string) => void;
 }
 
 /**
@@ -96,6 +98,7 @@ export class JobPool {
     });
     port1.on("message", (message: FromThread) => {
       if (message.type === "progress") options.onProgress?.(message.progress);
+      else if (message.type === "log") options.onLog?.(message.level, message.message);
       else if (message.type === "started") thread = message.threadId;
       else portDone();
     });

@@ -1,6 +1,6 @@
 import type { MessagePort } from "node:worker_threads";
 import type { FailureKind } from "../queue/failures.js";
-import type { JobInfo, Progress } from "../jobs/definition.js";
+import type { JobInfo, LogLevel, Progress } from "../jobs/definition.js";
 
 /** What the main thread hands a worker thread for one job. */
 export interface ThreadTask {
@@ -21,6 +21,7 @@ export type ToThread = { readonly type: "abort"; readonly reason: string };
 export type FromThread =
   | { readonly type: "started"; readonly threadId: number }
   | { readonly type: "progress"; readonly progress: Progress }
+  | { readonly type: "log"; readonly level: LogLevel; readonly message: string }
   | { readonly type: "done" };
 
 /**

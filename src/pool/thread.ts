@@ -52,6 +52,8 @@ export const runInThread = async (task: ThreadTask): Promise<ThreadOutcome> => {
         signal: controller.signal,
         resources,
         progress: (progress) => task.port.postMessage({ type: "progress", progress } satisfies FromThread),
+        log: (level, message) =>
+          task.port.postMessage({ type: "log", level, message: String(message) } satisfies FromThread),
       };
       const result = toResult(await definition.handler(decoded.right.body, context));
       ok = true;

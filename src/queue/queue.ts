@@ -4,6 +4,7 @@ import type { RedisClient } from "../redis/connection.js";
 import type { LuaScript } from "../redis/lua-script.js";
 import { ActiveTaskExists, DuplicateTask, InvalidJob, RedisError, TaskNotFound } from "./errors.js";
 import { type QueueKeys, queueKeys } from "./keys.js";
+import { contextFrom, endFailed, SpanKind, startSpan, traceparentOf } from "../tracing.js";
 import { scripts } from "./scripts.js";
 
 export interface QueueOptions {
@@ -48,7 +49,40 @@ export interface NewJob {
   readonly afterAttempt?: number;
   /** An ended job of the same id is replaced instead of refusing the enqueue as a duplicate. */
   readonly replaceEnded?: boolean;
+  /** Where the job came from, carried to whoever runs it (the enqueue adds its trace context). */
+  readonly meta?: JobMeta;
 }
+
+/**
+ * What a job carries for observability, never for its work: the id of the HTTP request that
+ * submitted it, and the W3C traceparent of its `enqueue` span when traces are recorded.
+ */
+export interface JobMeta {
+  readonly requestId?: string;
+  readonly traceparent?: string;
+}
+
+const parseMeta = (text: string): JobMeta => {
+  if (text === "") return {};
+  try {
+    const value = JSON.parse(text) as Record<string, unknown>;
+    return {
+      ...(typeof value.r === "string" ? { requestId: value.r } : {}),
+      ...(typeof value.t === "string" ? { traceparent: value.t } : {}),
+    };
+  } catch {
+    return {}; // Only ever observability: a damaged value costs the log its ids, nothing more.
+  }
+};
+
+/** Stored as `{"r":…,"t":…}`: short, since every job hash keeps it. */
+const formatMeta = (meta: JobMeta): string =>
+  meta.requestId === undefined && meta.traceparent === undefined
+    ? ""
+    : JSON.stringify({
+        ...(meta.requestId === undefined ? {} : { r: meta.requestId }),
+        ...(meta.traceparent === undefined ? {} : { t: meta.traceparent }),
+      });
 
 export interface Enqueued {
   readonly id: string;
@@ -67,6 +101,8 @@ export interface ClaimedJob {
   readonly data: string;
   readonly userId: string | undefined;
   readonly createdAt: number;
+  /** Where the job came from, for logs and traces. */
+  readonly meta: JobMeta;
 }
 
 export interface Claim {
@@ -183,26 +219,45 @@ export class Queue {
   enqueue(job: NewJob): Effect.Effect<Enqueued, ActiveTaskExists | DuplicateTask | InvalidJob | RedisError> {
     const invalid = validateJob(job);
     if (invalid) return Effect.fail(new InvalidJob({ reason: invalid }));
-    const args = [
-      job.id,
-      job.userId ?? "",
-      job.priority,
-      job.data,
-      job.maxAttempts ?? 4,
-      job.delayMs ?? 0,
-      job.afterAttempt ?? 0,
-      job.replaceEnded ? 1 : 0,
-    ];
-    return this.run(scripts.enqueue, args).pipe(
-      Effect.flatMap((reply): Effect.Effect<Enqueued, ActiveTaskExists | DuplicateTask> => {
-        const [status, value] = reply as [string, string];
-        if (status === "ACTIVE") {
-          return Effect.fail(new ActiveTaskExists({ userId: job.userId ?? "", activeTaskId: value }));
-        }
-        if (status === "DUPLICATE") return Effect.fail(new DuplicateTask({ taskId: job.id }));
-        return Effect.succeed({ id: job.id, entry: value === "" ? undefined : value });
-      }),
-    );
+    // Spans start when the effect runs, not when it is built: a caller may build it early.
+    return Effect.suspend(() => {
+      // A job that comes back (from the ledger, a redrive) continues the trace it started in.
+      const span = startSpan(
+        "ratatoskr enqueue",
+        {
+          kind: SpanKind.PRODUCER,
+          attributes: { "ratatoskr.task_id": job.id, "ratatoskr.priority": job.priority },
+        },
+        contextFrom(job.meta?.traceparent),
+      );
+      const traceparent = traceparentOf(span);
+      const meta = { ...job.meta, ...(traceparent === undefined ? {} : { traceparent }) };
+      const args = [
+        job.id,
+        job.userId ?? "",
+        job.priority,
+        job.data,
+        job.maxAttempts ?? 4,
+        job.delayMs ?? 0,
+        job.afterAttempt ?? 0,
+        job.replaceEnded ? 1 : 0,
+        formatMeta(meta),
+      ];
+      return this.run(scripts.enqueue, args).pipe(
+        Effect.flatMap((reply): Effect.Effect<Enqueued, ActiveTaskExists | DuplicateTask> => {
+          const [status, value] = reply as [string, string];
+          if (status === "ACTIVE") {
+            return Effect.fail(new ActiveTaskExists({ userId: job.userId ?? "", activeTaskId: value }));
+          }
+          if (status === "DUPLICATE") return Effect.fail(new DuplicateTask({ taskId: job.id }));
+          return Effect.succeed({ id: job.id, entry: value === "" ? undefined : value });
+        }),
+        Effect.tapBoth({
+          onFailure: (error) => Effect.sync(() => endFailed(span, error.message)),
+          onSuccess: () => Effect.sync(() => span.end()),
+        }),
+      );
+    });
   }
 
   /** Claims up to `want` jobs for `consumer` from `priorities`, strictly highest first. */
@@ -213,7 +268,7 @@ export class Queue {
       Effect.map((reply) => {
         const [flat, cursorPairs] = reply as [Array<string | number>, string[]];
         const jobs: ClaimedJob[] = [];
-        for (let i = 0; i < flat.length; i += 8) {
+        for (let i = 0; i < flat.length; i += 9) {
           const userId = String(flat[i + 5]);
           jobs.push({
             id: String(flat[i]),
@@ -224,6 +279,7 @@ export class Queue {
             userId: userId === "" ? undefined : userId,
             createdAt: Number(flat[i + 6]),
             runAttempt: Number(flat[i + 7]),
+            meta: parseMeta(String(flat[i + 8])),
           });
         }
         const cursors: Array<readonly [string, string]> = [];

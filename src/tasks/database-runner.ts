@@ -1,6 +1,6 @@
 import { drainRunning } from "../jobs/drain.js";
 import type { Priority } from "../domain/priority.js";
-import type { Progress } from "../jobs/definition.js";
+import type { LogLevel, Progress } from "../jobs/definition.js";
 import { throttleProgress } from "../jobs/throttle-progress.js";
 import type { JobPool } from "../pool/pool.js";
 import { describeFailure, failureKindOf, JobFailure, retryDelayMs } from "../queue/failures.js";
@@ -18,6 +18,8 @@ export type DatabaseRunnerEvent =
   | (Attempt & { readonly type: "started" | "cancelled" | "released" })
   | (Attempt & { readonly type: "completed"; readonly seconds: number })
   | (Attempt & { readonly type: "retry" | "failed"; readonly error: string })
+  /** A line the job logged in its worker thread. */
+  | (Attempt & { readonly type: "log"; readonly level: LogLevel; readonly message: string })
   | { readonly type: "error"; readonly error: string };
 
 export interface DatabaseRunnerOptions {
@@ -168,7 +170,11 @@ export class DatabaseRunner {
       result = await pool.run(
         { id, attempt, runAttempt: attempt, priority, userId: String(claim.userId) },
         captionEnvelope(claim.row),
-        { signal: AbortSignal.any([controller.signal, timer.signal]), onProgress: progress },
+        {
+          signal: AbortSignal.any([controller.signal, timer.signal]),
+          onProgress: progress,
+          onLog: (level, message) => this.emit({ type: "log", id, attempt, priority, level, message }),
+        },
       );
     } catch (error) {
       const reason = controller.signal.aborted ? describeFailure(controller.signal.reason) : undefined;

@@ -32,6 +32,8 @@ export interface SubmitInput {
   readonly actor?: string | undefined;
   /** Not subject to the submission limit (an admin's submission). */
   readonly exempt?: boolean | undefined;
+  /** The HTTP request that submitted it: the job carries it, so its logs name it. */
+  readonly requestId?: string | undefined;
 }
 
 export interface Submitted {
@@ -200,16 +202,19 @@ export class TaskService {
       this.metrics?.submitted(input.priority, "database");
       return Either.right({ taskId, backend: "database" as const });
     }
-    const job = captionJob({
-      id: taskId,
-      userId: input.userId,
-      platformConnectionId: connection.id,
-      priority: input.priority,
-      settingsJson: JSON.stringify(settings.right),
-      createdAt,
-      retryCount: 0,
-      maxRetries,
-    });
+    const job = {
+      ...captionJob({
+        id: taskId,
+        userId: input.userId,
+        platformConnectionId: connection.id,
+        priority: input.priority,
+        settingsJson: JSON.stringify(settings.right),
+        createdAt,
+        retryCount: 0,
+        maxRetries,
+      }),
+      ...(input.requestId === undefined ? {} : { meta: { requestId: input.requestId } }),
+    };
     const enqueue = this.queue.enqueue(job).pipe(
       // The ledger says this user has no active task, so a Redis lock saying otherwise is stale.
       Effect.catchTag("ActiveTaskExists", () =>
@@ -312,6 +317,7 @@ export class TaskService {
   async retry(
     taskId: string,
     caller: Caller,
+    requestId?: string,
   ): Promise<
     Either.Either<
       Submitted,
@@ -336,6 +342,7 @@ export class TaskService {
       maxRetries: row.maxRetries,
       actor: actorOf(caller),
       exempt: caller.admin === true,
+      requestId,
     });
     if (Either.isRight(again))
       await writeAudit(this.orm.em.fork(), {

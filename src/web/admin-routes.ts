@@ -219,7 +219,11 @@ export const adminRoutes = (
       "POST",
       "/admin/api/jobs/:id/restart",
       asAdmin(async (request, caller) => {
-        const retried = await tasks.retry(taskIdParam(request), { userId: caller.userId, admin: true });
+        const retried = await tasks.retry(
+          taskIdParam(request),
+          { userId: caller.userId, admin: true },
+          request.id,
+        );
         if (Either.isRight(retried))
           return reply(202, {
             success: true,

@@ -103,7 +103,10 @@ export const captionRoutes = (router: Router, orm: MikroORM, tasks: TaskService)
       handler(request, await authenticate(orm, request.header("authorization")));
 
   const start = async (request: Request, caller: Caller) => {
-    const submitted = await tasks.submit(submission(await request.body(), caller));
+    const submitted = await tasks.submit({
+      ...submission(await request.body(), caller),
+      requestId: request.id,
+    });
     if (Either.isRight(submitted)) return submitted.right.taskId;
     const error = submitted.left;
     switch (error._tag) {
@@ -148,11 +151,10 @@ export const captionRoutes = (router: Router, orm: MikroORM, tasks: TaskService)
       "/caption/start",
       withCaller(async (request, caller) => {
         const taskId = await start(request, caller);
-        return reply(202, {
-          success: true,
-          message: "Caption generation started",
-          data: { task_id: taskId },
-        });
+        return {
+          ...reply(202, { success: true, message: "Caption generation started", data: { task_id: taskId } }),
+          log: { task_id: taskId },
+        };
       }),
     )
     .add(
@@ -160,12 +162,15 @@ export const captionRoutes = (router: Router, orm: MikroORM, tasks: TaskService)
       "/start_caption_generation",
       withCaller(async (request, caller) => {
         const taskId = await start(request, caller);
-        return reply(200, {
-          success: true,
-          task_id: taskId,
-          message: "Caption generation started",
-          redirect_url: `/caption/status/${taskId}`,
-        });
+        return {
+          ...reply(200, {
+            success: true,
+            task_id: taskId,
+            message: "Caption generation started",
+            redirect_url: `/caption/status/${taskId}`,
+          }),
+          log: { task_id: taskId },
+        };
       }),
     )
     .add(
@@ -220,9 +225,12 @@ export const captionRoutes = (router: Router, orm: MikroORM, tasks: TaskService)
       "POST",
       "/api/caption_generation/retry/:id",
       withCaller(async (request, caller) => {
-        const retried = await tasks.retry(taskIdParam(request), caller);
+        const retried = await tasks.retry(taskIdParam(request), caller, request.id);
         if (Either.isRight(retried))
-          return reply(202, { success: true, task_id: retried.right.taskId, message: "Retry started" });
+          return {
+            ...reply(202, { success: true, task_id: retried.right.taskId, message: "Retry started" }),
+            log: { task_id: retried.right.taskId },
+          };
         const error = retried.left;
         switch (error._tag) {
           case "TaskNotFound":

@@ -8,6 +8,8 @@ export interface Reply {
   readonly headers?: Readonly<Record<string, string>>;
   /** The body is text of the given type, sent as it is (not JSON). */
   readonly textType?: string;
+  /** Added to the request's log line (say, the task it made), beside the request id. */
+  readonly log?: Readonly<Record<string, string>>;
 }
 
 export const reply = (status: number, body: unknown, headers?: Record<string, string>): Reply =>

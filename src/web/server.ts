@@ -85,6 +85,7 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
           options.logger.info(`${request.method} ${request.path} ${answer.status}`, {
             request_id: request.id,
             ms: Date.now() - started,
+            ...answer.log,
           });
       })
       // Writing the answer failed (the client went away in a way uWS did not report first).

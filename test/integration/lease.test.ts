@@ -206,6 +206,42 @@ describe("leases, reclaim and fencing", () => {
     expect(await raw.get(queue.keys.job(broken.id))).toBe("not a hash");
     expect(await run(queue.reclaim("reclaimer", { leaseMs }))).toMatchObject({ requeued: 0, dead: 0 });
   });
+
+  it("fails a lapsed task whose reclaim count is not a number, and still reclaims the rest", async () => {
+    const queue = await makeQueue(redis);
+    const raw = redis.client();
+    const admin = new QueueAdmin(queue);
+    const broken = newJob("urgent", { userId: "r" });
+    const cancelled = newJob("high");
+    const valid = newJob("normal");
+    for (const j of [broken, cancelled, valid]) await run(queue.enqueue(j));
+    expect((await run(queue.claim("A", ALL, 3))).jobs.map((j) => j.id)).toEqual([
+      broken.id,
+      cancelled.id,
+      valid.id,
+    ]);
+    expect(await run(queue.cancel(cancelled.id))).toMatchObject({ outcome: "flagged" });
+    await raw.hset(queue.keys.job(broken.id), "reclaims", "x");
+    await raw.hset(queue.keys.job(cancelled.id), "reclaims", "y");
+
+    // The count was arithmetic: every call failed (for all priorities) while that entry stayed pending.
+    expect(await run(queue.reclaim("reclaimer", { leaseMs: 0 }))).toMatchObject({ requeued: 1, dead: 1 });
+    expect(await run(queue.getJob(valid.id))).toMatchObject({ state: "queued", reclaims: 1 });
+    // A cancel pending ends the task as asked, whatever its count.
+    expect(await run(queue.getJob(cancelled.id))).toMatchObject({ state: "cancelled" });
+    const reason = 'corrupt task data: reclaims "x" is not a whole number';
+    expect(await run(queue.getJob(broken.id))).toMatchObject({ state: "failed", error: reason });
+    const [dead] = await run(admin.listDead());
+    expect(dead).toMatchObject({ taskId: broken.id, priority: "urgent", reason, attempt: 1, userId: "r" });
+    expect(dead?.data).toBe(broken.data);
+    expect(await raw.xpending(queue.keys.stream("urgent"), queue.group)).toEqual([0, null, null, null]);
+    expect(await raw.xlen(queue.keys.stream("urgent"))).toBe(0);
+    expect(await run(admin.activeTaskOf("r"))).toBeUndefined();
+    expect(await run(queue.reclaim("reclaimer", { leaseMs: 0 }))).toMatchObject({ requeued: 0, dead: 0 });
+    // The letter redrives like any other: the task's data is written afresh, the attempt counts on.
+    expect(await run(admin.redriveDead("urgent", [dead!.entryId]))).toEqual(["ok"]);
+    expect((await run(queue.claim("B", ["urgent"], 1))).jobs[0]).toMatchObject({ id: broken.id, attempt: 2 });
+  });
 });
 
 describe("cancel", () => {

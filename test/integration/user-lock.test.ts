@@ -76,6 +76,76 @@ describe("one active task per user", () => {
     await run(queue.enqueue(newJob("normal", { userId: "9" })));
   });
 
+  it("replaces a lock that names a task whose key is not a hash", async () => {
+    const queue = await makeQueue(redis);
+    const raw = redis.client();
+    const stale = newJob("normal", { userId: "h" });
+    await run(queue.enqueue(stale));
+    await raw.del(queue.keys.job(stale.id));
+    await raw.set(queue.keys.job(stale.id), "not a hash");
+    // The lookup of the locked task got WRONGTYPE: every later enqueue of the user failed.
+    const next = newJob("normal", { userId: "h" });
+    await run(queue.enqueue(next));
+    expect(await run(new QueueAdmin(queue).activeTaskOf("h"))).toBe(next.id);
+    // The key of the other type is left alone.
+    expect(await raw.get(queue.keys.job(stale.id))).toBe("not a hash");
+  });
+
+  it("replaces a key of another type under a lock's name: enqueue, redrive and restore", async () => {
+    const queue = await makeQueue(redis);
+    const raw = redis.client();
+    const admin = new QueueAdmin(queue);
+    const clobber = async (userId: string) => {
+      await raw.del(queue.keys.user(userId));
+      await raw.rpush(queue.keys.user(userId), "not a lock");
+    };
+    // enqueue: the lock's GET got WRONGTYPE, for every later enqueue of the user.
+    await clobber("e");
+    const first = newJob("normal", { userId: "e" });
+    await run(queue.enqueue(first));
+    expect(await raw.get(queue.keys.user("e"))).toBe(first.id);
+    // ... and the rule holds again from there.
+    expect(await runFailure(queue.enqueue(newJob("normal", { userId: "e" })))).toMatchObject({
+      _tag: "ActiveTaskExists",
+      activeTaskId: first.id,
+    });
+
+    // redrive: the same GET, failing the call (and the letters after it).
+    const dead = newJob("normal", { userId: "d", maxAttempts: 1 });
+    await run(queue.enqueue(dead));
+    await run(queue.claim("w", ["normal"], 2));
+    await run(queue.fail({ id: dead.id, attempt: 1, error: "nope", retriable: false, delayMs: 0 }));
+    await clobber("d");
+    const [letter] = await run(admin.listDead());
+    expect(await run(admin.redriveDead("normal", [letter!.entryId]))).toEqual(["ok"]);
+    expect(await raw.get(queue.keys.user("d"))).toBe(dead.id);
+
+    // restore-locks: SET NX left the key of the other type, and the live task without its lock.
+    const live = newJob("low", { userId: "l" });
+    await run(queue.enqueue(live));
+    await clobber("l");
+    expect(await run(queue.restoreUserLocks([{ id: live.id, userId: "l" }]))).toBe(1);
+    expect(await run(admin.activeTaskOf("l"))).toBe(live.id);
+    // A real lock naming another task is still never replaced.
+    expect(await run(queue.restoreUserLocks([{ id: first.id, userId: "l" }]))).toBe(0);
+    expect(await run(admin.activeTaskOf("l"))).toBe(live.id);
+  });
+
+  it("a task ends, and frees its user, when a key of another type took its lock's name", async () => {
+    const queue = await makeQueue(redis);
+    const raw = redis.client();
+    const job = newJob("normal", { userId: "f" });
+    await run(queue.enqueue(job));
+    const [claimed] = (await run(queue.claim("w", ALL, 1))).jobs;
+    await raw.del(queue.keys.user("f"));
+    await raw.hset(queue.keys.user("f"), "not", "a lock");
+    // Every terminal transition releases the lock: its GET got WRONGTYPE and failed the complete.
+    expect(await run(queue.complete([{ id: job.id, attempt: claimed!.attempt }]))).toEqual(["ok"]);
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "completed" });
+    expect(await raw.exists(queue.keys.user("f"))).toBe(0);
+    await run(queue.enqueue(newJob("normal", { userId: "f" })));
+  });
+
   it("an admin can force-release a user's slot", async () => {
     const queue = await makeQueue(redis);
     const admin = new QueueAdmin(queue);

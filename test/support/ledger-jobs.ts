@@ -14,7 +14,8 @@ export default defineRegistry({
   kinds: {
     caption: {
       schema: CaptionTaskPayload,
-      handler: async (task, { progress, signal, job }) => {
+      handler: async (task, { progress, signal, job, log }) => {
+        log("info", `walking the steps of ${task.task_id}`);
         for (const percent of [10, 50, 90]) {
           await sleep(task.settings.processing_delay * 100, undefined, { signal });
           progress({ percent, step: `at ${percent}%` });

@@ -332,8 +332,10 @@ const suite = (database: "sqlite" | "postgres", enabled: boolean) =>
         const during = await call("GET", "/readyz");
         expect(during).toMatchObject({
           status: 200,
-          body: { ready: true, checks: { queue: { backend: "database (redis down)", outages: 1 } } },
+          body: { ready: true, checks: { queue: { backend: "database (redis down)" } } },
         });
+        // At least this one: on a loaded machine a slow ping may have counted as one before.
+        expect(during.body.checks.queue.outages).toBeGreaterThanOrEqual(1);
         // Submissions still work, into the database queue.
         const me = await account();
         const started = await call("POST", "/caption/start", { token: me.token, json: {} });

@@ -10,17 +10,12 @@
 -- an entry added meanwhile.
 -- KEYS[1] base
 -- ARGV group, consumer, want, dead_max, ttl_failed, prio...
--- -> { {id, attempt, prio, max, data, user, created, run_attempt, ...}, {prio, cursor, ...} }
+-- -> { {id, attempt, prio, max, data, user, created, run_attempt, meta, ...}, {prio, cursor, ...} }
 -- @include common
 
 local base, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local want, dead_max, ttl_failed = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local now = now_ms()
-
--- A value for a reason: short, printable.
-local function shown(value)
-  return '"' .. (string.gsub(string.sub(value, 1, 40), '[^%w%p ]', '?')) .. '"'
-end
 
 -- Why a queued task's hash cannot be run, or nil. The attempt is the fencing token every later
 -- script compares as a string and the worker echoes as an integer; attempt, spent and max are
@@ -76,7 +71,7 @@ for a = 6, #ARGV do
         -- pcall: a key of another type under the task's name is bad input like any other, not a
         -- reason to fail this claim and strand the entries it has already read.
         local job = id and redis.pcall('HMGET', job_key(base, id), 'state', 'entry', 'attempt', 'max',
-          'data', 'user', 'created', 'spent', 'prio')
+          'data', 'user', 'created', 'spent', 'prio', 'meta')
         local corrupt = job and not job.err and job[1] == 'queued' and job[2] == entry
           and corrupt_task(job[3], job[4], job[8], job[9])
         if not id then
@@ -115,6 +110,7 @@ for a = 6, #ARGV do
           jobs[#jobs + 1] = job[6] or ''
           jobs[#jobs + 1] = job[7] or '0'
           jobs[#jobs + 1] = attempt - tonumber(job[8] or '0')
+          jobs[#jobs + 1] = job[10] or ''
         end
       end
     end

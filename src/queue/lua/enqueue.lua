@@ -6,13 +6,14 @@
 -- Redis or database ran the earlier ones. With replace_ended, an ended job of the same id (a
 -- leftover of a run the ledger has since moved elsewhere) gives way to the new one.
 -- KEYS[1] base
--- ARGV id, user ('' = no user rule), prio, data, max_attempts, delay_ms, after_attempt, replace_ended
+-- ARGV id, user ('' = no user rule), prio, data, max_attempts, delay_ms, after_attempt, replace_ended,
+--      meta (request id and trace context, for logs and traces; '' = none)
 -- -> {'OK', entry_or_empty} | {'ACTIVE', active_id} | {'DUPLICATE', id}
 -- @include common
 
 local base = KEYS[1]
 local id, user, prio, data, max, delay = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
-local after, replace_ended = tonumber(ARGV[7] or '0'), ARGV[8] == '1'
+local after, replace_ended, meta = tonumber(ARGV[7] or '0'), ARGV[8] == '1', ARGV[9] or ''
 if not PRIORITY[prio] then return redis.error_reply('ERR unknown priority ' .. tostring(prio)) end
 
 local key = job_key(base, id)
@@ -25,9 +26,13 @@ end
 
 if user ~= '' then
   local lock = user_key(base, user)
-  local active = redis.call('GET', lock)
+  -- A key of another type under the lock's name reads as no lock; the SET below replaces it.
+  local active = user_lock(base, user)
   if active and active ~= id then
-    local state = redis.call('HGET', job_key(base, active), 'state')
+    -- pcall: the lock can name a task whose key is not a hash (claim dead-letters such a task
+    -- without knowing its user, so the lock stays). Its state cannot be read, so it is not active:
+    -- the lock is stale and replaced, where WRONGTYPE would refuse every later task of the user.
+    local state = redis.pcall('HGET', job_key(base, active), 'state')
     if state == 'queued' or state == 'delayed' or state == 'running' then return { 'ACTIVE', active } end
   end
   redis.call('SET', lock, id)
@@ -38,9 +43,11 @@ if delay > 0 then
   redis.call('ZADD', delayed_key(base, prio), now + delay, id)
   redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'delayed', 'attempt', after,
     'spent', after, 'max', max, 'created', now, 'entry', '', 'due', now + delay)
+  if meta ~= '' then redis.call('HSET', key, 'meta', meta) end
   return { 'OK', '' }
 end
 local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id)
 redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'queued', 'attempt', after,
   'spent', after, 'max', max, 'created', now, 'entry', entry)
+if meta ~= '' then redis.call('HSET', key, 'meta', meta) end
 return { 'OK', entry }

@@ -3,7 +3,8 @@
 -- attempt is stale from here on: its late answers are refused. A job reclaimed more than
 -- max_reclaims times is poison (it kills or stalls every worker that runs it): dead-lettered.
 -- Entries that name no task, or a task whose data is gone (or is not a hash), are dead-lettered
--- with a reason.
+-- with a reason. A running task whose reclaim count is not a whole number is failed and
+-- dead-lettered as corrupt, as claim does with its counters.
 -- KEYS[1] base
 -- XAUTOCLAIM scans at most count*10 pending entries a call, so a long pending list of live jobs
 -- is walked in steps: each priority's cursor is passed in and the next one handed back.
@@ -48,9 +49,19 @@ for p, prio in ipairs(PRIORITIES) do
           '', '', now)
         dead = dead + 1
       elseif job[1] == 'running' and job[2] == entry then
-        local reclaims = tonumber(job[3] or '0') + 1
+        -- The count is arithmetic here. A value reclaim never writes (damaged or forged data) would
+        -- fail this reclaim, for every priority, on each call while the entry stays pending: the
+        -- task is failed instead (the entry is acknowledged above), unless a cancel ends it anyway.
+        local reclaims = whole(job[3] or '0') and tonumber(job[3] or '0') + 1
         if job[5] == '1' then
-          finish(base, id, job[4], 'cancelled', now, ttl_cancelled, 'reclaims', reclaims)
+          finish(base, id, job[4], 'cancelled', now, ttl_cancelled, 'reclaims', reclaims or job[3])
+        elseif not reclaims then
+          local reason = 'corrupt task data: reclaims ' .. shown(job[3]) .. ' is not a whole number'
+          dead_letter(base, prio, dead_max, id, reason, whole(job[6]) and job[6] or 0,
+            whole(job[7]) and job[7] or 1, job[4], job[8], now)
+          finish(base, id, job[4], 'failed', now, ttl_failed, 'error', reason)
+          count(base, now, 'failed:' .. prio, 1)
+          dead = dead + 1
         elseif reclaims > max_reclaims then
           local reason = 'poison: its lease lapsed ' .. reclaims .. ' times (the worker died or hung each time)'
           dead_letter(base, prio, dead_max, id, reason, job[6], job[7], job[4], job[8], now)

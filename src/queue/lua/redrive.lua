@@ -33,7 +33,8 @@ for a = 2, #ARGV do
     local job = id ~= '' and redis.pcall('HMGET', key, 'state', 'attempt')
     local state = job and not job.err and job[1]
     local attempt = job and not job.err and job[2] or f['attempt'] or '0'
-    local active = user ~= '' and redis.call('GET', user_key(base, user))
+    -- A key of another type under the lock's name reads as no lock; the redrive's SET replaces it.
+    local active = user ~= '' and user_lock(base, user)
     -- pcall: a lock can name a task whose key is not a hash (claim dead-letters such a task without
     -- knowing its user, so the lock stays); that task is not active.
     local active_state = active and active ~= id and redis.pcall('HGET', job_key(base, active), 'state')

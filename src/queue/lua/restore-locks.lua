@@ -1,6 +1,8 @@
 -- restore-locks: the ledger's active tasks get back the one-active-task-per-user lock Redis lost,
 -- but only while their job is live here, checked in the same step (a job that ends meanwhile
--- must not leave a lock behind), and never over a lock that names another task.
+-- must not leave a lock behind), and never over a lock that names another task. A key of another
+-- type under the lock's name names no task: it is replaced. SET NX alone would keep it and leave
+-- the live task unlocked, so the user's next enqueue would replace it and let a second task in.
 -- KEYS[1] base
 -- ARGV (id, user)...
 -- -> number of locks set
@@ -12,6 +14,8 @@ for a = 1, #ARGV, 2 do
   local id, user = ARGV[a], ARGV[a + 1]
   local state = redis.call('HGET', job_key(base, id), 'state')
   if user ~= '' and (state == 'queued' or state == 'delayed' or state == 'running') then
+    local _, other_type = user_lock(base, user)
+    if other_type then redis.call('DEL', user_key(base, user)) end
     if redis.call('SET', user_key(base, user), id, 'NX') then restored = restored + 1 end
   end
 end

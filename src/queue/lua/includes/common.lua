@@ -20,6 +20,11 @@ local function whole(value)
   return type(value) == 'string' and #value <= 15 and string.find(value, '^%d+$') ~= nil
 end
 
+-- A value for a reason: short, printable.
+local function shown(value)
+  return '"' .. (string.gsub(string.sub(value, 1, 40), '[^%w%p ]', '?')) .. '"'
+end
+
 -- Stream entry fields come as a flat array; a caption entry has exactly one, i = task id.
 local function entry_task_id(fields)
   if type(fields) ~= 'table' then return nil end
@@ -29,11 +34,22 @@ local function entry_task_id(fields)
   return nil
 end
 
+-- The task id a user's lock names, or nil; and whether a key of another type holds the lock's name.
+-- pcall: such a key is corruption, not a lock (it names no task), and a GET failing on it with
+-- WRONGTYPE would fail the caller each time, for that user for good. The name is the lock's: the
+-- caller replaces such a key (or, releasing, deletes it).
+local function user_lock(base, user)
+  local held = redis.pcall('GET', user_key(base, user))
+  if type(held) == 'table' then return nil, true end
+  return held or nil, false
+end
+
 -- Frees the user's slot only if it still names this task: a newer task may hold it already.
+-- A key of another type there cannot be a newer task's lock: it goes too, freeing the user.
 local function release_user(base, user, id)
   if user and user ~= '' then
-    local key = user_key(base, user)
-    if redis.call('GET', key) == id then redis.call('DEL', key) end
+    local held, other_type = user_lock(base, user)
+    if held == id or other_type then redis.call('DEL', user_key(base, user)) end
   end
 end
 

@@ -1,0 +1,79 @@
+import {
+  type Context,
+  context,
+  propagation,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from "@opentelemetry/api";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  type SpanExporter,
+} from "@opentelemetry/sdk-trace-base";
+
+/**
+ * OpenTelemetry traces of a task's way through the queue: `enqueue` (where it was submitted),
+ * then, in the process that runs it, `claim` (the whole attempt), with `run` (on the thread pool)
+ * and `complete` / `fail` (the queue's answer) under it. The context crosses Redis in the job's
+ * `meta` (a W3C traceparent), so a trace spans the web server and the supervisor.
+ *
+ * Off by default: with no provider installed every span is a no-op. `OTEL_TRACES_EXPORTER=otlp`
+ * (the OTLP/HTTP exporter, configured by the standard OTEL_EXPORTER_OTLP_* variables) or
+ * `console` turns it on, with OTEL_SERVICE_NAME naming the service.
+ */
+export const tracer = () => trace.getTracer("ratatoskr");
+
+let installed: BasicTracerProvider | undefined;
+
+/** Installs the process's tracer provider once, as the environment asks; safe to call again. */
+export const startTracing = (env: {
+  readonly OTEL_TRACES_EXPORTER?: string | undefined;
+  readonly OTEL_SERVICE_NAME?: string | undefined;
+}): void => {
+  const kind = env.OTEL_TRACES_EXPORTER;
+  if (installed || kind === undefined || kind === "none") return;
+  const exporter: SpanExporter = kind === "console" ? new ConsoleSpanExporter() : new OTLPTraceExporter();
+  installed = new BasicTracerProvider({
+    resource: resourceFromAttributes({ "service.name": env.OTEL_SERVICE_NAME ?? "ratatoskr" }),
+    spanProcessors: [new BatchSpanProcessor(exporter)],
+  });
+  trace.setGlobalTracerProvider(installed);
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+};
+
+/** Sends the spans still buffered (at shutdown). */
+export const flushTracing = async (): Promise<void> => {
+  await installed?.forceFlush();
+};
+
+/** The trace context a job carries across Redis: its traceparent, when a trace is recorded. */
+export const traceparentOf = (span: Span): string | undefined => {
+  const carrier: Record<string, string> = {};
+  propagation.inject(trace.setSpan(ROOT_CONTEXT, span), carrier);
+  return carrier.traceparent;
+};
+
+/** The context a job's traceparent names (the root one when it has none). */
+export const contextFrom = (traceparent: string | undefined): Context =>
+  traceparent === undefined ? ROOT_CONTEXT : propagation.extract(ROOT_CONTEXT, { traceparent });
+
+export const startSpan = (
+  name: string,
+  options: { kind?: SpanKind; attributes?: Record<string, string | number>; startTime?: number },
+  parent: Context = context.active(),
+): Span => tracer().startSpan(name, options, parent);
+
+/** Ends a span as failed, with the reason. */
+export const endFailed = (span: Span, message: string): void => {
+  span.setStatus({ code: SpanStatusCode.ERROR, message });
+  span.end();
+};
+
+export { SpanKind, trace };
