@@ -47,12 +47,15 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
       );
       const reportProgress = throttledProgress(ctx, job);
       const started = Date.now();
-      logJob(
-        job,
-        Effect.logDebug(
-          `job ${job.id} attempt ${job.attempt} started, ${started - job.createdAt} ms after it was enqueued`,
-        ),
-      );
+      // Only at debug level: a fiber per job for a line nobody keeps would cost the hot path.
+      if (ctx.config.RT_LOG_LEVEL === "debug") {
+        logJob(
+          job,
+          Effect.logDebug(
+            `job ${job.id} attempt ${job.attempt} started, ${started - job.createdAt} ms after it was enqueued`,
+          ),
+        );
+      }
       const runSpan = startSpan(
         "ratatoskr run",
         { attributes: { "ratatoskr.task_id": job.id, "ratatoskr.attempt": job.attempt } },
