@@ -120,6 +120,8 @@ export const runDemo = async (options: { wait: boolean }): Promise<number> => {
     say(`  progress socket: ${base.replace("http", "ws")}/ws?token=${token}`);
     say(`  metrics: ${base}/metrics`);
     say(`  in a terminal: REDIS_URL=${runtime.redisUrl} npx ratatoskr info --watch`);
+    say(`\nAs ${CAST[0]!.name} (the README's tour), in another terminal:`);
+    say(`  export RT_URL=${base} RT_TOKEN=${cast.users[0]!.token}`);
     serving();
     if (!options.wait) {
       await stop();

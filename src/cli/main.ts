@@ -9,6 +9,7 @@ import { runDb } from "./db.js";
 import { runDemo } from "./demo.js";
 import { runInfo } from "./info.js";
 import { KeysUsageError, runKeys } from "./keys.js";
+import { runWatch, WatchUsageError } from "./watch.js";
 import { runServe } from "./serve.js";
 import { runSupervisor } from "./supervisor.js";
 import { runTasks, TasksUsageError } from "./tasks.js";
@@ -28,6 +29,9 @@ const USAGE = `ratatoskr <command>
   platforms add --user <name> --type mastodon|pixelfed --url <instance url> --token <access token>
                 [--name N] [--default]   a platform connection (token stored encrypted)
   stats                         queue depth, last-hour counts per priority, live workers, alerts
+  watch <task id> [--url U] [--token T]
+                                follow one task over the progress socket until it ends
+                                (RT_URL, RT_TOKEN); exit 0 completed, 1 failed or cancelled
   info [--watch] [--interval S] depths, rates per minute, the last 30 minutes and workers;
                                 --watch redraws every S seconds (2) until Ctrl-C
   alerts [--limit N]            operator alerts: Redis down and back, restarts, memory pressure
@@ -75,11 +79,6 @@ const print = (value: unknown) =>
   process.stdout.write(`${typeof value === "string" ? value : JSON.stringify(value, null, 2)}\n`);
 
 export const main = async (argv: string[]): Promise<number> => {
-  // A reader that went away (`ratatoskr demo | head`) ends the command, not with a crash.
-  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
-    if (error.code === "EPIPE") process.exit(0);
-    throw error;
-  });
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -181,6 +180,8 @@ export const main = async (argv: string[]): Promise<number> => {
       return dead(sub, rest, values);
     case "tasks":
       return runTasks(sub, { dryRun: values["dry-run"] === true, olderThan: values["older-than"] }, print);
+    case "watch":
+      return runWatch(sub, { url: values.url, token: values.token }, print);
     case "keys":
       return runKeys(sub, { dryRun: values["dry-run"] === true }, print);
     case "user": {
@@ -244,21 +245,30 @@ const dead = async (
   throw new UsageError(`unknown dead command ${JSON.stringify(sub ?? "")}`);
 };
 
-const isEntryPoint =
-  import.meta.url === `file://${process.argv[1]}` || process.argv[1]?.endsWith("/bin/ratatoskr.js");
-if (isEntryPoint) {
-  main(process.argv.slice(2)).then(
+/** Runs the command line and exits with its status: what `bin/ratatoskr.js` calls. */
+export const runCli = (argv: string[]): void => {
+  // A reader that went away (`ratatoskr demo | head`) ends the command, not with a crash.
+  process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+    if (error.code === "EPIPE") process.exit(0);
+    throw error;
+  });
+  main(argv).then(
     (code) => process.exit(code),
     (error: unknown) => {
       const usage =
         error instanceof UsageError ||
         error instanceof AccountsUsageError ||
         error instanceof TasksUsageError ||
-        error instanceof KeysUsageError;
+        error instanceof KeysUsageError ||
+        error instanceof WatchUsageError;
       process.stderr.write(
         `ratatoskr: ${error instanceof Error ? error.message : String(error)}\n${usage ? "try: ratatoskr --help\n" : ""}`,
       );
       process.exit(usage ? 2 : 1);
     },
   );
-}
+};
+
+// Run directly (`tsx src/cli/main.ts`, as `npm run demo` does). The bin script calls runCli
+// itself: under npx its path is a symlink in `.bin`, which no check on argv[1] would recognise.
+if (import.meta.url === `file://${process.argv[1]}`) runCli(process.argv.slice(2));
