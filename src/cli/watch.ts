@@ -38,7 +38,13 @@ export const runWatch = (
     socket.on("error", (error) => end(2, `cannot reach ${base}: ${error.message}`));
     socket.on("close", () => end(2, "the server closed the connection"));
     socket.on("message", (raw) => {
-      const { event, data } = JSON.parse(String(raw)) as Frame;
+      let frame: Frame;
+      try {
+        frame = JSON.parse(String(raw)) as Frame;
+      } catch {
+        return end(2, `the server sent something that is not a frame: ${String(raw).slice(0, 80)}`);
+      }
+      const { event, data } = frame;
       switch (event) {
         case "authenticated":
           socket.send(JSON.stringify({ event: "join_task", data: { task_id: taskId } }));

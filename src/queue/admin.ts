@@ -272,12 +272,17 @@ export class QueueAdmin {
     );
   }
 
-  /** The user's queued, delayed or running task, if any (a lock naming an ended task is ignored). */
+  /**
+   * The user's queued, delayed or running task, if any (a lock naming an ended task is ignored).
+   * A key of another type under the lock's name, or a lock naming a task whose key is not a hash,
+   * is judged as the scripts judge it (user_lock, enqueue): no active task, the lock stale. WRONGTYPE
+   * is that answer, not a failure; any other error still is one.
+   */
   activeTaskOf(userId: string): Effect.Effect<string | undefined, RedisError> {
     return this.redis("active task lookup", async () => {
-      const id = await this.queue.redis.get(this.queue.keys.user(userId));
+      const id = await this.queue.redis.get(this.queue.keys.user(userId)).catch(noneIfWrongType);
       if (!id) return undefined;
-      const state = await this.queue.redis.hget(this.queue.keys.job(id), "state");
+      const state = await this.queue.redis.hget(this.queue.keys.job(id), "state").catch(noneIfWrongType);
       return state === "queued" || state === "delayed" || state === "running" ? id : undefined;
     });
   }
@@ -338,6 +343,12 @@ export class QueueAdmin {
     );
   }
 }
+
+/** A reply error for a key of another type reads as no value; every other error is rethrown. */
+const noneIfWrongType = (error: unknown): undefined => {
+  if (error instanceof Error && error.message.startsWith("WRONGTYPE")) return undefined;
+  throw error;
+};
 
 /** XINFO's flat `[name, value, name, value, ...]` reply as pairs. */
 const pairs = (flat: readonly unknown[]): Array<[unknown, unknown]> => {

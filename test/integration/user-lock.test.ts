@@ -131,6 +131,50 @@ describe("one active task per user", () => {
     expect(await run(admin.activeTaskOf("l"))).toBe(live.id);
   });
 
+  it("the admin lookup judges a lock of another type, or naming a task key of another type, as no active task", async () => {
+    const queue = await makeQueue(redis);
+    const raw = redis.client();
+    const admin = new QueueAdmin(queue);
+    // A key of another type under the lock's name: its GET got WRONGTYPE, and the lookup threw.
+    await raw.rpush(queue.keys.user("t"), "not a lock");
+    expect(await run(admin.activeTaskOf("t"))).toBeUndefined();
+    // A lock naming a task whose key is not a hash: its HGET got WRONGTYPE.
+    const stale = newJob("normal", { userId: "s" });
+    await run(queue.enqueue(stale));
+    await raw.del(queue.keys.job(stale.id));
+    await raw.set(queue.keys.job(stale.id), "not a hash");
+    expect(await run(admin.activeTaskOf("s"))).toBeUndefined();
+    // The scripts agree: both locks are stale, and the users' next tasks get in.
+    const next = [newJob("normal", { userId: "t" }), newJob("normal", { userId: "s" })];
+    for (const job of next) await run(queue.enqueue(job));
+    expect(await run(admin.activeTaskOf("t"))).toBe(next[0]!.id);
+    expect(await run(admin.activeTaskOf("s"))).toBe(next[1]!.id);
+  });
+
+  it("restore-locks skips a task whose key is not a hash and restores the others", async () => {
+    const queue = await makeQueue(redis);
+    const raw = redis.client();
+    const admin = new QueueAdmin(queue);
+    const broken = newJob("normal", { userId: "b" });
+    const live = newJob("normal", { userId: "l" });
+    await run(queue.enqueue(broken));
+    await run(queue.enqueue(live));
+    await raw.del(queue.keys.job(broken.id), queue.keys.user("b"), queue.keys.user("l"));
+    await raw.set(queue.keys.job(broken.id), "not a hash");
+    // The HGET of the broken task's state got WRONGTYPE and failed the call: no lock came back.
+    expect(
+      await run(
+        queue.restoreUserLocks([
+          { id: broken.id, userId: "b" },
+          { id: live.id, userId: "l" },
+        ]),
+      ),
+    ).toBe(1);
+    expect(await raw.exists(queue.keys.user("b"))).toBe(0);
+    expect(await run(admin.activeTaskOf("l"))).toBe(live.id);
+    expect(await raw.get(queue.keys.job(broken.id))).toBe("not a hash");
+  });
+
   it("a task ends, and frees its user, when a key of another type took its lock's name", async () => {
     const queue = await makeQueue(redis);
     const raw = redis.client();
@@ -163,6 +207,24 @@ describe("one active task per user", () => {
     const job = newJob("normal");
     await run(queue.enqueue(job));
     expect(await runFailure(queue.enqueue(job))).toMatchObject({ _tag: "DuplicateTask", taskId: job.id });
+  });
+
+  it("refuses a task id held by a key of another type, leaving it and the user's slot alone", async () => {
+    const queue = await makeQueue(redis);
+    const raw = redis.client();
+    const job = newJob("normal", { userId: "k" });
+    await raw.rpush(queue.keys.job(job.id), "not a job");
+    // The HGET of the id's state got WRONGTYPE: a Lua error, not a typed answer.
+    expect(await runFailure(queue.enqueue(job))).toMatchObject({ _tag: "DuplicateTask", taskId: job.id });
+    // Not an ended job either: replace_ended does not delete it.
+    expect(await runFailure(queue.enqueue({ ...job, replaceEnded: true }))).toMatchObject({
+      _tag: "DuplicateTask",
+      taskId: job.id,
+    });
+    expect(await raw.lrange(queue.keys.job(job.id), 0, -1)).toEqual(["not a job"]);
+    expect(await raw.xlen(queue.keys.stream("normal"))).toBe(0);
+    expect(await raw.exists(queue.keys.user("k"))).toBe(0);
+    await run(queue.enqueue(newJob("normal", { userId: "k" })));
   });
 
   it("refuses malformed jobs with a clear reason and stores nothing", async () => {

@@ -5,6 +5,10 @@
 -- its next claim continues from there, so an attempt number is never handed out twice, whichever
 -- Redis or database ran the earlier ones. With replace_ended, an ended job of the same id (a
 -- leftover of a run the ledger has since moved elsewhere) gives way to the new one.
+-- A key of another type under the job's id is corruption, not a job: the enqueue is refused as
+-- DUPLICATE (with or without replace_ended, as it is no ended job) and the key left as it is for
+-- a person to look at. Deleting it would silently destroy data the queue did not write; failing
+-- with WRONGTYPE would give the caller an untyped Lua error instead of a refusal it handles.
 -- KEYS[1] base
 -- ARGV id, user ('' = no user rule), prio, data, max_attempts, delay_ms, after_attempt, replace_ended,
 --      meta (request id and trace context, for logs and traces; '' = none)
@@ -17,7 +21,9 @@ local after, replace_ended, meta = tonumber(ARGV[7] or '0'), ARGV[8] == '1', ARG
 if not PRIORITY[prio] then return redis.error_reply('ERR unknown priority ' .. tostring(prio)) end
 
 local key = job_key(base, id)
-local existing = redis.call('HGET', key, 'state')
+-- pcall: a key of another type is refused as DUPLICATE (see above), before the user's lock is taken.
+local existing = redis.pcall('HGET', key, 'state')
+if type(existing) == 'table' then return { 'DUPLICATE', id } end
 if existing then
   local ended = existing == 'completed' or existing == 'failed' or existing == 'cancelled'
   if not (replace_ended and ended) then return { 'DUPLICATE', id } end

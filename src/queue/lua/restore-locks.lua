@@ -3,6 +3,7 @@
 -- must not leave a lock behind), and never over a lock that names another task. A key of another
 -- type under the lock's name names no task: it is replaced. SET NX alone would keep it and leave
 -- the live task unlocked, so the user's next enqueue would replace it and let a second task in.
+-- A task whose key is not a hash is skipped (no lock); the others are still restored.
 -- KEYS[1] base
 -- ARGV (id, user)...
 -- -> number of locks set
@@ -12,7 +13,10 @@ local base = KEYS[1]
 local restored = 0
 for a = 1, #ARGV, 2 do
   local id, user = ARGV[a], ARGV[a + 1]
-  local state = redis.call('HGET', job_key(base, id), 'state')
+  -- pcall: a task key of another type (corruption) has no state to read, so that task is not live
+  -- here and gets no lock (the error reply matches no state); WRONGTYPE would fail the whole call
+  -- and leave every other task of the batch without its lock.
+  local state = redis.pcall('HGET', job_key(base, id), 'state')
   if user ~= '' and (state == 'queued' or state == 'delayed' or state == 'running') then
     local _, other_type = user_lock(base, user)
     if other_type then redis.call('DEL', user_key(base, user)) end
