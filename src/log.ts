@@ -76,11 +76,18 @@ export const plainLogger = (
   return { info: write(Effect.logInfo), warn: write(Effect.logWarning), error: write(Effect.logError) };
 };
 
-/** A log line at a level named by a job (`warning`, not Effect's `Warning`). */
+const AT_LEVEL = {
+  debug: Effect.logDebug,
+  info: Effect.logInfo,
+  warning: Effect.logWarning,
+  error: Effect.logError,
+} as const;
+
+/**
+ * A log line at a level named by a job (`warning`, not Effect's `Warning`). The level comes from
+ * job code, typed or not: one it does not name is logged at `info` rather than lost or thrown.
+ */
 export const logAtLevel = (
   level: "debug" | "info" | "warning" | "error",
   message: string,
-): Effect.Effect<void> =>
-  ({ debug: Effect.logDebug, info: Effect.logInfo, warning: Effect.logWarning, error: Effect.logError })[
-    level
-  ](message);
+): Effect.Effect<void> => (Object.hasOwn(AT_LEVEL, level) ? AT_LEVEL[level] : Effect.logInfo)(message);

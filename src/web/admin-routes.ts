@@ -13,6 +13,7 @@ import type { TaskService } from "../tasks/service.js";
 import { authenticate, type Caller, requireAdmin } from "./auth.js";
 import { HttpError, reply, type Reply, type Request } from "./http.js";
 import { readSharedAlerts } from "../alerts/center.js";
+import { safeText } from "./public-error.js";
 import type { Router } from "./router.js";
 
 const run = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(effect);
@@ -30,7 +31,8 @@ const jobJson = (row: CaptionTask) => ({
   created_at: iso(row.createdAt),
   started_at: iso(row.startedAt),
   completed_at: iso(row.completedAt),
-  error_message: row.errorMessage,
+  // Admins too see only error text fit to leave the server; the whole of it is in the log.
+  error_message: row.errorMessage === null ? null : safeText(row.errorMessage, 2000),
   retry_count: row.retryCount,
   max_retries: row.maxRetries,
   attempt: row.attempt,
@@ -76,7 +78,7 @@ const auditJson = (a: AuditEntry) => ({
   to_status: a.toStatus,
   attempt: a.attempt,
   priority: a.priority,
-  reason: a.reason,
+  reason: a.reason === null ? null : safeText(a.reason, 2000),
   processing_seconds: a.processingSeconds,
   at: iso(a.createdAt),
 });
@@ -163,7 +165,14 @@ export const adminRoutes = (
             results: row.resultsJson ? (JSON.parse(row.resultsJson) as unknown) : null,
             admin_notes: row.adminNotes,
           },
-          queue: Either.isRight(job) && job.right ? { ...job.right, data: undefined } : null,
+          queue:
+            Either.isRight(job) && job.right
+              ? {
+                  ...job.right,
+                  data: undefined,
+                  ...(job.right.error === undefined ? {} : { error: safeText(job.right.error, 2000) }),
+                }
+              : null,
           audit: (await auditTrail(orm.em.fork(), id)).map(auditJson),
         });
       }),
@@ -415,7 +424,10 @@ export const adminRoutes = (
         const letters = await run(
           admin.listDead(p ? { priority: priorityParam(p, "priority"), limit } : { limit }),
         );
-        return reply(200, { success: true, dead: letters });
+        return reply(200, {
+          success: true,
+          dead: letters.map((d) => ({ ...d, reason: safeText(d.reason, 2000) })),
+        });
       }),
     )
     .add(

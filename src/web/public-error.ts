@@ -15,20 +15,28 @@ const CATEGORIES: ReadonlyArray<[PublicFailure["category"], RegExp]> = [
 const SQL =
   /\b(select\b[\s\S]*\bfrom|insert\s+into|update\b[\s\S]*\bset|delete\s+from)\b|\bsqlite|\bSQLSTATE\b/i;
 
+/** Said instead of text that would show a query: the full text is in the server's log. */
+const IN_THE_LOG = "(the details are in the server log, by task id)";
+
 /**
- * The user-facing form of a task's stored error. The stored text is for operators (the admin
- * API shows it): it may name internal hosts, files or queries. Users get its first line with
- * URLs cut to their origin, file paths and query text removed, and secrets redacted.
+ * Error text fit to leave the server (the stored text is for the log: it may name internal
+ * hosts, files or queries): the first line, URLs cut to their origin, file paths and stack
+ * frames removed, query text withheld, secrets redacted, at most `max` characters.
  */
-export const publicFailure = (stored: string | null | undefined): PublicFailure => {
+export const safeText = (stored: string | null | undefined, max: number): string => {
   const text = (stored ?? "").split("\n")[0]!.trim();
-  const category = CATEGORIES.find(([, pattern]) => pattern.test(text))?.[0] ?? "failed";
-  if (text === "" || SQL.test(text)) {
-    return { category, message: "Caption generation failed (the details are in the server log)" };
-  }
+  if (SQL.test(text)) return `a database error ${IN_THE_LOG}`;
   const safe = redactText(text)
     .replace(/\b(https?):\/\/([^/\s?#]+)[^\s"')]*/gi, "$1://$2")
     .replace(/(^|[\s("'=])(?:[A-Za-z]:)?(?:[\\/][\w.@-]+){2,}(?::\d+){0,2}/g, "$1[path]")
     .replace(/\s+at\s+\S+\s*\(.*$/, "");
-  return { category, message: [...safe].slice(0, 300).join("") };
+  return [...safe].slice(0, max).join("");
+};
+
+/** What a task's owner is told of its failure: a category to act on and a safe message. */
+export const publicFailure = (stored: string | null | undefined): PublicFailure => {
+  const text = (stored ?? "").split("\n")[0]!.trim();
+  const category = CATEGORIES.find(([, pattern]) => pattern.test(text))?.[0] ?? "failed";
+  if (text === "" || SQL.test(text)) return { category, message: `Caption generation failed ${IN_THE_LOG}` };
+  return { category, message: safeText(text, 300) };
 };

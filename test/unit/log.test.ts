@@ -1,6 +1,6 @@
-import { Effect } from "effect";
+import { Effect, Logger, LogLevel } from "effect";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { loggerLayer, redactText } from "../../src/log.js";
+import { logAtLevel, loggerLayer, redactText } from "../../src/log.js";
 
 describe("the logger", () => {
   afterEach(() => vi.restoreAllMocks());
@@ -57,5 +57,29 @@ describe("the logger", () => {
       message: "a warning",
       annotations: { actor: "reconciler" },
     });
+  });
+});
+
+describe("logAtLevel", () => {
+  it("logs at the level a job names, and at info for one it does not", async () => {
+    const seen: string[] = [];
+    const logger = Logger.make(({ logLevel, message }) => seen.push(`${logLevel.label} ${String(message)}`));
+    const write = (level: string, message: string) =>
+      Effect.runPromise(
+        logAtLevel(level as "info", message).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
+          Logger.withMinimumLogLevel(LogLevel.Debug),
+        ),
+      );
+    await write("warning", "careful");
+    await write("debug", "detail");
+    await write("loud", "from a job that made its level up");
+    await write("constructor", "nor this");
+    expect(seen).toEqual([
+      "WARN careful",
+      "DEBUG detail",
+      "INFO from a job that made its level up",
+      "INFO nor this",
+    ]);
   });
 });

@@ -21,7 +21,7 @@ describe("the failure a user sees", () => {
     const sql = publicFailure(
       "insert into `caption_generation_tasks` (`id`) values ('x') - SQLITE_CONSTRAINT: UNIQUE constraint failed",
     );
-    expect(sql.message).toBe("Caption generation failed (the details are in the server log)");
+    expect(sql.message).toBe("Caption generation failed (the details are in the server log, by task id)");
     expect(publicFailure("update caption_generation_tasks set status = 'failed'").message).not.toContain(
       "update",
     );
@@ -37,7 +37,7 @@ describe("the failure a user sees", () => {
     );
     expect(publicFailure(null)).toEqual({
       category: "failed",
-      message: "Caption generation failed (the details are in the server log)",
+      message: "Caption generation failed (the details are in the server log, by task id)",
     });
     expect(publicFailure("x".repeat(5000)).message).toHaveLength(300);
   });
