@@ -90,6 +90,12 @@ export interface Enqueued {
   readonly entry: string | undefined;
 }
 
+/** One job's answer from `enqueueMany`, in the order given. */
+export type BulkOutcome =
+  | { readonly id: string; readonly outcome: "ok"; readonly entry: string | undefined }
+  | { readonly id: string; readonly outcome: "active"; readonly activeTaskId: string }
+  | { readonly id: string; readonly outcome: "duplicate" };
+
 export interface ClaimedJob {
   readonly id: string;
   /** The fencing token: every later transition of this run must carry it. */
@@ -222,28 +228,8 @@ export class Queue {
     // Spans start when the effect runs, not when it is built: a caller may build it early.
     return Effect.suspend(() => {
       // A job that comes back (from the ledger, a redrive) continues the trace it started in.
-      const span = startSpan(
-        "ratatoskr enqueue",
-        {
-          kind: SpanKind.PRODUCER,
-          attributes: { "ratatoskr.task_id": job.id, "ratatoskr.priority": job.priority },
-        },
-        contextFrom(job.meta?.traceparent),
-      );
-      const traceparent = traceparentOf(span);
-      const meta = { ...job.meta, ...(traceparent === undefined ? {} : { traceparent }) };
-      const args = [
-        job.id,
-        job.userId ?? "",
-        job.priority,
-        job.data,
-        job.maxAttempts ?? 4,
-        job.delayMs ?? 0,
-        job.afterAttempt ?? 0,
-        job.replaceEnded ? 1 : 0,
-        formatMeta(meta),
-      ];
-      return this.run(scripts.enqueue, args).pipe(
+      const span = enqueueSpan({ "ratatoskr.task_id": job.id, "ratatoskr.priority": job.priority }, job.meta);
+      return this.run(scripts.enqueue, enqueueArgs(job, traceparentOf(span))).pipe(
         Effect.flatMap((reply): Effect.Effect<Enqueued, ActiveTaskExists | DuplicateTask> => {
           const [status, value] = reply as [string, string];
           if (status === "ACTIVE") {
@@ -260,7 +246,52 @@ export class Queue {
     });
   }
 
-  /** Claims up to `want` jobs for `consumer` from `priorities`, strictly highest first. */
+  /**
+   * Many jobs in as few round trips as possible (a script call per BULK_CHUNK jobs, all sent
+   * at once). Each job is judged on its own, as `enqueue` would: a refusal (the user has an
+   * active task, the id is taken) is that job's outcome and leaves the others in. A job that is
+   * not valid fails the whole call before anything is sent, naming it.
+   */
+  enqueueMany(jobs: readonly NewJob[]): Effect.Effect<BulkOutcome[], InvalidJob | RedisError> {
+    for (const [n, job] of jobs.entries()) {
+      const invalid = validateJob(job);
+      if (invalid)
+        return Effect.fail(new InvalidJob({ reason: `job ${n} (${JSON.stringify(job.id)}): ${invalid}` }));
+    }
+    if (jobs.length === 0) return Effect.succeed([]);
+    return Effect.suspend(() => {
+      // One span for the batch: a span per job would cost more than the enqueue itself.
+      const span = enqueueSpan({ "ratatoskr.jobs": jobs.length }, undefined);
+      const traceparent = traceparentOf(span);
+      const chunks: NewJob[][] = [];
+      for (let i = 0; i < jobs.length; i += BULK_CHUNK) chunks.push(jobs.slice(i, i + BULK_CHUNK));
+      return Effect.forEach(
+        chunks,
+        (chunk) =>
+          this.run(
+            scripts.enqueue,
+            chunk.flatMap((job) => enqueueArgs(job, traceparent)),
+          ),
+        { concurrency: "unbounded" },
+      ).pipe(
+        Effect.map((replies) =>
+          replies.flatMap((reply, c) =>
+            chunks[c]!.map((job, j): BulkOutcome => {
+              const [status, value] = [(reply as string[])[2 * j], (reply as string[])[2 * j + 1] ?? ""];
+              if (status === "ACTIVE") return { id: job.id, outcome: "active", activeTaskId: value };
+              if (status === "DUPLICATE") return { id: job.id, outcome: "duplicate" };
+              return { id: job.id, outcome: "ok", entry: value === "" ? undefined : value };
+            }),
+          ),
+        ),
+        Effect.tapBoth({
+          onFailure: (error) => Effect.sync(() => endFailed(span, error.message)),
+          onSuccess: () => Effect.sync(() => span.end()),
+        }),
+      );
+    });
+  }
+
   claim(consumer: string, priorities: readonly Priority[], want: number): Effect.Effect<Claim, RedisError> {
     const ordered = inPriorityOrder(priorities);
     const args = [this.group, consumer, want, this.deadLetterMax, this.retention.failedSeconds, ...ordered];
@@ -492,6 +523,25 @@ export class Queue {
     return [this.retention.failedSeconds, this.retention.cancelledSeconds];
   }
 }
+
+/** Jobs per script call in a bulk enqueue: big enough to amortise the call, small enough not to block Redis long. */
+const BULK_CHUNK = 500;
+
+const enqueueSpan = (attributes: Record<string, string | number>, meta: JobMeta | undefined) =>
+  startSpan("ratatoskr enqueue", { kind: SpanKind.PRODUCER, attributes }, contextFrom(meta?.traceparent));
+
+/** One job's nine arguments to enqueue.lua; the trace context of its enqueue span goes in its meta. */
+const enqueueArgs = (job: NewJob, traceparent: string | undefined): Array<string | number> => [
+  job.id,
+  job.userId ?? "",
+  job.priority,
+  job.data,
+  job.maxAttempts ?? 4,
+  job.delayMs ?? 0,
+  job.afterAttempt ?? 0,
+  job.replaceEnded ? 1 : 0,
+  formatMeta(traceparent === undefined ? (job.meta ?? {}) : { ...job.meta, traceparent }),
+];
 
 const validateJob = (job: NewJob): string | undefined => {
   if (!JOB_ID.test(job.id))

@@ -49,6 +49,13 @@ interface Running {
   settled: boolean;
 }
 
+/** How a handler's run ended, before Redis hears of it. */
+type Outcome =
+  | { readonly type: "completed"; readonly result: string }
+  | { readonly type: "failed"; readonly message: string; readonly kind: ReturnType<typeof failureKindOf> }
+  | { readonly type: "invalid"; readonly reason: string }
+  | { readonly type: "lease-lost" | "shutdown" };
+
 const LEASE_LOST = "lease lost";
 const CANCELLED = "cancelled";
 const SHUTDOWN = "worker shut down";
@@ -60,6 +67,12 @@ const SHUTDOWN = "worker shut down";
  */
 export class Worker {
   private readonly running = new Map<string, Running>();
+  /**
+   * Handlers running now: what concurrency limits. A job whose handler has returned stays in
+   * `running` until Redis has its answer, but no longer holds a slot, so the next claim goes out
+   * in the same round trip as the acknowledgement instead of after it.
+   */
+  private executing = 0;
   private readonly completions: Array<{ job: ClaimedJob; result: string; done: () => void }> = [];
   private flushScheduled = false;
   private stopping = false;
@@ -142,7 +155,7 @@ export class Worker {
     const { queue, consumer, priorities, concurrency } = this.options;
     let errors = 0;
     while (!this.stopping) {
-      const free = concurrency - this.running.size;
+      const free = concurrency - this.executing;
       if (free === 0) {
         await this.nextWake();
         continue;
@@ -198,6 +211,7 @@ export class Worker {
     // job's next attempt is claimed by this same worker.
     const key = `${job.id}#${job.attempt}`;
     this.running.set(key, entry);
+    this.executing++;
     void this.execute(entry)
       .catch((error) => this.emit({ type: "error", error: describeFailure(error) }))
       .finally(() => {
@@ -207,6 +221,36 @@ export class Worker {
   }
 
   private async execute(entry: Running): Promise<void> {
+    let outcome: Outcome;
+    try {
+      outcome = await this.runHandler(entry);
+    } finally {
+      this.executing--;
+      this.wake();
+    }
+    const { job } = entry;
+    switch (outcome.type) {
+      case "invalid":
+        await this.reportFailure(job, outcome.reason, "invalid");
+        return;
+      case "lease-lost":
+        // Another attempt owns the job now: this one's answer would be refused.
+        return;
+      case "shutdown":
+        await this.release(job);
+        return;
+      case "failed":
+        await this.reportFailure(job, outcome.message, outcome.kind);
+        return;
+      case "completed":
+        await new Promise<void>((done) => {
+          this.completions.push({ job, result: outcome.result, done });
+          this.scheduleFlush();
+        });
+    }
+  }
+
+  private async runHandler(entry: Running): Promise<Outcome> {
     const { job, controller } = entry;
     let invalid: string | undefined;
     try {
@@ -217,31 +261,20 @@ export class Worker {
       // running with nobody renewing it, its entry pending until the reclaimer ran it again.
       invalid = `validation failed: ${describeFailure(error)}`;
     }
-    if (invalid !== undefined) {
-      await this.reportFailure(job, invalid, "invalid");
-      return;
-    }
-    let result: string | undefined;
+    if (invalid !== undefined) return { type: "invalid", reason: invalid };
     try {
-      result = await this.options.handler(job, { signal: controller.signal });
+      const result = await this.options.handler(job, { signal: controller.signal });
+      entry.settled = true;
+      return { type: "completed", result: result ?? "" };
     } catch (error) {
       const reason = controller.signal.aborted ? describeFailure(controller.signal.reason) : undefined;
       // A cancel is reported, and the queue records it as cancelled.
       // A lost lease belongs to another attempt now: not reported. A shutdown gives the job back.
-      if (reason === LEASE_LOST) return;
-      if (reason === SHUTDOWN) {
-        await this.release(job);
-        return;
-      }
+      if (reason === LEASE_LOST) return { type: "lease-lost" };
+      if (reason === SHUTDOWN) return { type: "shutdown" };
       entry.settled = true;
-      await this.reportFailure(job, reason ?? describeFailure(error), failureKindOf(error));
-      return;
+      return { type: "failed", message: reason ?? describeFailure(error), kind: failureKindOf(error) };
     }
-    entry.settled = true;
-    await new Promise<void>((done) => {
-      this.completions.push({ job, result: result ?? "", done });
-      this.scheduleFlush();
-    });
   }
 
   /** One try: if Redis cannot take it back now, the lease lapses and the reclaimer does. */

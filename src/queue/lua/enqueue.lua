@@ -9,51 +9,65 @@
 -- DUPLICATE (with or without replace_ended, as it is no ended job) and the key left as it is for
 -- a person to look at. Deleting it would silently destroy data the queue did not write; failing
 -- with WRONGTYPE would give the caller an untyped Lua error instead of a refusal it handles.
+-- Many jobs may come in one call (a bulk enqueue): each is judged on its own, in order, and a
+-- refusal of one leaves the others as they are.
 -- KEYS[1] base
--- ARGV id, user ('' = no user rule), prio, data, max_attempts, delay_ms, after_attempt, replace_ended,
---      meta (request id and trace context, for logs and traces; '' = none)
--- -> {'OK', entry_or_empty} | {'ACTIVE', active_id} | {'DUPLICATE', id}
+-- ARGV (id, user ('' = no user rule), prio, data, max_attempts, delay_ms, after_attempt, replace_ended,
+--      meta (request id and trace context, for logs and traces; '' = none))...
+-- -> {'OK', entry_or_empty | 'ACTIVE', active_id | 'DUPLICATE', id, ...}: two values per job
 -- @include common
 
 local base = KEYS[1]
-local id, user, prio, data, max, delay = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
-local after, replace_ended, meta = tonumber(ARGV[7] or '0'), ARGV[8] == '1', ARGV[9] or ''
-if not PRIORITY[prio] then return redis.error_reply('ERR unknown priority ' .. tostring(prio)) end
-
-local key = job_key(base, id)
--- pcall: a key of another type is refused as DUPLICATE (see above), before the user's lock is taken.
-local existing = redis.pcall('HGET', key, 'state')
-if type(existing) == 'table' then return { 'DUPLICATE', id } end
-if existing then
-  local ended = existing == 'completed' or existing == 'failed' or existing == 'cancelled'
-  if not (replace_ended and ended) then return { 'DUPLICATE', id } end
-  redis.call('DEL', key)
-end
-
-if user ~= '' then
-  local lock = user_key(base, user)
-  -- A key of another type under the lock's name reads as no lock; the SET below replaces it.
-  local active = user_lock(base, user)
-  if active and active ~= id then
-    -- pcall: the lock can name a task whose key is not a hash (claim dead-letters such a task
-    -- without knowing its user, so the lock stays). Its state cannot be read, so it is not active:
-    -- the lock is stale and replaced, where WRONGTYPE would refuse every later task of the user.
-    local state = redis.pcall('HGET', job_key(base, active), 'state')
-    if state == 'queued' or state == 'delayed' or state == 'running' then return { 'ACTIVE', active } end
-  end
-  redis.call('SET', lock, id)
-end
-
 local now = now_ms()
-if delay > 0 then
-  redis.call('ZADD', delayed_key(base, prio), now + delay, id)
-  redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'delayed', 'attempt', after,
-    'spent', after, 'max', max, 'created', now, 'entry', '', 'due', now + delay)
+
+local function enqueue(id, user, prio, data, max, delay, after, replace_ended, meta)
+  local key = job_key(base, id)
+  -- pcall: a key of another type is refused as DUPLICATE (see above), before the user's lock is taken.
+  local existing = redis.pcall('HGET', key, 'state')
+  if type(existing) == 'table' then return 'DUPLICATE', id end
+  if existing then
+    local ended = existing == 'completed' or existing == 'failed' or existing == 'cancelled'
+    if not (replace_ended and ended) then return 'DUPLICATE', id end
+    redis.call('DEL', key)
+  end
+
+  if user ~= '' then
+    local lock = user_key(base, user)
+    -- A key of another type under the lock's name reads as no lock; the SET below replaces it.
+    local active = user_lock(base, user)
+    if active and active ~= id then
+      -- pcall: the lock can name a task whose key is not a hash (claim dead-letters such a task
+      -- without knowing its user, so the lock stays). Its state cannot be read, so it is not active:
+      -- the lock is stale and replaced, where WRONGTYPE would refuse every later task of the user.
+      local state = redis.pcall('HGET', job_key(base, active), 'state')
+      if state == 'queued' or state == 'delayed' or state == 'running' then return 'ACTIVE', active end
+    end
+    redis.call('SET', lock, id)
+  end
+
+  if delay > 0 then
+    redis.call('ZADD', delayed_key(base, prio), now + delay, id)
+    redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'delayed', 'attempt', after,
+      'spent', after, 'max', max, 'created', now, 'entry', '', 'due', now + delay)
+    if meta ~= '' then redis.call('HSET', key, 'meta', meta) end
+    return 'OK', ''
+  end
+  local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id)
+  redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'queued', 'attempt', after,
+    'spent', after, 'max', max, 'created', now, 'entry', entry)
   if meta ~= '' then redis.call('HSET', key, 'meta', meta) end
-  return { 'OK', '' }
+  return 'OK', entry
 end
-local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id)
-redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'queued', 'attempt', after,
-  'spent', after, 'max', max, 'created', now, 'entry', entry)
-if meta ~= '' then redis.call('HSET', key, 'meta', meta) end
-return { 'OK', entry }
+
+-- Checked before anything is written: a bad call changes nothing.
+for a = 3, #ARGV, 9 do
+  if not PRIORITY[ARGV[a]] then return redis.error_reply('ERR unknown priority ' .. tostring(ARGV[a])) end
+end
+local out = {}
+for a = 1, #ARGV, 9 do
+  local status, value = enqueue(ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]),
+    tonumber(ARGV[a + 6] or '0'), ARGV[a + 7] == '1', ARGV[a + 8] or '')
+  out[#out + 1] = status
+  out[#out + 1] = value
+end
+return out
