@@ -9,7 +9,7 @@ const SETTLE_MS = 2_000;
  * Returns how many had to be aborted. `running` is live: entries leave it as jobs end.
  */
 export const drainRunning = async (
-  running: ReadonlyMap<string, { readonly controller: AbortController }>,
+  running: ReadonlyMap<string, { readonly controller: { abort(reason?: unknown): void } }>,
   timeoutMs: number,
   reason: string,
 ): Promise<number> => {

@@ -4,7 +4,7 @@ import { Effect } from "effect";
 import type { Priority } from "../domain/priority.js";
 import { duplicateConnection, type RedisClient } from "../redis/connection.js";
 import { describeFailure, failureKindOf, retryDelayMs } from "./failures.js";
-import type { ClaimedJob, Queue } from "./queue.js";
+import type { Claim, ClaimedJob, Queue } from "./queue.js";
 
 export interface JobContext {
   /** Aborted when the job is cancelled, its lease is lost, or the worker is stopped by force. */
@@ -42,9 +42,37 @@ export interface WorkerOptions {
   readonly onEvent?: (event: WorkerEvent) => void;
 }
 
+/**
+ * An AbortController made only when the handler reads its signal: most handlers never do, and
+ * one controller per job cost more than the rest of the job's bookkeeping in the engine.
+ */
+class LazyAbort {
+  private controller: AbortController | undefined;
+  aborted = false;
+  reason: unknown;
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.controller?.abort(reason);
+  }
+}
+
+/** Claims in flight at once: while Redis answers one, this process starts the jobs of the other. */
+const CLAIMS_IN_FLIGHT = 2;
+
 interface Running {
   readonly job: ClaimedJob;
-  readonly controller: AbortController;
+  readonly controller: LazyAbort;
   /** The handler is done and its answer is on its way: a renewal's word no longer matters. */
   settled: boolean;
 }
@@ -80,6 +108,13 @@ export class Worker {
   private wakeLoop: (() => void) | undefined;
   private wakeSignal: Promise<void> | undefined;
   private pendingWait: Promise<void> | undefined;
+  /** Slots promised to claims still out. */
+  private reserved = 0;
+  private claimsOut = 0;
+  /** The last claim, when it came back short: its cursors are where to block. */
+  private dry: Claim | undefined;
+  private errors = 0;
+  private backoffUntil = 0;
   private loopDone: Promise<void> | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
   private readonly blocking: RedisClient;
@@ -141,7 +176,7 @@ export class Worker {
    */
   cancelRunning(id: string, attempt: number): boolean {
     const entry = this.running.get(`${id}#${attempt}`);
-    if (!entry || entry.settled || entry.controller.signal.aborted) return false;
+    if (!entry || entry.settled || entry.controller.aborted) return false;
     this.emit({ type: "cancel-requested", job: entry.job });
     entry.controller.abort(new Error(CANCELLED));
     return true;
@@ -151,41 +186,86 @@ export class Worker {
     this.options.onEvent?.(event);
   }
 
+  /**
+   * Keeps up to CLAIMS_IN_FLIGHT claims out while slots are free, each for at most a share of
+   * them, so Redis answers one while the jobs of the last one start here. A claim that comes back
+   * short means the streams ran dry: once no claim is out, block on them until something new.
+   */
   private async loop(): Promise<void> {
-    const { queue, consumer, priorities, concurrency } = this.options;
-    let errors = 0;
+    const { concurrency } = this.options;
+    const batch = Math.ceil(concurrency / CLAIMS_IN_FLIGHT);
     while (!this.stopping) {
-      const free = concurrency - this.executing;
-      if (free === 0) {
+      const free = concurrency - this.executing - this.reserved;
+      const backoff = this.backoffUntil - Date.now();
+      if (backoff > 0) {
+        await Promise.race([sleep(backoff), this.nextWake()]);
+      } else if (free > 0 && this.claimsOut < CLAIMS_IN_FLIGHT && !this.dry) {
+        this.claimSome(Math.min(free, batch));
+      } else if (free > 0 && this.claimsOut === 0 && this.dry) {
+        const dry = this.dry;
+        this.dry = undefined;
+        await Promise.race([this.waitForWork(dry), this.nextWake()]);
+      } else {
         await this.nextWake();
-        continue;
-      }
-      try {
-        const claim = await Effect.runPromise(queue.claim(consumer, priorities, free));
-        errors = 0;
-        for (const job of claim.jobs) this.startJob(job);
-        if (claim.cursors.length > 0 && !this.stopping) {
-          // One blocking read at a time: a wait started for an older claim has older cursors, so
-          // it only ever returns sooner than a new one would.
-          if (!this.pendingWait) {
-            const wait = Effect.runPromise(
-              queue.waitForWork(this.blocking, claim, this.options.idleBlockMs ?? 5_000),
-            );
-            this.pendingWait = wait.finally(() => {
-              this.pendingWait = undefined;
-            });
-            // A wait cut short by stop() rejects later, when the connection closes: nobody listens.
-            this.pendingWait.catch(() => {});
-          }
-          await Promise.race([this.pendingWait, this.nextWake()]);
-        }
-      } catch (error) {
-        // Redis away or refusing: report, back off (up to 2 s) and try again; nothing is lost.
-        this.emit({ type: "error", error: describeFailure(error) });
-        errors++;
-        await Promise.race([sleep(Math.min(2000, 50 * 2 ** errors)), this.nextWake()]);
       }
     }
+    // A claim still out may yet start jobs: stop() waits for them like for any other.
+    while (this.claimsOut > 0) await this.nextWake();
+  }
+
+  private claimSome(want: number) {
+    const { queue, consumer, priorities } = this.options;
+    this.reserved += want;
+    this.claimsOut++;
+    // Completions waiting for their flush go out now, in the same write as the claim.
+    this.flushCompletions();
+    void Effect.runPromise(queue.claim(consumer, priorities, want))
+      .then(
+        (claim) => {
+          this.errors = 0;
+          // Claims answer in the order sent: the last one says whether the streams are dry now.
+          this.dry = claim.cursors.length > 0 ? claim : undefined;
+          for (const job of claim.jobs) this.startJob(job);
+        },
+        (error) => {
+          // Redis away or refusing: report, back off (up to 2 s) and try again; nothing is lost.
+          this.emit({ type: "error", error: describeFailure(error) });
+          this.errors++;
+          this.backoffUntil = Date.now() + Math.min(2000, 50 * 2 ** this.errors);
+        },
+      )
+      .finally(() => {
+        this.reserved -= want;
+        this.claimsOut--;
+        this.wake();
+      });
+  }
+
+  /**
+   * One blocking read at a time: a wait started for an older claim has older cursors, so it only
+   * ever returns sooner than a new one would.
+   */
+  private waitForWork(claim: Claim): Promise<void> {
+    if (!this.pendingWait) {
+      const wait = Effect.runPromise(
+        this.options.queue.waitForWork(this.blocking, claim, this.options.idleBlockMs ?? 5_000),
+      );
+      this.pendingWait = wait.then(
+        () => {
+          this.pendingWait = undefined;
+        },
+        (error) => {
+          this.pendingWait = undefined;
+          // Cut short by stop() (the connection closed): nobody waits for it any more.
+          if (!this.stopping) {
+            this.emit({ type: "error", error: describeFailure(error) });
+            this.errors++;
+            this.backoffUntil = Date.now() + Math.min(2000, 50 * 2 ** this.errors);
+          }
+        },
+      );
+    }
+    return this.pendingWait;
   }
 
   /** Resolves at the next `wake()` (a slot freed, or stop); every waiter shares one promise. */
@@ -206,7 +286,7 @@ export class Worker {
   }
 
   private startJob(job: ClaimedJob) {
-    const entry: Running = { job, controller: new AbortController(), settled: false };
+    const entry: Running = { job, controller: new LazyAbort(), settled: false };
     // By attempt, not id: an attempt that lost its lease may still be winding down here when the
     // job's next attempt is claimed by this same worker.
     const key = `${job.id}#${job.attempt}`;
@@ -263,11 +343,15 @@ export class Worker {
     }
     if (invalid !== undefined) return { type: "invalid", reason: invalid };
     try {
-      const result = await this.options.handler(job, { signal: controller.signal });
+      const result = await this.options.handler(job, {
+        get signal() {
+          return controller.signal;
+        },
+      });
       entry.settled = true;
       return { type: "completed", result: result ?? "" };
     } catch (error) {
-      const reason = controller.signal.aborted ? describeFailure(controller.signal.reason) : undefined;
+      const reason = controller.aborted ? describeFailure(controller.reason) : undefined;
       // A cancel is reported, and the queue records it as cancelled.
       // A lost lease belongs to another attempt now: not reported. A shutdown gives the job back.
       if (reason === LEASE_LOST) return { type: "lease-lost" };
@@ -305,23 +389,28 @@ export class Worker {
     else this.emit({ type: outcome.outcome, job, error: message });
   }
 
-  /** Acknowledges every completion of this tick in one script call. */
+  /** Acknowledges every completion of this tick in one script call (unless a claim takes them first). */
   private scheduleFlush() {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     setImmediate(() => {
       this.flushScheduled = false;
-      const batch = this.completions.splice(0);
-      void this.retryingRedis(() =>
-        this.options.queue.complete(
-          batch.map((c) => ({ id: c.job.id, attempt: c.job.attempt, result: c.result })),
-        ),
-      ).then((answers) => {
-        batch.forEach((c, i) => {
-          if (answers?.[i] === "ok") this.emit({ type: "completed", job: c.job, result: c.result });
-          else if (answers?.[i] === "stale") this.emit({ type: "stale", job: c.job });
-          c.done();
-        });
+      this.flushCompletions();
+    });
+  }
+
+  private flushCompletions() {
+    if (this.completions.length === 0) return;
+    const batch = this.completions.splice(0);
+    void this.retryingRedis(() =>
+      this.options.queue.complete(
+        batch.map((c) => ({ id: c.job.id, attempt: c.job.attempt, result: c.result })),
+      ),
+    ).then((answers) => {
+      batch.forEach((c, i) => {
+        if (answers?.[i] === "ok") this.emit({ type: "completed", job: c.job, result: c.result });
+        else if (answers?.[i] === "stale") this.emit({ type: "stale", job: c.job });
+        c.done();
       });
     });
   }
@@ -352,7 +441,7 @@ export class Worker {
       answers.forEach((answer, i) => {
         const entry = entries[i];
         // A renewal that crossed the job's completion answers 'lost': the job is done, not lost.
-        if (!entry || entry.settled || entry.controller.signal.aborted) return;
+        if (!entry || entry.settled || entry.controller.aborted) return;
         if (answer === "lost") {
           this.emit({ type: "lost", job: entry.job });
           entry.controller.abort(new Error(LEASE_LOST));

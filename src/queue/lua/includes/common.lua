@@ -70,6 +70,17 @@ local function ack_and_delete(base, prio, group, entry)
   end
 end
 
+-- The same for many entries of one stream, a call each for all of them (in slices, as unpack's
+-- arguments live on Lua's C stack).
+local function ack_and_delete_all(base, prio, group, entries)
+  local key = stream_key(base, prio)
+  for i = 1, #entries, 1000 do
+    local slice = { unpack(entries, i, math.min(i + 999, #entries)) }
+    redis.call('XACK', key, group, unpack(slice))
+    redis.call('XDEL', key, unpack(slice))
+  end
+end
+
 -- The dead-letter stream of a priority is self-contained (payload included) so a dead letter can
 -- be redriven even after its job hash has expired. Trimmed approximately to dead_max entries.
 local function dead_letter(base, prio, dead_max, id, reason, attempt, max, user, data, now)
