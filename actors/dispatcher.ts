@@ -1,7 +1,7 @@
 import { Effect, Runtime } from "effect";
 import { jobTimeoutsMs, type WorkerGroup } from "../config/profiles.js";
 import { throttleProgress } from "../src/jobs/throttle-progress.js";
-import { describeFailure, JobFailure } from "../src/queue/failures.js";
+import { describeFailure } from "../src/queue/failures.js";
 import { isSkip, skipResult } from "../src/tasks/skip.js";
 import type { ClaimedJob } from "../src/queue/queue.js";
 import { Worker, type WorkerEvent } from "../src/queue/worker.js";
@@ -39,12 +39,6 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         const row = await ctx.ledger.status(job.id);
         if (row !== undefined) return skipResult(`the ledger has this task as ${row}`);
       }
-      const timeoutMs = timeouts[job.priority];
-      const timer = new AbortController();
-      const timeout = setTimeout(
-        () => timer.abort(new Error(`timed out after ${Math.round(timeoutMs / 1000)} s`)),
-        timeoutMs,
-      );
       const reportProgress = throttledProgress(ctx, job);
       const started = Date.now();
       // Only at debug level: a fiber per job for a line nobody keeps would cost the hot path.
@@ -72,7 +66,8 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
           },
           job.data,
           {
-            signal: AbortSignal.any([signal, timer.signal]),
+            signal,
+            timeoutMs: timeouts[job.priority],
             onProgress: reportProgress,
             onLog: (level, message) => log(jobLogLine(job, level, message)),
           },
@@ -98,13 +93,8 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
       } catch (error) {
         endFailed(runSpan, describeFailure(error));
         spans.ran(job);
-        // The thread answers with the abort reason; a timeout is this job's failure, retriable.
-        if (timer.signal.aborted && !signal.aborted) {
-          throw new JobFailure("transient", String((timer.signal.reason as Error).message));
-        }
         throw error;
       } finally {
-        clearTimeout(timeout);
         reportProgress.flush();
       }
     };
@@ -166,6 +156,8 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         case "cancel-requested":
           return logJob(event.job, Effect.logInfo(`job ${event.job.id} cancelled while running, aborting`));
         default:
+          // A fiber per completed job for a line nobody keeps would cost more than the job.
+          if (ctx.config.RT_LOG_LEVEL !== "debug") return;
           return logJob(event.job, Effect.logDebug(`job ${event.job.id} ${event.type}`));
       }
     };

@@ -168,7 +168,6 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
       pool = new JobPool({
         registry,
         heapMb: config.RT_THREAD_HEAP_MB,
-        capacity: options.groups.reduce((n, g) => n + g.concurrency, 0),
         env: threadEnv(config),
         ...(config.RT_POOL_THREADS === undefined ? {} : { threads: config.RT_POOL_THREADS }),
       });

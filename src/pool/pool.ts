@@ -1,9 +1,9 @@
 import { availableParallelism } from "node:os";
-import { MessageChannel } from "node:worker_threads";
+import { MessageChannel, type MessagePort } from "node:worker_threads";
 import { Piscina } from "piscina";
 import type { JobInfo, LogLevel, Progress } from "../jobs/definition.js";
 import { JobFailure } from "../queue/failures.js";
-import type { FromThread, ThreadOutcome, ThreadTask, ToThread } from "./protocol.js";
+import type { FromThread, JobRequest, ServeTask, ThreadOutcome, ToThread } from "./protocol.js";
 
 export interface PoolOptions {
   /** URL (file:) of the job registry module the threads load. */
@@ -14,30 +14,58 @@ export interface PoolOptions {
   readonly heapMb?: number;
   /** After an abort, how long a job may take to wind down before its thread is terminated. */
   readonly abortGraceMs?: number;
-  /**
-   * Jobs this pool runs at once (the dispatchers' slots together). They are spread over the
-   * threads so a claimed job starts at once instead of waiting in the pool while its lease runs.
-   */
-  readonly capacity?: number;
   /** The threads' environment (they read their configuration from it); default: this process's. */
   readonly env?: Record<string, string>;
 }
 
 export interface RunOptions {
   readonly signal: AbortSignal;
+  /**
+   * The job is aborted after this long and fails as retriable ("timed out after N s"). Here
+   * rather than as a second signal: a timer controller and AbortSignal.any per job cost more
+   * than the job's own message to its thread.
+   */
+  readonly timeoutMs?: number;
   readonly onProgress?: (progress: Progress) => void;
   /** A line the job logged in its thread, for the process's one logger. */
   readonly onLog?: (level: LogLevel, message: string) => void;
 }
 
+interface Pending {
+  readonly resolve: (result: string | undefined) => void;
+  readonly reject: (error: JobFailure) => void;
+  readonly options: RunOptions;
+  readonly onAbort: () => void;
+  graceTimer?: NodeJS.Timeout;
+  timeout?: NodeJS.Timeout;
+  /** Set when the job's time ran out: its failure is the timeout, whatever the thread says. */
+  timedOut?: string;
+}
+
+/** One worker thread as this side sees it: its port, the jobs it runs, those not yet sent. */
+interface Lane {
+  readonly port: MessagePort;
+  readonly pending: Map<number, Pending>;
+  outbox: JobRequest[];
+  threadId: number | undefined;
+  /** The job whose ignored abort got this thread terminated. */
+  terminatedFor: number | undefined;
+}
+
 /**
- * One Piscina pool per process. A job runs in a worker thread with a MessagePort for progress
- * (out) and abort requests (in). Abort is cooperative first; a thread that ignores it past the
- * grace time is terminated (Piscina replaces it). A thread that dies fails its job as retriable.
+ * One Piscina pool per process. Each worker thread runs one long Piscina task that serves jobs
+ * sent over its own port: the jobs this process starts in one tick go to a thread in one
+ * message, and their outcomes come back batched, where a message channel and a Piscina task per
+ * job cost more than a short job itself. Jobs go to the thread with the fewest running.
+ * Abort is cooperative first; a thread that ignores it past the grace time is terminated, and
+ * Piscina replaces it. A thread that dies fails its jobs as retriable.
  */
 export class JobPool {
   private readonly piscina: Piscina;
   private readonly abortGraceMs: number;
+  private readonly lanes: Lane[];
+  private seq = 0;
+  private closing = false;
 
   constructor(private readonly options: PoolOptions) {
     const threads = options.threads ?? availableParallelism();
@@ -49,85 +77,138 @@ export class JobPool {
       // Handlers are async (downloads, model calls): a thread must keep its event loop running
       // between messages, which Piscina's default synchronous Atomics wait would freeze.
       atomics: "async",
-      // Several jobs per thread: caption jobs mostly wait on the network.
-      concurrentTasksPerWorker: Math.max(1, Math.ceil((options.capacity ?? threads * 4) / threads)),
-      idleTimeout: 60_000,
+      // One serve task per thread: it runs that thread's jobs for as long as the pool lives.
+      concurrentTasksPerWorker: 1,
       resourceLimits: { maxOldGenerationSizeMb: options.heapMb ?? 512 },
       ...(options.env ? { env: options.env } : {}),
     });
-    // A thread that dies with no task running (a late rejection of a finished job, memory) is
+    // A thread that dies with no job running (a late rejection of a finished job, memory) is
     // replaced by Piscina; unheard, its 'error' event would bring the whole process down.
     this.piscina.on("error", (error: unknown) => {
       console.error(
         `worker thread died between jobs: ${error instanceof Error ? error.message : String(error)}`,
       );
     });
+    this.lanes = Array.from({ length: threads }, () => this.openLane());
   }
 
   get threads(): number {
     return this.piscina.threads.length;
   }
 
-  get utilization(): number {
-    return this.piscina.utilization;
-  }
-
-  async run(job: JobInfo, data: string, options: RunOptions): Promise<string | undefined> {
-    const { port1, port2 } = new MessageChannel();
-    let thread: number | undefined;
-    let terminated = false;
-    let graceTimer: NodeJS.Timeout | undefined;
-    // Piscina's own abort signal would give every job a thread to itself (aborting it kills the
-    // thread); instead the job is asked to stop, and only if it ignores that is its thread ended.
-    const terminate = () => {
-      const worker = this.piscina.threads.find((t) => t.threadId === thread);
-      if (!worker) return;
-      terminated = true;
-      void worker.terminate();
-    };
-    const onAbort = () => {
-      const reason = options.signal.reason instanceof Error ? options.signal.reason.message : "aborted";
-      port1.postMessage({ type: "abort", reason } satisfies ToThread);
-      graceTimer = setTimeout(terminate, this.abortGraceMs);
-    };
-    // Port messages and the task's result travel separately: wait for the thread's `done` so
-    // the last progress is not lost behind the result.
-    let portDone: () => void = () => {};
-    const drained = new Promise<void>((resolve) => {
-      portDone = resolve;
-    });
-    port1.on("message", (message: FromThread) => {
-      if (message.type === "progress") options.onProgress?.(message.progress);
-      else if (message.type === "log") options.onLog?.(message.level, message.message);
-      else if (message.type === "started") thread = message.threadId;
-      else portDone();
-    });
-    if (options.signal.aborted) onAbort();
-    else options.signal.addEventListener("abort", onAbort, { once: true });
-
-    const task: ThreadTask = { registry: this.options.registry, job, data, port: port2 };
-    let outcome: ThreadOutcome;
-    try {
-      outcome = await this.piscina.run(task, { transferList: [port2] });
-      await Promise.race([drained, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
-    } catch (error) {
-      if (terminated) {
-        throw new JobFailure("transient", `did not stop within ${this.abortGraceMs} ms of being aborted`);
+  run(job: JobInfo, data: string, options: RunOptions): Promise<string | undefined> {
+    if (this.closing) return Promise.reject(new JobFailure("transient", "the worker pool is closing"));
+    let lane = this.lanes[0]!;
+    for (const other of this.lanes) if (other.pending.size < lane.pending.size) lane = other;
+    const seq = ++this.seq;
+    return new Promise((resolve, reject) => {
+      const abort = (reason: string) => {
+        if (pending.graceTimer) return;
+        // The job must reach the thread before its abort does.
+        this.flush(lane);
+        lane.port.postMessage({ type: "abort", seq, reason } satisfies ToThread);
+        pending.graceTimer = setTimeout(() => this.terminate(lane, seq), this.abortGraceMs);
+      };
+      const onAbort = () =>
+        abort(options.signal.reason instanceof Error ? options.signal.reason.message : "aborted");
+      const pending: Pending = { resolve, reject, options, onAbort };
+      if (options.timeoutMs !== undefined) {
+        const ms = options.timeoutMs;
+        const timedOut = `timed out after ${ms < 1000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`}`;
+        pending.timeout = setTimeout(() => {
+          pending.timedOut = timedOut;
+          abort(timedOut);
+        }, options.timeoutMs);
       }
-      const message = error instanceof Error ? error.message : String(error);
-      const outOfMemory =
-        error instanceof Error && "code" in error && error.code === "ERR_WORKER_OUT_OF_MEMORY";
-      throw new JobFailure(outOfMemory ? "exhausted" : "transient", `worker thread died: ${message}`);
-    } finally {
-      clearTimeout(graceTimer);
-      options.signal.removeEventListener("abort", onAbort);
-      port1.close();
-    }
-    if (outcome.ok) return outcome.result;
-    throw new JobFailure(outcome.kind, outcome.message);
+      lane.pending.set(seq, pending);
+      if (lane.outbox.push({ seq, job, data }) === 1) queueMicrotask(() => this.flush(lane));
+      if (options.signal.aborted) onAbort();
+      else options.signal.addEventListener("abort", onAbort, { once: true });
+    });
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    for (const lane of this.lanes) lane.port.postMessage({ type: "close" } satisfies ToThread);
     await this.piscina.close({ force: true });
+  }
+
+  private openLane(): Lane {
+    const { port1, port2 } = new MessageChannel();
+    const lane: Lane = {
+      port: port1,
+      pending: new Map(),
+      outbox: [],
+      threadId: undefined,
+      terminatedFor: undefined,
+    };
+    port1.on("message", (message: FromThread) => this.hear(lane, message));
+    const task: ServeTask = { registry: this.options.registry, port: port2 };
+    this.piscina.run(task, { transferList: [port2] }).then(
+      () => this.laneEnded(lane, undefined),
+      (error: unknown) => this.laneEnded(lane, error),
+    );
+    return lane;
+  }
+
+  private flush(lane: Lane) {
+    if (lane.outbox.length === 0) return;
+    const jobs = lane.outbox;
+    lane.outbox = [];
+    lane.port.postMessage({ type: "run", jobs } satisfies ToThread);
+  }
+
+  private hear(lane: Lane, message: FromThread) {
+    if (message.type === "ready") {
+      lane.threadId = message.threadId;
+    } else if (message.type === "progress") {
+      lane.pending.get(message.seq)?.options.onProgress?.(message.progress);
+    } else if (message.type === "log") {
+      lane.pending.get(message.seq)?.options.onLog?.(message.level, message.message);
+    } else {
+      for (const { seq, outcome } of message.outcomes) this.settle(lane, seq, outcome);
+    }
+  }
+
+  private settle(lane: Lane, seq: number, outcome: ThreadOutcome | JobFailure) {
+    const pending = lane.pending.get(seq);
+    if (!pending) return;
+    lane.pending.delete(seq);
+    clearTimeout(pending.graceTimer);
+    clearTimeout(pending.timeout);
+    pending.options.signal.removeEventListener("abort", pending.onAbort);
+    // A timeout is the job's own failure and retriable, unless it was also aborted from outside.
+    const ownTimeout = pending.timedOut !== undefined && !pending.options.signal.aborted;
+    if (ownTimeout && !(outcome instanceof JobFailure || outcome.ok)) {
+      pending.reject(new JobFailure("transient", pending.timedOut!));
+    } else if (outcome instanceof JobFailure) pending.reject(outcome);
+    else if (outcome.ok) pending.resolve(outcome.result);
+    else pending.reject(new JobFailure(outcome.kind, outcome.message));
+  }
+
+  /** Ends the thread of a job that ignored its abort; its other jobs die with it, retriable. */
+  private terminate(lane: Lane, seq: number) {
+    const worker = this.piscina.threads.find((t) => t.threadId === lane.threadId);
+    if (!worker || !lane.pending.has(seq)) return;
+    lane.terminatedFor = seq;
+    void worker.terminate();
+  }
+
+  /** The thread's serve task ended: a close, or the thread died. Its jobs fail; a new lane opens. */
+  private laneEnded(lane: Lane, error: unknown) {
+    lane.port.close();
+    const message = error instanceof Error ? error.message : "the worker thread stopped";
+    const outOfMemory =
+      error instanceof Error && "code" in error && error.code === "ERR_WORKER_OUT_OF_MEMORY";
+    for (const seq of [...lane.pending.keys()]) {
+      const failure =
+        seq === lane.terminatedFor
+          ? new JobFailure("transient", `did not stop within ${this.abortGraceMs} ms of being aborted`)
+          : new JobFailure(outOfMemory ? "exhausted" : "transient", `worker thread died: ${message}`);
+      this.settle(lane, seq, failure);
+    }
+    if (this.closing) return;
+    const at = this.lanes.indexOf(lane);
+    if (at >= 0) this.lanes[at] = this.openLane();
   }
 }

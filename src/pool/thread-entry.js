@@ -3,5 +3,5 @@
 import { register } from "tsx/esm/api";
 
 register();
-const { runInThread } = await import("./thread.ts");
-export default runInThread;
+const { serve } = await import("./thread.ts");
+export default serve;

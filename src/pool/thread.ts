@@ -1,16 +1,16 @@
-import { threadId } from "node:worker_threads";
+import { type MessagePort, threadId } from "node:worker_threads";
 import { Either } from "effect";
 import { makeEnvelopeCodec } from "../domain/envelope.js";
 import type { JobRegistry, JobRunContext } from "../jobs/definition.js";
 import { describeFailure, failureKindOf } from "../queue/failures.js";
-import type { FromThread, ThreadOutcome, ThreadTask, ToThread } from "./protocol.js";
+import type { FromThread, JobRequest, ServeTask, ThreadOutcome, ToThread } from "./protocol.js";
 
 interface LoadedRegistry {
   readonly registry: JobRegistry<unknown>;
   readonly codec: ReturnType<typeof makeEnvelopeCodec>;
 }
 
-// One registry (and so one ORM, one HTTP agent, ...) per thread, loaded at its first job.
+// One registry (and so one ORM, one HTTP agent, ...) per thread.
 const registries = new Map<string, Promise<LoadedRegistry>>();
 
 const loadRegistry = (url: string): Promise<LoadedRegistry> => {
@@ -31,29 +31,30 @@ const toResult = (value: unknown): string | undefined =>
   value === undefined ? undefined : typeof value === "string" ? value : JSON.stringify(value);
 
 /** Runs one job in this worker thread: decode, open the job's scope, handle, always close. */
-export const runInThread = async (task: ThreadTask): Promise<ThreadOutcome> => {
-  const controller = new AbortController();
-  task.port.postMessage({ type: "started", threadId } satisfies FromThread);
-  task.port.on("message", (message: ToThread) => {
-    if (message.type === "abort") controller.abort(new Error(message.reason));
-  });
+const runJob = async (
+  registryUrl: string,
+  request: JobRequest,
+  signal: AbortSignal,
+  port: MessagePort,
+): Promise<ThreadOutcome> => {
+  const { seq, job } = request;
   try {
-    const { registry, codec } = await loadRegistry(task.registry);
-    const decoded = codec.decode(task.data);
+    const { registry, codec } = await loadRegistry(registryUrl);
+    const decoded = codec.decode(request.data);
     if (Either.isLeft(decoded)) return { ok: false, kind: "invalid", message: decoded.left.message };
     const definition = registry.kinds[decoded.right.kind];
     if (!definition) return { ok: false, kind: "invalid", message: `no handler for ${decoded.right.kind}` };
 
-    const resources = registry.scope ? await registry.scope.open(task.job) : undefined;
+    const resources = registry.scope ? await registry.scope.open(job) : undefined;
     let ok = false;
     try {
       const context: JobRunContext<unknown> = {
-        job: task.job,
-        signal: controller.signal,
+        job,
+        signal,
         resources,
-        progress: (progress) => task.port.postMessage({ type: "progress", progress } satisfies FromThread),
+        progress: (progress) => port.postMessage({ type: "progress", seq, progress } satisfies FromThread),
         log: (level, message) =>
-          task.port.postMessage({ type: "log", level, message: String(message) } satisfies FromThread),
+          port.postMessage({ type: "log", seq, level, message: String(message) } satisfies FromThread),
       };
       const result = toResult(await definition.handler(decoded.right.body, context));
       ok = true;
@@ -62,12 +63,50 @@ export const runInThread = async (task: ThreadTask): Promise<ThreadOutcome> => {
       await registry.scope?.close(resources, { ok });
     }
   } catch (error) {
-    const message = controller.signal.aborted
-      ? describeFailure(controller.signal.reason)
-      : describeFailure(error);
+    const message = signal.aborted ? describeFailure(signal.reason) : describeFailure(error);
     return { ok: false, kind: failureKindOf(error), message };
-  } finally {
-    task.port.postMessage({ type: "done" } satisfies FromThread);
-    task.port.close();
   }
+};
+
+/**
+ * This thread's one Piscina task, for as long as the pool lives: runs the jobs that arrive on
+ * its port, all at once, and answers with their outcomes, batched per tick.
+ */
+export const serve = async ({ registry, port }: ServeTask): Promise<void> => {
+  const running = new Map<number, AbortController>();
+  let outcomes: Array<{ seq: number; outcome: ThreadOutcome }> = [];
+  const answer = (seq: number, outcome: ThreadOutcome) => {
+    if (outcomes.length === 0) {
+      setImmediate(() => {
+        const batch = outcomes;
+        outcomes = [];
+        port.postMessage({ type: "outcomes", outcomes: batch } satisfies FromThread);
+      });
+    }
+    outcomes.push({ seq, outcome });
+  };
+  port.postMessage({ type: "ready", threadId } satisfies FromThread);
+  // Loaded before the first job arrives, so the first jobs do not wait on it.
+  void loadRegistry(registry).catch(() => {
+    // Each job reports the failure when it needs the registry.
+  });
+  await new Promise<void>((closed) => {
+    port.on("message", (message: ToThread) => {
+      if (message.type === "run") {
+        for (const request of message.jobs) {
+          const controller = new AbortController();
+          running.set(request.seq, controller);
+          void runJob(registry, request, controller.signal, port).then((outcome) => {
+            running.delete(request.seq);
+            answer(request.seq, outcome);
+          });
+        }
+      } else if (message.type === "abort") {
+        running.get(message.seq)?.abort(new Error(message.reason));
+      } else {
+        port.close();
+        closed();
+      }
+    });
+  });
 };

@@ -3,7 +3,7 @@ import type { Priority } from "../domain/priority.js";
 import type { LogLevel, Progress } from "../jobs/definition.js";
 import { throttleProgress } from "../jobs/throttle-progress.js";
 import type { JobPool } from "../pool/pool.js";
-import { describeFailure, failureKindOf, JobFailure, retryDelayMs } from "../queue/failures.js";
+import { describeFailure, failureKindOf, retryDelayMs } from "../queue/failures.js";
 import { captionEnvelope } from "./caption-job.js";
 import type { DatabaseClaim, DatabaseQueue } from "./database-queue.js";
 import type { TaskLedger } from "./ledger.js";
@@ -155,12 +155,6 @@ export class DatabaseRunner {
     const { ledger, queue, pool } = this.options;
     const { id, attempt, priority } = claim;
     const at = { id, attempt, backend: "database" } as const;
-    const timeoutMs = this.options.timeoutMs(priority);
-    const timer = new AbortController();
-    const timeout = setTimeout(
-      () => timer.abort(new Error(`timed out after ${Math.round(timeoutMs / 1000)} s`)),
-      timeoutMs,
-    );
     const progress = throttleProgress((p: Progress) => {
       ledger.markProgress(at, p.percent, p.step).catch(() => {});
     });
@@ -171,7 +165,8 @@ export class DatabaseRunner {
         { id, attempt, runAttempt: attempt, priority, userId: String(claim.userId) },
         captionEnvelope(claim.row),
         {
-          signal: AbortSignal.any([controller.signal, timer.signal]),
+          signal: controller.signal,
+          timeoutMs: this.options.timeoutMs(priority),
           onProgress: progress,
           onLog: (level, message) => this.emit({ type: "log", id, attempt, priority, level, message }),
         },
@@ -188,14 +183,9 @@ export class DatabaseRunner {
         this.emit({ type: "released", id, attempt, priority });
         return;
       }
-      const failure =
-        timer.signal.aborted && !controller.signal.aborted
-          ? new JobFailure("transient", describeFailure(timer.signal.reason))
-          : error;
-      await this.fail(claim, describeFailure(failure), failureKindOf(failure));
+      await this.fail(claim, describeFailure(error), failureKindOf(error));
       return;
     } finally {
-      clearTimeout(timeout);
       progress.flush();
     }
     await ledger.markCompleted(at, result || undefined);

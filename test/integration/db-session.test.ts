@@ -86,7 +86,7 @@ const suite = (name: string, make: () => Promise<Backend>, enabled = true) =>
       backend = await make();
       process.env.DATABASE_URL = backend.url;
       process.env.RT_DB_APPLICATION_NAME = "rt-session-test";
-      pool = new JobPool({ registry, threads: 2, capacity: 8, abortGraceMs: 2_000 });
+      pool = new JobPool({ registry, threads: 2, abortGraceMs: 2_000 });
       // Both threads open their ORM now: a thread still starting up when a job is aborted could
       // overrun the grace time and be terminated, failing its other jobs (retried in production).
       await Promise.all(
@@ -141,7 +141,7 @@ const suite = (name: string, make: () => Promise<Backend>, enabled = true) =>
     });
 
     it("commits every one of many jobs writing at once from one thread", async () => {
-      const busy = new JobPool({ registry, threads: 1, capacity: 24 });
+      const busy = new JobPool({ registry, threads: 1 });
       try {
         const names = Array.from({ length: 24 }, (_, i) => `busy${i}`);
         const answers = await Promise.all(

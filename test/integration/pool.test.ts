@@ -59,6 +59,27 @@ describe("worker-thread pool", () => {
     expect(lines()).toEqual(expect.arrayContaining([`open ${job.id}`, `close ${job.id} failed`]));
   });
 
+  it("aborts a job past its time and fails it as retriable, whatever reason the handler gives", async () => {
+    const error = (await pool
+      .run(info(), envelope("sleep", { ms: 10_000 }), { signal: never(), timeoutMs: 100 })
+      .catch((e: unknown) => e)) as JobFailure;
+    expect(error).toBeInstanceOf(JobFailure);
+    expect(error.kind).toBe("transient");
+    expect(error.message).toBe("timed out after 100 ms");
+    // A job done in time is not touched by its timer.
+    expect(
+      await pool.run(info(), envelope("echo", { text: "quick" }), { signal: never(), timeoutMs: 100 }),
+    ).toBe('{"echoed":"quick"}');
+  });
+
+  it("sends many jobs at once to the threads and answers each with its own result", async () => {
+    const texts = Array.from({ length: 200 }, (_, i) => `job ${i}`);
+    const answers = await Promise.all(
+      texts.map((text) => pool.run(info(), envelope("echo", { text }), { signal: never() })),
+    );
+    expect(answers).toEqual(texts.map((text) => JSON.stringify({ echoed: text })));
+  });
+
   it("terminates a thread that ignores an abort past the grace time, and keeps serving", async () => {
     const controller = new AbortController();
     const running = pool.run(info(), envelope("ignoreAbort", { ms: 10_000 }), { signal: controller.signal });
