@@ -512,9 +512,22 @@ export class Queue {
     });
   }
 
+  /**
+   * A waiting or running job's data is read from its stream entry, where it lives until the job
+   * ends; an ended job's data is no longer in Redis (the ledger and the dead letters keep theirs).
+   */
   getJob(id: string): Effect.Effect<JobView | undefined, RedisError> {
     return Effect.tryPromise({
-      try: () => this.redis.hgetall(this.keys.job(id)),
+      try: async () => {
+        const h = await this.redis.hgetall(this.keys.job(id));
+        if (h.data === undefined && h.entry && isPriority(h.prio)) {
+          const [found] = await this.redis.xrange(this.keys.stream(h.prio), h.entry, h.entry);
+          const fields = found?.[1] ?? [];
+          const at = fields.findIndex((f, i) => i % 2 === 0 && f === "d");
+          if (at >= 0) return { ...h, data: fields[at + 1] ?? "" };
+        }
+        return h;
+      },
       catch: (cause) => new RedisError({ operation: "get job", cause }),
     }).pipe(Effect.map((h) => (h.state ? toJobView(id, h) : undefined)));
   }

@@ -74,6 +74,7 @@ for a = 6, #ARGV do
           'data', 'user', 'created', 'spent', 'prio', 'meta')
         local corrupt = job and not job.err and job[1] == 'queued' and job[2] == entry
           and corrupt_task(job[3], job[4], job[8], job[9])
+        local data = entry_field(fields, 'd') or (job and not job.err and job[5]) or ''
         if not id then
           dead_letter(base, prio, dead_max, '', 'corrupt stream entry ' .. entry .. ': no task id', 0, 1, '',
             cjson.encode(fields or {}), now)
@@ -91,7 +92,7 @@ for a = 6, #ARGV do
         elseif corrupt then
           local reason = 'corrupt task data: ' .. corrupt
           dead_letter(base, prio, dead_max, id, reason, whole(job[3]) and job[3] or 0,
-            whole(job[4]) and job[4] or 1, job[6], job[5], now)
+            whole(job[4]) and job[4] or 1, job[6], data, now)
           ack_and_delete(base, prio, group, entry)
           finish(base, id, job[6], 'failed', now, ttl_failed, 'error', reason)
           count(base, now, 'failed:' .. prio, 1)
@@ -106,7 +107,7 @@ for a = 6, #ARGV do
           jobs[#jobs + 1] = attempt
           jobs[#jobs + 1] = prio
           jobs[#jobs + 1] = job[4] or '1'
-          jobs[#jobs + 1] = job[5] or ''
+          jobs[#jobs + 1] = data
           jobs[#jobs + 1] = job[6] or ''
           jobs[#jobs + 1] = job[7] or '0'
           jobs[#jobs + 1] = attempt - tonumber(job[8] or '0')

@@ -52,9 +52,9 @@ local function enqueue(id, user, prio, data, max, delay, after, replace_ended, m
     if meta ~= '' then redis.call('HSET', key, 'meta', meta) end
     return 'OK', ''
   end
-  local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id)
-  redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'queued', 'attempt', after,
-    'spent', after, 'max', max, 'created', now, 'entry', entry)
+  local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id, 'd', data)
+  redis.call('HSET', key, 'user', user, 'prio', prio, 'state', 'queued', 'attempt', after, 'spent', after,
+    'max', max, 'created', now, 'entry', entry)
   if meta ~= '' then redis.call('HSET', key, 'meta', meta) end
   return 'OK', entry
 end

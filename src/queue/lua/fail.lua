@@ -23,6 +23,8 @@ if job[1] ~= 'running' or job[2] ~= attempt then return { 'stale' } end
 
 local prio, user, max, spent = job[3], job[5], tonumber(job[6] or '1'), tonumber(job[9] or '0')
 local now = now_ms()
+-- Read before the entry that holds it goes: a retry and a dead letter both carry it on.
+local data = job[7] or job_data(base, id, prio, job[4])
 ack_and_delete(base, prio, group, job[4])
 
 if job[8] == '1' then
@@ -32,14 +34,15 @@ end
 if retriable and tonumber(attempt) - spent < max then
   if delay > 0 then
     redis.call('ZADD', delayed_key(base, prio), now + delay, id)
-    redis.call('HSET', key, 'state', 'delayed', 'entry', '', 'owner', '', 'due', now + delay, 'error', err)
+    redis.call('HSET', key, 'state', 'delayed', 'entry', '', 'owner', '', 'due', now + delay, 'error', err,
+      'data', data)
   else
-    requeue(base, id, prio, 'error', err)
+    requeue(base, id, prio, data, 'error', err)
   end
   count(base, now, 'retried:' .. prio, 1)
   return { 'retry', now + delay }
 end
-dead_letter(base, prio, dead_max, id, err, attempt, max, user, job[7], now)
+dead_letter(base, prio, dead_max, id, err, attempt, max, user, data, now)
 finish(base, id, user, 'failed', now, ttl_failed, 'error', err)
 count(base, now, 'failed:' .. prio, 1)
 return { 'dead' }

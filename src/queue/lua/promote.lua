@@ -12,9 +12,10 @@ for _, prio in ipairs(PRIORITIES) do
   local dkey = delayed_key(base, prio)
   local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(due) do
-    if redis.call('HGET', job_key(base, id), 'state') == 'delayed' then
-      requeue(base, id, prio)
-      redis.call('HDEL', job_key(base, id), 'due')
+    local job = redis.call('HMGET', job_key(base, id), 'state', 'data')
+    if job[1] == 'delayed' then
+      requeue(base, id, prio, job[2])
+      redis.call('HDEL', job_key(base, id), 'due', 'data')
       moved = moved + 1
     end
     redis.call('ZREM', dkey, id)

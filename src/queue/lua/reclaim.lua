@@ -35,6 +35,7 @@ for p, prio in ipairs(PRIORITIES) do
       -- not an error that fails this reclaim (for every priority) on each call while it stays pending.
       local job = id and redis.pcall('HMGET', job_key(base, id), 'state', 'entry', 'reclaims', 'user',
         'cancel', 'attempt', 'max', 'data')
+      local data = entry_field(fields, 'd') or (job and not job.err and job[8]) or ''
       ack_and_delete(base, prio, group, entry)
       if not id then
         dead_letter(base, prio, dead_max, '', 'corrupt stream entry ' .. entry .. ': no task id', 0, 1, '',
@@ -58,18 +59,18 @@ for p, prio in ipairs(PRIORITIES) do
         elseif not reclaims then
           local reason = 'corrupt task data: reclaims ' .. shown(job[3]) .. ' is not a whole number'
           dead_letter(base, prio, dead_max, id, reason, whole(job[6]) and job[6] or 0,
-            whole(job[7]) and job[7] or 1, job[4], job[8], now)
+            whole(job[7]) and job[7] or 1, job[4], data, now)
           finish(base, id, job[4], 'failed', now, ttl_failed, 'error', reason)
           count(base, now, 'failed:' .. prio, 1)
           dead = dead + 1
         elseif reclaims > max_reclaims then
           local reason = 'poison: its lease lapsed ' .. reclaims .. ' times (the worker died or hung each time)'
-          dead_letter(base, prio, dead_max, id, reason, job[6], job[7], job[4], job[8], now)
+          dead_letter(base, prio, dead_max, id, reason, job[6], job[7], job[4], data, now)
           finish(base, id, job[4], 'failed', now, ttl_failed, 'reclaims', reclaims, 'error', reason)
           count(base, now, 'failed:' .. prio, 1)
           dead = dead + 1
         else
-          requeue(base, id, prio, 'reclaims', reclaims)
+          requeue(base, id, prio, data, 'reclaims', reclaims)
           requeued = requeued + 1
         end
       end

@@ -50,9 +50,9 @@ for a = 2, #ARGV do
       out[#out + 1] = 'corrupt'
     else
       redis.call('DEL', key)
-      redis.call('HSET', key, 'data', f['data'], 'user', user, 'prio', prio, 'attempt', attempt,
-        'spent', attempt, 'max', f['max'] or '1', 'created', now)
-      requeue(base, id, prio)
+      redis.call('HSET', key, 'user', user, 'prio', prio, 'attempt', attempt, 'spent', attempt,
+        'max', f['max'] or '1', 'created', now)
+      requeue(base, id, prio, f['data'])
       if user ~= '' then redis.call('SET', user_key(base, user), id) end
       redis.call('XDEL', dkey, ARGV[a])
       out[#out + 1] = 'ok'

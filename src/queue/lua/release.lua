@@ -11,7 +11,8 @@ local base, group, consumer, id, attempt = KEYS[1], ARGV[1], ARGV[2], ARGV[3], A
 local key = job_key(base, id)
 local job = redis.call('HMGET', key, 'state', 'attempt', 'owner', 'prio', 'entry', 'cancel')
 if job[1] ~= 'running' or job[2] ~= attempt or job[3] ~= consumer or job[6] == '1' then return 'stale' end
+local data = job_data(base, id, job[4], job[5])
 ack_and_delete(base, job[4], group, job[5])
-requeue(base, id, job[4])
+requeue(base, id, job[4], data)
 redis.call('HINCRBY', key, 'spent', 1)
 return 'ok'

@@ -12,9 +12,11 @@ local job = redis.call('HMGET', key, 'state', 'prio', 'entry', 'due')
 local state, from = job[1], job[2]
 if not state then return { 'missing' } end
 if state == 'queued' then
+  local data = job_data(base, id, from, job[3])
   if job[3] and job[3] ~= '' then redis.call('XDEL', stream_key(base, from), job[3]) end
   redis.call('HSET', key, 'prio', to)
-  requeue(base, id, to)
+  requeue(base, id, to, data)
+  redis.call('HDEL', key, 'data')
   return { 'ok' }
 elseif state == 'delayed' then
   redis.call('ZREM', delayed_key(base, from), id)

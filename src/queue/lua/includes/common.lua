@@ -25,13 +25,29 @@ local function shown(value)
   return '"' .. (string.gsub(string.sub(value, 1, 40), '[^%w%p ]', '?')) .. '"'
 end
 
--- Stream entry fields come as a flat array; a caption entry has exactly one, i = task id.
-local function entry_task_id(fields)
+-- Stream entry fields come as a flat array: i = task id, d = the job's data. A waiting or running
+-- job's data lives in its entry, not in its hash: a hash with a value over 64 bytes loses Redis's
+-- compact encoding and took three times the memory of the rest of the job.
+local function entry_field(fields, name)
   if type(fields) ~= 'table' then return nil end
   for n = 1, #fields, 2 do
-    if fields[n] == 'i' then return fields[n + 1] end
+    if fields[n] == name then return fields[n + 1] end
   end
   return nil
+end
+
+local function entry_task_id(fields) return entry_field(fields, 'i') end
+
+-- A job's data: from its stream entry, else from its hash (a delayed job keeps it there, and so did
+-- every job enqueued before data moved to the entry).
+local function job_data(base, id, prio, entry)
+  if entry and entry ~= '' and PRIORITY[prio] then
+    local found = redis.call('XRANGE', stream_key(base, prio), entry, entry)[1]
+    local data = found and entry_field(found[2], 'd')
+    if data then return data end
+  end
+  local data = redis.pcall('HGET', job_key(base, id), 'data')
+  return type(data) == 'string' and data or ''
 end
 
 -- The task id a user's lock names, or nil; and whether a key of another type holds the lock's name.
@@ -99,9 +115,9 @@ local function finish(base, id, user, state, now, ttl, ...)
   release_user(base, user, id)
 end
 
--- Puts a job (back) at the tail of its priority's stream, ready to be claimed.
-local function requeue(base, id, prio, ...)
-  local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id)
+-- Puts a job (back) at the tail of its priority's stream, ready to be claimed, its data with it.
+local function requeue(base, id, prio, data, ...)
+  local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id, 'd', data or '')
   redis.call('HSET', job_key(base, id), 'state', 'queued', 'entry', entry, 'owner', '', ...)
   return entry
 end
