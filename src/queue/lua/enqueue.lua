@@ -45,17 +45,19 @@ local function enqueue(id, user, prio, data, max, delay, after, replace_ended, m
     redis.call('SET', lock, id)
   end
 
+  -- Fields at their default (no user, nothing spent, no meta) are left out: every script reads
+  -- a missing one as its default, and each costs memory in every waiting job.
+  local fields = { 'prio', prio, 'attempt', after, 'max', max, 'created', now }
+  if user ~= '' then fields[#fields + 1] = 'user'; fields[#fields + 1] = user end
+  if after ~= 0 then fields[#fields + 1] = 'spent'; fields[#fields + 1] = after end
+  if meta ~= '' then fields[#fields + 1] = 'meta'; fields[#fields + 1] = meta end
   if delay > 0 then
     redis.call('ZADD', delayed_key(base, prio), now + delay, id)
-    redis.call('HSET', key, 'data', data, 'user', user, 'prio', prio, 'state', 'delayed', 'attempt', after,
-      'spent', after, 'max', max, 'created', now, 'entry', '', 'due', now + delay)
-    if meta ~= '' then redis.call('HSET', key, 'meta', meta) end
+    redis.call('HSET', key, 'state', 'delayed', 'entry', '', 'due', now + delay, 'data', data, unpack(fields))
     return 'OK', ''
   end
   local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id, 'd', data)
-  redis.call('HSET', key, 'user', user, 'prio', prio, 'state', 'queued', 'attempt', after, 'spent', after,
-    'max', max, 'created', now, 'entry', entry)
-  if meta ~= '' then redis.call('HSET', key, 'meta', meta) end
+  redis.call('HSET', key, 'state', 'queued', 'entry', entry, unpack(fields))
   return 'OK', entry
 end
 
