@@ -1,0 +1,56 @@
+import { JOBS_PER_SECOND, type ComparedCase, type Metric } from "./case.js";
+
+/** Main-thread drains with a goal against BullMQ: the issue's targets. */
+const MAIN_GOALS: Record<number, number> = { 16: 3, 100: 4 };
+
+const drainMain = (concurrency: number): ComparedCase => ({
+  kind: "compared",
+  name: `drain-main-c${concurrency}`,
+  what: `${concurrency === 1 ? "N/10" : "N"} pre-queued no-op jobs, one worker at concurrency ${concurrency}, handler in the main thread`,
+  metrics: [JOBS_PER_SECOND],
+  ...(MAIN_GOALS[concurrency] === undefined
+    ? {}
+    : { goals: [{ kind: "vs-bullmq", metric: "jobsPerSecond", atLeast: MAIN_GOALS[concurrency] }] }),
+  run: (system, options) =>
+    system.drainMain(concurrency === 1 ? options.slowJobs : options.jobs, concurrency, "single"),
+});
+
+const drainMainPriorities = (concurrency: number): ComparedCase => ({
+  kind: "compared",
+  name: `drain-main-prio-c${concurrency}`,
+  what: `as drain-main-c${concurrency}, jobs spread at random over four priorities`,
+  metrics: [JOBS_PER_SECOND],
+  // Priorities should cost us little: within 10 % of the same drain without them.
+  goals: [{ kind: "vs-ours", metric: "jobsPerSecond", baseline: `drain-main-c${concurrency}`, atLeast: 0.9 }],
+  run: (system, options) => system.drainMain(options.jobs, concurrency, "mixed"),
+});
+
+const FIRST_JOB: Metric = { key: "firstJobSeconds", label: "first job", unit: "s", better: "lower" };
+const AFTER_FIRST: Metric = {
+  key: "afterFirstJobsPerSecond",
+  label: "throughput after first job",
+  unit: "jobs/s",
+  better: "higher",
+};
+
+const drainThreads = (concurrency: number): ComparedCase => ({
+  kind: "compared",
+  name: `drain-threads-c${concurrency}`,
+  what: `${concurrency === 16 ? "N" : "N/10"} pre-queued no-op jobs run in worker threads at concurrency ${concurrency} (ours: the full runtime)`,
+  fullOnly: concurrency !== 16,
+  metrics: [JOBS_PER_SECOND, FIRST_JOB, AFTER_FIRST],
+  ...(concurrency === 16 ? { goals: [{ kind: "vs-bullmq", metric: "jobsPerSecond", atLeast: 5 }] } : {}),
+  run: (system, options) =>
+    system.drainThreads(concurrency === 16 ? options.jobs : options.slowJobs, concurrency),
+});
+
+export const drainCases: ComparedCase[] = [
+  drainMain(1),
+  drainMain(16),
+  drainMain(100),
+  drainMainPriorities(16),
+  drainMainPriorities(100),
+  drainThreads(1),
+  drainThreads(16),
+  drainThreads(100),
+];

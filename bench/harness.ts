@@ -1,0 +1,134 @@
+/**
+ * What both sides of bench/main.ts share: the payload, the clock helpers, percentiles, and the
+ * Redis probes (memory, versions). Nothing here knows Ratatoskr or BullMQ.
+ */
+import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
+import type { RedisClient } from "../src/redis/connection.js";
+
+/** Enqueues in flight at once: what a busy web server has outstanding. */
+export const IN_FLIGHT = 16;
+/** Jobs per bulk call, for enqueue-bulk and every pre-queue. */
+export const BULK_CHUNK = 1_000;
+/** A run that sees no progress for this long has lost jobs: fail it rather than hang. */
+export const STALL_MS = 30_000;
+
+/** Roughly the size of a real caption envelope: about 200 bytes once encoded as JSON. */
+export const payload = (extra: Record<string, number> = {}): Record<string, unknown> => {
+  const base = { kind: "caption", ...extra, note: "" };
+  const pad = 200 - JSON.stringify(base).length;
+  return { ...base, note: "x".repeat(Math.max(0, pad)) };
+};
+
+/** A figure per name, e.g. `{ jobsPerSecond: 12345 }`: what one run of one case measured. */
+export type Figures = Record<string, number>;
+
+/**
+ * Resolves once `done()` holds, checking every `pollMs`; throws when `failure()` names one, or
+ * when `progress()` has not moved for STALL_MS (jobs lost: better an error than a hang).
+ */
+export const waitFor = async (
+  what: string,
+  check: {
+    done: () => boolean | Promise<boolean>;
+    progress: () => number;
+    failure?: () => string | undefined;
+    pollMs?: number;
+  },
+): Promise<void> => {
+  let last = check.progress();
+  let lastChange = performance.now();
+  for (;;) {
+    const failure = check.failure?.();
+    if (failure !== undefined) throw new Error(`${what}: ${failure}`);
+    if (await check.done()) return;
+    const now = check.progress();
+    if (now !== last) [last, lastChange] = [now, performance.now()];
+    if (performance.now() - lastChange > STALL_MS) {
+      throw new Error(`${what}: stalled at ${now} for ${STALL_MS / 1000} s`);
+    }
+    await sleep(check.pollMs ?? 5);
+  }
+};
+
+/** Runs `task(i)` for i in [0, count), `lanes` at a time, in order of i. */
+export const inLanes = async (count: number, lanes: number, task: (i: number) => Promise<void>) => {
+  let next = 0;
+  const lane = async () => {
+    while (next < count) await task(next++);
+  };
+  await Promise.all(Array.from({ length: Math.min(lanes, count) }, lane));
+};
+
+/**
+ * Open loop: call `send(i, due)` for i in [0, rate × seconds) at `due` = start + i / rate, each
+ * when it is due whatever the earlier ones did (a slow system shows as latency, not a lower
+ * rate). `due` is on the performance.now() clock, so latency counts from it even if sent late.
+ */
+export const openLoop = async (rate: number, seconds: number, send: (i: number, due: number) => void) => {
+  const total = Math.round(rate * seconds);
+  const start = performance.now();
+  let i = 0;
+  while (i < total) {
+    const now = performance.now();
+    // Timers are coarse (≥1 ms): send everything due by now, then sleep until the next one.
+    while (i < total && start + (i * 1000) / rate <= now) {
+      send(i, start + (i * 1000) / rate);
+      i++;
+    }
+    const wait = start + (i * 1000) / rate - performance.now();
+    if (i < total && wait > 0) await sleep(wait);
+  }
+  return total;
+};
+
+/** The p-th percentile (0-100) of ascending values, nearest rank. */
+export const percentile = (sorted: ArrayLike<number>, p: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? Number.NaN;
+
+export const latencyFigures = (prefix: string, values: number[]): Figures => {
+  const sorted = Float64Array.from(values).sort();
+  return {
+    [`${prefix}P50Ms`]: percentile(sorted, 50),
+    [`${prefix}P95Ms`]: percentile(sorted, 95),
+    [`${prefix}P99Ms`]: percentile(sorted, 99),
+  };
+};
+
+export const median = (values: readonly number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+
+/**
+ * The rates of a drain, from its clock start, the first completion and the N-th completion:
+ * the whole, and the part after the first job (start-up taken out).
+ */
+export const drainFigures = (jobs: number, started: number, firstAt: number, finishedAt: number): Figures => {
+  const seconds = (finishedAt - started) / 1000;
+  const firstJobSeconds = (firstAt - started) / 1000;
+  return {
+    jobsPerSecond: jobs / seconds,
+    firstJobSeconds,
+    afterFirstJobsPerSecond: jobs > 1 ? (jobs - 1) / (seconds - firstJobSeconds) : Number.NaN,
+  };
+};
+
+export const infoField = async (redis: RedisClient, section: string, field: string): Promise<string> =>
+  infoFields(await redis.info(section), field);
+
+const infoFields = (info: string, field: string): string => {
+  const line = info.split("\r\n").find((l) => l.startsWith(`${field}:`));
+  if (line === undefined) throw new Error(`INFO has no ${field}`);
+  return line.slice(field.length + 1);
+};
+
+/**
+ * Redis used_memory less its cache of Lua scripts: BullMQ loads each of its scripts at its first
+ * call (ours are loaded before the baseline), and a few dozen KB of script text is not job data.
+ */
+export const dataMemory = async (redis: RedisClient): Promise<number> => {
+  const info = await redis.info("memory");
+  return Number(infoFields(info, "used_memory")) - Number(infoFields(info, "used_memory_scripts"));
+};

@@ -1,0 +1,180 @@
+/**
+ * From runs to the summary: median, min and max of each figure per side, the ratio ours/theirs,
+ * and whether each of the issue's goals is met. Also the terminal table (Markdown, so that the
+ * README can take it as it is).
+ */
+import type { Case, Goal, Metric } from "./cases/case.js";
+import { median, type Figures } from "./harness.js";
+
+export type Side = "ratatoskr" | "bullmq" | "reference";
+
+export interface Run {
+  readonly case: string;
+  readonly round: number;
+  readonly side: Side;
+  readonly figures: Figures;
+}
+
+export interface Spread {
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+}
+
+export interface GoalOutcome {
+  readonly text: string;
+  /** The figure the goal is about, when it differs from the row's ratio (vs-ours goals). */
+  readonly value?: number;
+  /** Undefined when the run lacks what the goal needs (e.g. the baseline case). */
+  readonly met?: boolean;
+}
+
+export interface Row {
+  readonly case: string;
+  readonly metric: string;
+  readonly key: string;
+  readonly unit: string;
+  readonly better: Metric["better"];
+  /** What the `theirs` column holds: BullMQ, or the reference system (rq). */
+  readonly theirName: string;
+  readonly ours: Spread | undefined;
+  readonly theirs: Spread | undefined;
+  /** ours / theirs, medians. */
+  readonly ratio: number | undefined;
+  readonly goal: GoalOutcome | undefined;
+}
+
+const spread = (values: number[]): Spread | undefined =>
+  values.length === 0
+    ? undefined
+    : { median: median(values), min: Math.min(...values), max: Math.max(...values) };
+
+const spreadOf = (runs: readonly Run[], caseName: string, side: Side, key: string) =>
+  spread(
+    runs
+      .filter((r) => r.case === caseName && r.side === side)
+      .map((r) => r.figures[key])
+      .filter((v): v is number => v !== undefined && Number.isFinite(v)),
+  );
+
+/** Every row of the table, in case order, then metric order. */
+export const summarise = (cases: readonly Case[], runs: readonly Run[]): Row[] => {
+  const rows: Row[] = [];
+  for (const c of cases) {
+    if (c.kind === "reference") {
+      if (!runs.some((r) => r.case === c.name)) continue;
+      for (const metric of c.metrics) {
+        const ours = spreadOf(runs, metric.ours.case, "ratatoskr", metric.ours.key);
+        const theirs = spreadOf(runs, c.name, "reference", metric.key);
+        rows.push({
+          case: c.name,
+          metric: metric.label,
+          key: metric.key,
+          unit: metric.unit,
+          better: metric.better,
+          theirName: c.theirName,
+          ours,
+          theirs,
+          ratio: ours && theirs ? ours.median / theirs.median : undefined,
+          goal: undefined,
+        });
+      }
+      continue;
+    }
+    for (const metric of c.metrics) {
+      const ours = spreadOf(runs, c.name, "ratatoskr", metric.key);
+      const theirs = spreadOf(runs, c.name, "bullmq", metric.key);
+      const ratio = ours && theirs ? ours.median / theirs.median : undefined;
+      const goal = c.goals?.find((g) => g.metric === metric.key);
+      rows.push({
+        case: c.name,
+        metric: metric.label,
+        key: metric.key,
+        unit: metric.unit,
+        better: metric.better,
+        theirName: "BullMQ",
+        ours,
+        theirs,
+        ratio,
+        goal: goal === undefined ? undefined : judgeGoal(goal, runs, ours, ratio),
+      });
+    }
+  }
+  return rows;
+};
+
+/** Against BullMQ: the ratio of medians within the bound. Against ours: prio / no-prio medians. */
+const judgeGoal = (
+  goal: Goal,
+  runs: readonly Run[],
+  ours: Spread | undefined,
+  ratio: number | undefined,
+): GoalOutcome => {
+  if (goal.kind === "vs-bullmq") {
+    const text = goal.atLeast !== undefined ? `≥${goal.atLeast}x BullMQ` : `≤${goal.atMost}x BullMQ`;
+    if (ratio === undefined) return { text };
+    return {
+      text,
+      met: goal.atLeast !== undefined ? ratio >= goal.atLeast : ratio <= (goal.atMost ?? Infinity),
+    };
+  }
+  const text = `≥${goal.atLeast}x ours ${goal.baseline}`;
+  const baseline = spreadOf(runs, goal.baseline, "ratatoskr", goal.metric);
+  if (baseline === undefined || ours === undefined) return { text: `${text} (not run)` };
+  const value = ours.median / baseline.median;
+  return { text, value, met: value >= goal.atLeast };
+};
+
+/** Thousands for big figures, two decimals for small ones, three significant digits between. */
+export const formatNumber = (n: number): string => {
+  if (!Number.isFinite(n)) return "—";
+  const abs = Math.abs(n);
+  if (abs >= 1000) return Math.round(n).toLocaleString("en-US");
+  if (abs >= 100) return n.toFixed(0);
+  if (abs >= 10) return n.toFixed(1);
+  return n.toFixed(2);
+};
+
+const formatSpread = (s: Spread | undefined): string =>
+  s === undefined ? "—" : `${formatNumber(s.median)} (${formatNumber(s.min)}–${formatNumber(s.max)})`;
+
+const ratioCell = (row: Row): string => {
+  if (row.ratio === undefined) return "—";
+  return row.better === "lower" ? `${row.ratio.toFixed(2)} (lower is better)` : row.ratio.toFixed(2);
+};
+
+const goalCells = (row: Row): [string, string] => {
+  if (row.goal === undefined) return ["—", "—"];
+  const value = row.goal.value === undefined ? "" : `: ${row.goal.value.toFixed(2)}`;
+  const met = row.goal.met === undefined ? "—" : row.goal.met ? "met" : "not met";
+  return [`${row.goal.text}${value}`, met];
+};
+
+/** A Markdown table, its columns padded so that it also reads well in a terminal. */
+export const renderTable = (rows: readonly Row[]): string => {
+  const theirs = rows.some((r) => r.theirName !== "BullMQ") ? "BullMQ (rq rows: rq)" : "BullMQ";
+  const header = [
+    "case",
+    "metric",
+    "ours median (min–max)",
+    `${theirs} median (min–max)`,
+    "unit",
+    "ours/theirs",
+    "goal",
+    "met",
+  ];
+  const body = rows.map((r) => [
+    r.case,
+    r.metric,
+    formatSpread(r.ours),
+    formatSpread(r.theirs),
+    r.unit,
+    ratioCell(r),
+    ...goalCells(r),
+  ]);
+  const table = [header, ...body];
+  const widths = header.map((_, c) => Math.max(...table.map((row) => row[c]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((cell, c) => cell.padEnd(widths[c]!)).join(" | ")} |`;
+  const rule = `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`;
+  return [line(header), rule, ...body.map(line)].join("\n");
+};

@@ -1,0 +1,344 @@
+/**
+ * Ratatoskr's side of bench/main.ts: the engine (Queue + Worker, handlers in the main thread)
+ * for most cases, the full runtime (`start()`, Piscina threads) for drain-threads.
+ */
+import { spawn } from "node:child_process";
+import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { Effect } from "effect";
+import { loadConfig, queueOptionsFrom } from "../../config/schema.js";
+import { PRIORITIES, type Priority } from "../../src/domain/priority.js";
+import { QueueAdmin } from "../../src/queue/admin.js";
+import { type ClaimedJob, type NewJob, Queue, type QueueOptions } from "../../src/queue/queue.js";
+import { type JobHandler, Worker, type WorkerEvent } from "../../src/queue/worker.js";
+import { connectRedis } from "../../src/redis/connection.js";
+import { start } from "../../src/runtime.js";
+import {
+  BULK_CHUNK,
+  drainFigures,
+  type Figures,
+  IN_FLIGHT,
+  inLanes,
+  latencyFigures,
+  openLoop,
+  payload,
+  dataMemory,
+  waitFor,
+} from "../harness.js";
+import { lineFrom, REPO_ROOT } from "./child.js";
+import type { System, Target } from "./system.js";
+
+const DATA = JSON.stringify(payload());
+/** The runtime's envelope for the `noop` kind of bench/noop-jobs.ts. */
+const NOOP_ENVELOPE = JSON.stringify({ v: 1, kind: "noop", body: {} });
+const noop: JobHandler = async () => undefined;
+
+const randomPriority = (): Priority => PRIORITIES[Math.floor(Math.random() * PRIORITIES.length)]!;
+
+/** Every job completed: nothing waiting, running, delayed or dead, and nothing failed or retried. */
+const verifyCompleted = async (queue: Queue, jobs: number, what: string) => {
+  const stats = await Effect.runPromise(new QueueAdmin(queue).stats());
+  const sum = (f: (s: (typeof stats)[number]) => number) => stats.reduce((n, s) => n + f(s), 0);
+  const completed = sum((s) => s.completedLastHour);
+  const leftOver = sum((s) => s.waiting + s.running + s.delayed + s.dead);
+  const failed = sum((s) => s.failedLastHour + s.retriedLastHour);
+  if (completed !== jobs || leftOver !== 0 || failed !== 0) {
+    throw new Error(
+      `ratatoskr ${what}: ${completed}/${jobs} completed, ${leftOver} left over, ${failed} failed or retried`,
+    );
+  }
+};
+
+const verifyWaiting = async (queue: Queue, jobs: number, what: string) => {
+  const stats = await Effect.runPromise(new QueueAdmin(queue).stats());
+  const waiting = stats.reduce((n, s) => n + s.waiting, 0);
+  if (waiting !== jobs) throw new Error(`ratatoskr ${what}: ${waiting}/${jobs} waiting`);
+};
+
+/** Counts a worker's completions and remembers the first problem it reports. */
+class Completions {
+  count = 0;
+  firstAt = Number.NaN;
+  lastAt = Number.NaN;
+  problem: string | undefined;
+
+  constructor(
+    private readonly expected: number,
+    private readonly onCompleted?: (job: ClaimedJob) => void,
+  ) {}
+
+  readonly onEvent = (event: WorkerEvent) => {
+    if (event.type === "completed") {
+      const now = performance.now();
+      if (this.count === 0) this.firstAt = now;
+      this.lastAt = now;
+      this.onCompleted?.(event.job);
+      this.count++;
+    } else if (event.type !== "released") {
+      this.problem ??= "error" in event ? `${event.type}: ${event.error}` : event.type;
+    }
+  };
+
+  wait(what: string) {
+    return waitFor(what, {
+      done: () => this.count >= this.expected,
+      progress: () => this.count,
+      failure: () => this.problem,
+    });
+  }
+}
+
+export class Ratatoskr implements System {
+  readonly name = "ratatoskr";
+
+  constructor(private readonly target: Target) {}
+
+  /** A queue on a connection of its own (auto-pipelining on, as the runtime's), scripts loaded. */
+  private async open(options: QueueOptions = {}) {
+    const redis = connectRedis(this.target.url, { name: "bench" });
+    const queue = new Queue(redis, options);
+    await Effect.runPromise(queue.prepare());
+    return { queue, close: () => redis.disconnect() };
+  }
+
+  private async prequeue(queue: Queue, jobs: number, job: (i: number) => NewJob) {
+    for (let from = 0; from < jobs; from += BULK_CHUNK) {
+      const chunk = Array.from({ length: Math.min(BULK_CHUNK, jobs - from) }, (_, k) => job(from + k));
+      const outcomes = await Effect.runPromise(queue.enqueueMany(chunk));
+      const refused = outcomes.find((o) => o.outcome !== "ok");
+      if (refused) throw new Error(`ratatoskr: enqueueMany refused ${refused.id}: ${refused.outcome}`);
+    }
+  }
+
+  private worker(queue: Queue, concurrency: number, handler: JobHandler, completions: Completions) {
+    return new Worker({
+      queue,
+      consumer: "bench-worker",
+      priorities: PRIORITIES,
+      concurrency,
+      handler,
+      onEvent: completions.onEvent,
+    });
+  }
+
+  async enqueueSingle(jobs: number): Promise<Figures> {
+    const { queue, close } = await this.open();
+    try {
+      const started = performance.now();
+      await inLanes(jobs, IN_FLIGHT, async (i) => {
+        await Effect.runPromise(queue.enqueue({ id: `j${i}`, priority: "normal", data: DATA }));
+      });
+      const seconds = (performance.now() - started) / 1000;
+      await verifyWaiting(queue, jobs, "enqueue-single");
+      return { jobsPerSecond: jobs / seconds };
+    } finally {
+      close();
+    }
+  }
+
+  async enqueueBulk(jobs: number): Promise<Figures> {
+    const { queue, close } = await this.open();
+    try {
+      const started = performance.now();
+      await this.prequeue(queue, jobs, (i) => ({ id: `j${i}`, priority: "normal", data: DATA }));
+      const seconds = (performance.now() - started) / 1000;
+      await verifyWaiting(queue, jobs, "enqueue-bulk");
+      return { jobsPerSecond: jobs / seconds };
+    } finally {
+      close();
+    }
+  }
+
+  async drainMain(jobs: number, concurrency: number, priorities: "single" | "mixed"): Promise<Figures> {
+    const { queue, close } = await this.open();
+    try {
+      const priority = priorities === "mixed" ? randomPriority : () => "normal" as const;
+      await this.prequeue(queue, jobs, (i) => ({ id: `j${i}`, priority: priority(), data: DATA }));
+      const completions = new Completions(jobs);
+      const started = performance.now();
+      const worker = this.worker(queue, concurrency, noop, completions).start();
+      try {
+        await completions.wait("ratatoskr drain");
+      } finally {
+        await worker.stop();
+      }
+      await verifyCompleted(queue, jobs, "drain");
+      return drainFigures(jobs, started, completions.firstAt, completions.lastAt);
+    } finally {
+      close();
+    }
+  }
+
+  /** As a deployment runs: start() with a registry, a pool of 2 threads and one worker group. */
+  async drainThreads(jobs: number, concurrency: number): Promise<Figures> {
+    const config = loadConfig({
+      REDIS_URL: this.target.url,
+      RT_PROFILE: "test",
+      RT_JOBS_MODULE: new URL("../noop-jobs.ts", import.meta.url).href,
+      // The machine's two cores; the pool's default (one per CPU) would be the same here.
+      RT_POOL_THREADS: "2",
+      RT_LOG_LEVEL: "error",
+    });
+    const { queue, close } = await this.open(queueOptionsFrom(config));
+    try {
+      await this.prequeue(queue, jobs, (i) => ({ id: `j${i}`, priority: "normal", data: NOOP_ENVELOPE }));
+      const admin = new QueueAdmin(queue);
+      let completed = 0;
+      let firstAt = Number.NaN;
+      let finishedAt = Number.NaN;
+      let problem: string | undefined;
+      const started = performance.now();
+      const runtime = await start({
+        config,
+        groups: [{ name: "bench", queues: PRIORITIES, concurrency }],
+      });
+      try {
+        // The runtime reports no per-job events outward: the queue's own counters, polled every
+        // 20 ms, say when the N-th job is done (so this clock can stop up to 20 ms late).
+        await waitFor("ratatoskr drain-threads", {
+          pollMs: 20,
+          progress: () => completed,
+          failure: () => problem,
+          done: async () => {
+            const stats = await Effect.runPromise(admin.stats());
+            completed = stats.reduce((n, s) => n + s.completedLastHour, 0);
+            const failed = stats.reduce((n, s) => n + s.failedLastHour + s.retriedLastHour + s.dead, 0);
+            if (failed > 0) problem = `${failed} jobs failed, retried or died`;
+            if (completed > 0 && Number.isNaN(firstAt)) firstAt = performance.now();
+            if (completed >= jobs) finishedAt = performance.now();
+            return completed >= jobs;
+          },
+        });
+      } finally {
+        await runtime.stop();
+      }
+      await verifyCompleted(queue, jobs, "drain-threads");
+      return drainFigures(jobs, started, firstAt, finishedAt);
+    } finally {
+      close();
+    }
+  }
+
+  async latency(rate: number, seconds: number): Promise<Figures> {
+    const { queue, close } = await this.open();
+    try {
+      const sentAt = (job: ClaimedJob) => (JSON.parse(job.data) as { sentAt: number }).sentAt;
+      const startLatencies: number[] = [];
+      const doneLatencies: number[] = [];
+      const total = Math.round(rate * seconds);
+      const completions = new Completions(total, (job) =>
+        doneLatencies.push(performance.now() - sentAt(job)),
+      );
+      const handler: JobHandler = async (job) => {
+        startLatencies.push(performance.now() - sentAt(job));
+        return undefined;
+      };
+      const worker = this.worker(queue, 16, handler, completions).start();
+      try {
+        // Both sides get the same moment to connect and block for work before the load starts.
+        await sleep(200);
+        await openLoop(rate, seconds, (i, due) => {
+          const data = JSON.stringify(payload({ sentAt: due }));
+          Effect.runPromise(queue.enqueue({ id: `j${i}`, priority: "normal", data })).catch(
+            (error: unknown) => (completions.problem ??= `enqueue: ${String(error)}`),
+          );
+        });
+        await completions.wait("ratatoskr latency");
+      } finally {
+        await worker.stop();
+      }
+      await verifyCompleted(queue, total, "latency");
+      return { ...latencyFigures("start", startLatencies), ...latencyFigures("done", doneLatencies) };
+    } finally {
+      close();
+    }
+  }
+
+  async memory(jobs: number): Promise<Figures> {
+    const { queue, close } = await this.open();
+    try {
+      // After FLUSHALL and the script load: the difference is the jobs alone.
+      const empty = await dataMemory(this.target.admin);
+      await this.prequeue(queue, jobs, (i) => ({ id: `j${i}`, priority: "normal", data: DATA }));
+      const waitingBytesPerJob = ((await dataMemory(this.target.admin)) - empty) / jobs;
+      const completions = new Completions(jobs);
+      const worker = this.worker(queue, 100, noop, completions).start();
+      try {
+        await completions.wait("ratatoskr memory drain");
+      } finally {
+        await worker.stop();
+      }
+      // Completed jobs are kept for the default retention (RT_KEEP_COMPLETED_S, 24 h).
+      const completedBytesPerJob = ((await dataMemory(this.target.admin)) - empty) / jobs;
+      await verifyCompleted(queue, jobs, "memory");
+      return { waitingBytesPerJob, completedBytesPerJob };
+    } finally {
+      close();
+    }
+  }
+
+  /**
+   * A child process claims every job with a handler that never returns; we SIGKILL it and time
+   * until a worker here has started all of them, with the parent reclaiming as the runtime's
+   * reclaimer actor does (actors/services.ts): a pass, then a sleep of max(250 ms, lease / 2).
+   */
+  async recovery(jobs: number, leaseMs: number): Promise<Figures> {
+    const { queue, close } = await this.open();
+    // Ends the reclaim loop, its sleep included, once the run is over.
+    const stopReclaiming = new AbortController();
+    let child: ReturnType<typeof spawn> | undefined;
+    try {
+      await this.prequeue(queue, jobs, (i) => ({ id: `j${i}`, priority: "normal", data: DATA }));
+      const script = fileURLToPath(new URL("./ratatoskr-recovery-child.ts", import.meta.url));
+      child = spawn(process.execPath, ["--import", "tsx", script, this.target.url, `${jobs}`, `${leaseMs}`], {
+        cwd: REPO_ROOT,
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      await lineFrom(child, "active", "ratatoskr recovery child");
+
+      let restarted = 0;
+      let allRestartedAt = Number.NaN;
+      const completions = new Completions(jobs);
+      const worker = new Worker({
+        queue,
+        consumer: "bench-rescuer",
+        priorities: PRIORITIES,
+        concurrency: jobs,
+        leaseMs,
+        handler: async () => {
+          if (++restarted === jobs) allRestartedAt = performance.now();
+          return undefined;
+        },
+        onEvent: completions.onEvent,
+      }).start();
+      const reclaimer = (async () => {
+        const { signal } = stopReclaiming;
+        let cursors: readonly string[] = [];
+        while (!signal.aborted) {
+          const result = await Effect.runPromise(queue.reclaim("bench/reclaimer", { leaseMs, cursors }));
+          cursors = result.cursors;
+          if (!result.more) await sleep(Math.max(250, leaseMs / 2), undefined, { signal }).catch(() => {});
+        }
+      })().catch((error: unknown) => (completions.problem ??= `reclaim: ${String(error)}`));
+      // The kill falls anywhere in the periodic checks' cycle, as a real crash would: killing
+      // as the checker starts would favour whichever side checks first after a start.
+      await sleep(Math.random() * leaseMs);
+      const killedAt = performance.now();
+      child.kill("SIGKILL");
+      try {
+        await completions.wait("ratatoskr recovery");
+      } finally {
+        stopReclaiming.abort();
+        await reclaimer;
+        await worker.stop();
+      }
+      await verifyCompleted(queue, jobs, "recovery");
+      return { recoverySeconds: (allRestartedAt - killedAt) / 1000 };
+    } finally {
+      stopReclaiming.abort();
+      child?.kill("SIGKILL");
+      close();
+    }
+  }
+}
