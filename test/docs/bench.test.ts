@@ -1,0 +1,76 @@
+import { spawn } from "node:child_process";
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const DOCS = ["README.md", "bench/README.md", ...readdirSync(join(ROOT, "docs")).map((f) => `docs/${f}`)];
+
+/**
+ * Every `npm run bench…` line of a shell block in the docs, as written. Benchmarks are not
+ * tests: each runs here shrunk (`SHRINK`) so that CI proves the command works, never how fast.
+ */
+const documentedBenchCommands = (): string[] => {
+  const found = new Set<string>();
+  for (const file of DOCS.filter((f) => f.endsWith(".md"))) {
+    const text = readFileSync(join(ROOT, file), "utf8");
+    for (const block of text.matchAll(/```(?:sh|bash)\n([\s\S]*?)```/g)) {
+      for (const line of block[1]!.split("\n")) {
+        const command = line.replace(/#.*$/, "").trim();
+        if (/(^|\s)npm run bench(:http)?\b/.test(command)) found.add(command);
+      }
+    }
+  }
+  return [...found];
+};
+
+/** Later options win: the documented ones stay in the line, these only make the run small. */
+const SHRINK: Record<string, string> = {
+  bench: "--jobs 60 --rounds 1 --seconds 1",
+  "bench:http": "--seconds 1 --rate 20",
+};
+
+const runShell = (command: string, timeoutMs: number) =>
+  new Promise<{ status: number | null; output: string }>((resolve) => {
+    const child = spawn("bash", ["-c", command], { cwd: ROOT, env: { ...process.env, CI: "true" } });
+    let output = "";
+    child.stdout.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    const timer = setTimeout(() => child.kill("SIGINT"), timeoutMs);
+    child.on("close", (status) => {
+      clearTimeout(timer);
+      resolve({ status, output });
+    });
+  });
+
+describe("the documented benchmark commands", () => {
+  const commands = documentedBenchCommands();
+
+  it("are found in the docs: the quick run, the full run, a case list and the HTTP benchmark", () => {
+    expect(commands).toEqual(
+      expect.arrayContaining(["npm run bench -- --quick", "npm run bench", "npm run bench:http"]),
+    );
+  });
+
+  for (const command of commands) {
+    const script = /npm run (bench(?::http)?)/.exec(command)![1]!;
+    const shrunk = command.includes(" -- ")
+      ? `${command} ${SHRINK[script]}`
+      : command.replace(`npm run ${script}`, `npm run ${script} -- ${SHRINK[script]}`);
+    it(`runs: ${command}`, { timeout: 240_000 }, async () => {
+      const { status, output } = await runShell(shrunk, 230_000);
+      expect(status, output).toBe(0);
+      if (script === "bench" && !command.includes("--list")) {
+        // The table, with every job checked, and the JSON and chart it names.
+        expect(output).toContain("Every job verified.");
+        const json = /^Results: (\S+)$/m.exec(output)?.[1];
+        const chart = /^Chart: +(\S+)$/m.exec(output)?.[1];
+        expect(json && existsSync(json), output).toBe(true);
+        expect(chart && existsSync(chart), output).toBe(true);
+        const report = JSON.parse(readFileSync(json!, "utf8")) as { runs: unknown[] };
+        expect(report.runs.length).toBeGreaterThan(0);
+      }
+    });
+  }
+});
