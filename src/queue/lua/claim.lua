@@ -71,10 +71,15 @@ for a = 6, #ARGV do
         -- pcall: a key of another type under the task's name is bad input like any other, not a
         -- reason to fail this claim and strand the entries it has already read.
         local job = id and redis.pcall('HMGET', job_key(base, id), 'state', 'entry', 'attempt', 'max',
-          'data', 'user', 'created', 'spent', 'prio', 'meta')
+          'meta', 'user', 'created', 'spent', 'prio')
         local corrupt = job and not job.err and job[1] == 'queued' and job[2] == entry
           and corrupt_task(job[3], job[4], job[8], job[9])
-        local data = entry_field(fields, 'd') or (job and not job.err and job[5]) or ''
+        -- The data is in the entry; a job enqueued before it moved there has it in its hash.
+        local data = entry_field(fields, 'd')
+        if not data and job and not job.err and job[1] then
+          data = redis.call('HGET', job_key(base, id), 'data') or ''
+        end
+        data = data or ''
         if not id then
           dead_letter(base, prio, dead_max, '', 'corrupt stream entry ' .. entry .. ': no task id', 0, 1, '',
             cjson.encode(fields or {}), now)
@@ -111,7 +116,7 @@ for a = 6, #ARGV do
           jobs[#jobs + 1] = job[6] or ''
           jobs[#jobs + 1] = job[7] or '0'
           jobs[#jobs + 1] = attempt - tonumber(job[8] or '0')
-          jobs[#jobs + 1] = job[10] or ''
+          jobs[#jobs + 1] = job[5] or ''
         end
       end
     end

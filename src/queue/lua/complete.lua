@@ -15,7 +15,7 @@ local out, done, entries = {}, {}, {}
 for a = 3, #ARGV, 3 do
   local id, attempt, result = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   local key = job_key(base, id)
-  local job = redis.call('HMGET', key, 'state', 'attempt', 'prio', 'entry', 'user')
+  local job = redis.call('HMGET', key, 'state', 'attempt', 'prio', 'entry', 'user', 'due', 'cancel')
   if job[1] == 'running' and job[2] == attempt then
     local prio = job[3]
     -- claim writes the stream a running job was read from; a hash damaged since cannot name one.
@@ -28,7 +28,8 @@ for a = 3, #ARGV, 3 do
       done[prio] = (done[prio] or 0) + 1
     end
     redis.call('HSET', key, 'state', 'completed', 'ended', now, 'entry', '', 'owner', '', 'result', result)
-    redis.call('HDEL', key, 'due', 'cancel')
+    -- Read above rather than deleted blind: a job that has neither (most) saves the call.
+    if job[6] or job[7] then redis.call('HDEL', key, 'due', 'cancel') end
     if ttl > 0 then redis.call('EXPIRE', key, ttl) end
     release_user(base, job[5], id)
     out[#out + 1] = 'ok'
