@@ -132,3 +132,31 @@ export const dataMemory = async (redis: RedisClient): Promise<number> => {
   const info = await redis.info("memory");
   return Number(infoFields(info, "used_memory")) - Number(infoFields(info, "used_memory_scripts"));
 };
+
+/**
+ * A worker's completions as each side's event hooks report them: how many, when the first and
+ * last came, and the first problem (which fails the run).
+ */
+export class CompletionCount {
+  count = 0;
+  firstAt = Number.NaN;
+  lastAt = Number.NaN;
+  problem: string | undefined;
+
+  constructor(private readonly expected: number) {}
+
+  protected completed() {
+    const now = performance.now();
+    if (this.count === 0) this.firstAt = now;
+    this.lastAt = now;
+    this.count++;
+  }
+
+  wait(what: string) {
+    return waitFor(what, {
+      done: () => this.count >= this.expected,
+      progress: () => this.count,
+      failure: () => this.problem,
+    });
+  }
+}

@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 // Resolves from bench/node_modules: BullMQ stays out of the root package (see bench/README.md).
 import { type Job, type Processor, Queue, Worker, type WorkerOptions } from "bullmq";
 import {
+  CompletionCount,
   BULK_CHUNK,
   drainFigures,
   type Figures,
@@ -18,7 +19,6 @@ import {
   openLoop,
   payload,
   dataMemory,
-  waitFor,
 } from "../harness.js";
 import { lineFrom, REPO_ROOT } from "./child.js";
 import type { System, Target } from "./system.js";
@@ -28,22 +28,12 @@ const DATA = payload();
 /** BullMQ's priorities run from 1 (highest) up; four, as ours. */
 const randomPriority = () => 1 + Math.floor(Math.random() * 4);
 
-/** Counts a worker's completions and remembers its first failure. */
-class Completions {
-  count = 0;
-  firstAt = Number.NaN;
-  lastAt = Number.NaN;
-  problem: string | undefined;
-
-  constructor(private readonly expected: number) {}
-
+/** Counts a BullMQ worker's completions and remembers its first failure. */
+class Completions extends CompletionCount {
   watch(worker: Worker, onCompleted?: (job: Job) => void): Worker {
     worker.on("completed", (job: Job) => {
-      const now = performance.now();
-      if (this.count === 0) this.firstAt = now;
-      this.lastAt = now;
       onCompleted?.(job);
-      this.count++;
+      this.completed();
     });
     worker.on("failed", (job: Job | undefined, error: Error) => {
       this.problem ??= `job ${job?.id} failed: ${error.message}`;
@@ -52,14 +42,6 @@ class Completions {
       this.problem ??= `worker error: ${error.message}`;
     });
     return worker;
-  }
-
-  wait(what: string) {
-    return waitFor(what, {
-      done: () => this.count >= this.expected,
-      progress: () => this.count,
-      failure: () => this.problem,
-    });
   }
 }
 

@@ -15,6 +15,7 @@ import { type JobHandler, Worker, type WorkerEvent } from "../../src/queue/worke
 import { connectRedis } from "../../src/redis/connection.js";
 import { start } from "../../src/runtime.js";
 import {
+  CompletionCount,
   BULK_CHUNK,
   drainFigures,
   type Figures,
@@ -56,37 +57,23 @@ const verifyWaiting = async (queue: Queue, jobs: number, what: string) => {
   if (waiting !== jobs) throw new Error(`ratatoskr ${what}: ${waiting}/${jobs} waiting`);
 };
 
-/** Counts a worker's completions and remembers the first problem it reports. */
-class Completions {
-  count = 0;
-  firstAt = Number.NaN;
-  lastAt = Number.NaN;
-  problem: string | undefined;
-
+/** Counts an engine worker's completions and remembers the first problem it reports. */
+class Completions extends CompletionCount {
   constructor(
-    private readonly expected: number,
+    expected: number,
     private readonly onCompleted?: (job: ClaimedJob) => void,
-  ) {}
+  ) {
+    super(expected);
+  }
 
   readonly onEvent = (event: WorkerEvent) => {
     if (event.type === "completed") {
-      const now = performance.now();
-      if (this.count === 0) this.firstAt = now;
-      this.lastAt = now;
       this.onCompleted?.(event.job);
-      this.count++;
+      this.completed();
     } else if (event.type !== "released") {
       this.problem ??= "error" in event ? `${event.type}: ${event.error}` : event.type;
     }
   };
-
-  wait(what: string) {
-    return waitFor(what, {
-      done: () => this.count >= this.expected,
-      progress: () => this.count,
-      failure: () => this.problem,
-    });
-  }
 }
 
 export class Ratatoskr implements System {
