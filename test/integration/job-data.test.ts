@@ -36,9 +36,13 @@ describe("a job's data", () => {
     };
 
     let claimed = await claimOne();
-    await run(queue.fail({ id: job.id, attempt: claimed.attempt, error: "again", retriable: true, delayMs: 0 }));
+    await run(
+      queue.fail({ id: job.id, attempt: claimed.attempt, error: "again", retriable: true, delayMs: 0 }),
+    );
     claimed = await claimOne();
-    await run(queue.fail({ id: job.id, attempt: claimed.attempt, error: "later", retriable: true, delayMs: 1 }));
+    await run(
+      queue.fail({ id: job.id, attempt: claimed.attempt, error: "later", retriable: true, delayMs: 1 }),
+    );
     expect((await run(queue.getJob(job.id)))?.state).toBe("delayed");
     await new Promise((resolve) => setTimeout(resolve, 5));
     expect((await run(queue.promote())).moved).toBe(1);
@@ -47,7 +51,9 @@ describe("a job's data", () => {
     expect(await run(queue.reprioritize(job.id, "urgent"))).toBe("ok");
     claimed = await claimOne();
     expect(claimed.priority).toBe("urgent");
-    await run(queue.fail({ id: job.id, attempt: claimed.attempt, error: "gives up", retriable: false, delayMs: 0 }));
+    await run(
+      queue.fail({ id: job.id, attempt: claimed.attempt, error: "gives up", retriable: false, delayMs: 0 }),
+    );
 
     const [dead] = await run(admin.listDead());
     expect(dead?.data).toBe(DATA);
