@@ -57,6 +57,30 @@ const spreadOf = (runs: readonly Run[], caseName: string, side: Side, key: strin
       .filter((v): v is number => v !== undefined && Number.isFinite(v)),
   );
 
+/** One row: ours against theirs for one metric, with the ratio of the medians. */
+const rowOf = (
+  c: Case,
+  metric: Metric,
+  theirName: string,
+  ours: Spread | undefined,
+  theirs: Spread | undefined,
+  judge: (ratio: number | undefined) => GoalOutcome | undefined,
+): Row => {
+  const ratio = ours && theirs ? ours.median / theirs.median : undefined;
+  return {
+    case: c.name,
+    metric: metric.label,
+    key: metric.key,
+    unit: metric.unit,
+    better: metric.better,
+    theirName,
+    ours,
+    theirs,
+    ratio,
+    goal: judge(ratio),
+  };
+};
+
 /** Every row of the table, in case order, then metric order. */
 export const summarise = (cases: readonly Case[], runs: readonly Run[]): Row[] => {
   const rows: Row[] = [];
@@ -66,38 +90,19 @@ export const summarise = (cases: readonly Case[], runs: readonly Run[]): Row[] =
       for (const metric of c.metrics) {
         const ours = spreadOf(runs, metric.ours.case, "ratatoskr", metric.ours.key);
         const theirs = spreadOf(runs, c.name, "reference", metric.key);
-        rows.push({
-          case: c.name,
-          metric: metric.label,
-          key: metric.key,
-          unit: metric.unit,
-          better: metric.better,
-          theirName: c.theirName,
-          ours,
-          theirs,
-          ratio: ours && theirs ? ours.median / theirs.median : undefined,
-          goal: undefined,
-        });
+        rows.push(rowOf(c, metric, c.theirName, ours, theirs, () => undefined));
       }
       continue;
     }
     for (const metric of c.metrics) {
       const ours = spreadOf(runs, c.name, "ratatoskr", metric.key);
       const theirs = spreadOf(runs, c.name, "bullmq", metric.key);
-      const ratio = ours && theirs ? ours.median / theirs.median : undefined;
       const goal = c.goals?.find((g) => g.metric === metric.key);
-      rows.push({
-        case: c.name,
-        metric: metric.label,
-        key: metric.key,
-        unit: metric.unit,
-        better: metric.better,
-        theirName: "BullMQ",
-        ours,
-        theirs,
-        ratio,
-        goal: goal === undefined ? undefined : judgeGoal(goal, runs, ours, ratio),
-      });
+      rows.push(
+        rowOf(c, metric, "BullMQ", ours, theirs, (ratio) =>
+          goal === undefined ? undefined : judgeGoal(goal, runs, ours, ratio),
+        ),
+      );
     }
   }
   return rows;

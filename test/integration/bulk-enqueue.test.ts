@@ -22,6 +22,18 @@ describe("bulk enqueue", () => {
     const expected = ALL.flatMap((prio) => jobs.filter((j) => j.priority === prio).map((j) => j.id));
     expect(claimed.jobs.map((j) => j.id)).toEqual(expected);
     expect(claimed.jobs[0]).toMatchObject({ attempt: 1, maxAttempts: 4, data: jobs[0]!.data });
+
+    // One completion call for all of them: its acknowledgements go out in slices of 1,000.
+    const answers = await run(queue.complete(claimed.jobs.map((j) => ({ id: j.id, attempt: j.attempt }))));
+    expect(answers.every((a) => a === "ok")).toBe(true);
+    const after = await run(new QueueAdmin(queue).stats());
+    expect(after.map((s) => [s.waiting, s.running, s.completedLastHour])).toEqual([
+      [0, 0, 301],
+      [0, 0, 301],
+      [0, 0, 301],
+      [0, 0, 300],
+    ]);
+    for (const prio of ALL) expect(await redis.client().xlen(queue.keys.stream(prio))).toBe(0);
   });
 
   it("judges each job on its own: a duplicate or a busy user is refused, the rest go in", async () => {

@@ -91,9 +91,9 @@ end
 local function ack_and_delete_all(base, prio, group, entries)
   local key = stream_key(base, prio)
   for i = 1, #entries, 1000 do
-    local slice = { unpack(entries, i, math.min(i + 999, #entries)) }
-    redis.call('XACK', key, group, unpack(slice))
-    redis.call('XDEL', key, unpack(slice))
+    local last = math.min(i + 999, #entries)
+    redis.call('XACK', key, group, unpack(entries, i, last))
+    redis.call('XDEL', key, unpack(entries, i, last))
   end
 end
 
