@@ -81,7 +81,7 @@ export class Ratatoskr implements System {
 
   constructor(private readonly target: Target) {}
 
-  /** A queue on a connection of its own (auto-pipelining on, as the runtime's), scripts loaded. */
+  /** A queue on a connection of its own (from `connectRedis`, as the runtime's), scripts loaded. */
   private async open(options: QueueOptions = {}) {
     const redis = connectRedis(this.target.url, { name: "bench" });
     const queue = new Queue(redis, options);

@@ -113,6 +113,11 @@ export class Worker {
   private claimsOut = 0;
   /** The last claim, when it came back short: its cursors are where to block. */
   private dry: Claim | undefined;
+  /**
+   * The last claim came back full, so more is likely waiting: keep CLAIMS_IN_FLIGHT out. After a
+   * dry spell one claim goes first, since a wake often means a single new job.
+   */
+  private flowing = false;
   private errors = 0;
   private backoffUntil = 0;
   private loopDone: Promise<void> | undefined;
@@ -199,12 +204,18 @@ export class Worker {
       const backoff = this.backoffUntil - Date.now();
       if (backoff > 0) {
         await Promise.race([sleep(backoff), this.nextWake()]);
-      } else if (free > 0 && this.claimsOut < CLAIMS_IN_FLIGHT && !this.dry) {
+      } else if (free > 0 && this.claimsOut < (this.flowing ? CLAIMS_IN_FLIGHT : 1) && !this.dry) {
         this.claimSome(Math.min(free, batch));
       } else if (free > 0 && this.claimsOut === 0 && this.dry) {
+        // Only something new in the streams (or the wait's own timeout or failure) ends the dry
+        // spell. A slot freeing meanwhile wakes the loop too, but there is nothing new to claim:
+        // claiming anyway cost two claim scripts per finished job whenever the queue ran near empty.
         const dry = this.dry;
-        this.dry = undefined;
-        await Promise.race([this.waitForWork(dry), this.nextWake()]);
+        const fresh = await Promise.race([
+          this.waitForWork(dry).then(() => true),
+          this.nextWake().then(() => false),
+        ]);
+        if (fresh && this.dry === dry) this.dry = undefined;
       } else {
         await this.nextWake();
       }
@@ -217,7 +228,7 @@ export class Worker {
     const { queue, consumer, priorities } = this.options;
     this.reserved += want;
     this.claimsOut++;
-    // Completions waiting for their flush go out now, in the same write as the claim.
+    // Completions waiting for their flush go out now, just ahead of the claim: one tick, no wait.
     this.flushCompletions();
     void Effect.runPromise(queue.claim(consumer, priorities, want))
       .then(
@@ -225,6 +236,7 @@ export class Worker {
           this.errors = 0;
           // Claims answer in the order sent: the last one says whether the streams are dry now.
           this.dry = claim.cursors.length > 0 ? claim : undefined;
+          this.flowing = this.dry === undefined;
           for (const job of claim.jobs) this.startJob(job);
         },
         (error) => {

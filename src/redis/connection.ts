@@ -9,7 +9,7 @@ export type RedisClient = Redis | Cluster;
 export interface ConnectOptions {
   /** Shown in CLIENT LIST, so an operator can tell a dispatcher from the web server. */
   readonly name?: string;
-  /** A connection used for blocking reads: no auto-pipelining behind a BLOCK. */
+  /** A connection used for blocking reads: its commands wait through a reconnect, however long. */
   readonly blocking?: boolean;
   /**
    * Commands fail at once while disconnected instead of waiting for a reconnect: for probes,
@@ -33,8 +33,11 @@ const tlsOptions = (target: RedisTarget, caFile: string | undefined): Connection
 /**
  * The one way this project opens a Redis connection, whatever the deployment: one server
  * (`redis://`, `rediss://` for TLS), a Sentinel-watched master (`redis+sentinel://`) or a Cluster
- * (`redis+cluster://`). Auto-pipelining batches the many small script calls a busy worker makes
- * into one write per tick without any code asking for it.
+ * (`redis+cluster://`). No auto-pipelining: the hot paths batch their own work (a claim takes
+ * many jobs, a completion acknowledges many), and ioredis's per-tick Pipeline cost more than it
+ * saved. With it on, a drain at concurrency 16 ran at 12,600-15,000 jobs/s instead of
+ * 18,100-19,100, and 16 single enqueues in flight at 15,000-17,000/s instead of 26,600-27,500
+ * (bench/README.md, "Where the time goes").
  */
 export const connectRedis = (url: string, options: ConnectOptions = {}): RedisClient => {
   const target = parseRedisUrl(url);
@@ -50,7 +53,7 @@ export const connectRedis = (url: string, options: ConnectOptions = {}): RedisCl
   if (target.kind === "cluster") {
     client = new Cluster([...target.nodes], {
       redisOptions: perNode,
-      enableAutoPipelining: !options.blocking,
+      enableAutoPipelining: false,
       enableOfflineQueue: !options.failFast,
       clusterRetryStrategy: reconnectDelay,
       // Every queue key lives in one slot, so reads from replicas would only add staleness.
@@ -59,7 +62,7 @@ export const connectRedis = (url: string, options: ConnectOptions = {}): RedisCl
   } else {
     client = new Redis({
       ...perNode,
-      enableAutoPipelining: !options.blocking,
+      enableAutoPipelining: false,
       enableOfflineQueue: !options.failFast,
       retryStrategy: reconnectDelay,
       db: target.db,
@@ -85,10 +88,7 @@ export const connectRedis = (url: string, options: ConnectOptions = {}): RedisCl
  * reads and pub/sub, which must not share a connection with ordinary commands.
  */
 export const duplicateConnection = (client: RedisClient): RedisClient => {
-  const copy =
-    client instanceof Cluster
-      ? client.duplicate(undefined, { enableAutoPipelining: false })
-      : client.duplicate({ enableAutoPipelining: false });
+  const copy: RedisClient = client instanceof Cluster ? client.duplicate() : client.duplicate();
   copy.on("error", () => {});
   return copy;
 };
