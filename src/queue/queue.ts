@@ -118,12 +118,20 @@ export interface Claim {
    * anything newer with `waitForWork`. Empty when every slot asked for was filled.
    */
   readonly cursors: ReadonlyArray<readonly [key: string, id: string]>;
+  /** The answers to the completions the claim carried, in their order. */
+  readonly completed: readonly CompleteOutcome[];
 }
 
 export interface Lease {
   readonly id: string;
   readonly attempt: number;
 }
+
+/** A finished attempt and the result to keep with the job. */
+export type Completion = Lease & { readonly result?: string };
+
+/** `stale`: another attempt owns the job now, and this answer changed nothing. */
+export type CompleteOutcome = "ok" | "stale";
 
 export type RenewOutcome = "ok" | "lost" | "cancel";
 
@@ -292,12 +300,32 @@ export class Queue {
     });
   }
 
-  claim(consumer: string, priorities: readonly Priority[], want: number): Effect.Effect<Claim, RedisError> {
+  /**
+   * Up to `want` jobs, strictly by priority. `done` are completions to record first, exactly as
+   * `complete` would (its answers come back as `completed`): a busy worker sends one script per
+   * batch instead of two.
+   */
+  claim(
+    consumer: string,
+    priorities: readonly Priority[],
+    want: number,
+    done: readonly Completion[] = [],
+  ): Effect.Effect<Claim, RedisError> {
     const ordered = inPriorityOrder(priorities);
-    const args = [this.group, consumer, want, this.deadLetterMax, this.retention.failedSeconds, ...ordered];
+    const args: Array<string | number> = [
+      this.group,
+      consumer,
+      want,
+      this.deadLetterMax,
+      this.retention.failedSeconds,
+      this.retention.completedSeconds,
+      ordered.length,
+      ...ordered,
+    ];
+    for (const d of done) args.push(d.id, d.attempt, d.result ?? "");
     return this.run(scripts.claim, args).pipe(
       Effect.map((reply) => {
-        const [flat, cursorPairs] = reply as [Array<string | number>, string[]];
+        const [flat, cursorPairs, completed] = reply as [Array<string | number>, string[], CompleteOutcome[]];
         const jobs: ClaimedJob[] = [];
         for (let i = 0; i < flat.length; i += 9) {
           const userId = String(flat[i + 5]);
@@ -321,7 +349,7 @@ export class Queue {
             cursors.push([key, cursorPairs[i + 1] as string]);
           }
         }
-        return { jobs, cursors };
+        return { jobs, cursors, completed };
       }),
     );
   }
@@ -388,13 +416,11 @@ export class Queue {
   }
 
   /** Completes jobs in one round trip; 'stale' for an attempt that is no longer current. */
-  complete(
-    done: ReadonlyArray<Lease & { readonly result?: string }>,
-  ): Effect.Effect<Array<"ok" | "stale">, RedisError> {
+  complete(done: readonly Completion[]): Effect.Effect<CompleteOutcome[], RedisError> {
     if (done.length === 0) return Effect.succeed([]);
     const args: Array<string | number> = [this.group, this.retention.completedSeconds];
     for (const d of done) args.push(d.id, d.attempt, d.result ?? "");
-    return this.run(scripts.complete, args).pipe(Effect.map((reply) => reply as Array<"ok" | "stale">));
+    return this.run(scripts.complete, args).pipe(Effect.map((reply) => reply as CompleteOutcome[]));
   }
 
   fail(failure: Failure): Effect.Effect<FailOutcome, RedisError> {

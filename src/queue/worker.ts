@@ -4,7 +4,7 @@ import { Effect } from "effect";
 import type { Priority } from "../domain/priority.js";
 import { duplicateConnection, type RedisClient } from "../redis/connection.js";
 import { describeFailure, failureKindOf, retryDelayMs } from "./failures.js";
-import type { Claim, ClaimedJob, Queue } from "./queue.js";
+import type { Claim, ClaimedJob, CompleteOutcome, Completion, Queue } from "./queue.js";
 
 export interface JobContext {
   /** Aborted when the job is cancelled, its lease is lost, or the worker is stopped by force. */
@@ -84,6 +84,19 @@ type Outcome =
   | { readonly type: "invalid"; readonly reason: string }
   | { readonly type: "lease-lost" | "shutdown" };
 
+/** A handler's result on its way to Redis; `done` lets its `execute` finish. */
+interface PendingCompletion {
+  readonly job: ClaimedJob;
+  readonly result: string;
+  readonly done: () => void;
+}
+
+const toCompletion = (c: PendingCompletion): Completion => ({
+  id: c.job.id,
+  attempt: c.job.attempt,
+  result: c.result,
+});
+
 const LEASE_LOST = "lease lost";
 const CANCELLED = "cancelled";
 const SHUTDOWN = "worker shut down";
@@ -101,7 +114,7 @@ export class Worker {
    * in the same round trip as the acknowledgement instead of after it.
    */
   private executing = 0;
-  private readonly completions: Array<{ job: ClaimedJob; result: string; done: () => void }> = [];
+  private readonly completions: PendingCompletion[] = [];
   private flushScheduled = false;
   private stopping = false;
   private stopped: Promise<{ abandoned: number }> | undefined;
@@ -228,9 +241,9 @@ export class Worker {
     const { queue, consumer, priorities } = this.options;
     this.reserved += want;
     this.claimsOut++;
-    // Completions waiting for their flush go out now, just ahead of the claim: one tick, no wait.
-    this.flushCompletions();
-    void Effect.runPromise(queue.claim(consumer, priorities, want))
+    // Completions waiting for their flush ride with the claim: one script for both.
+    const done = this.completions.splice(0);
+    void Effect.runPromise(queue.claim(consumer, priorities, want, done.map(toCompletion)))
       .then(
         (claim) => {
           this.errors = 0;
@@ -238,9 +251,13 @@ export class Worker {
           this.dry = claim.cursors.length > 0 ? claim : undefined;
           this.flowing = this.dry === undefined;
           for (const job of claim.jobs) this.startJob(job);
+          this.settle(done, claim.completed);
         },
         (error) => {
           // Redis away or refusing: report, back off (up to 2 s) and try again; nothing is lost.
+          // The completions it carried go out again on their own, retried through the outage.
+          this.completions.unshift(...done);
+          if (done.length > 0) this.scheduleFlush();
           this.emit({ type: "error", error: describeFailure(error) });
           this.errors++;
           this.backoffUntil = Date.now() + Math.min(2000, 50 * 2 ** this.errors);
@@ -414,16 +431,17 @@ export class Worker {
   private flushCompletions() {
     if (this.completions.length === 0) return;
     const batch = this.completions.splice(0);
-    void this.retryingRedis(() =>
-      this.options.queue.complete(
-        batch.map((c) => ({ id: c.job.id, attempt: c.job.attempt, result: c.result })),
-      ),
-    ).then((answers) => {
-      batch.forEach((c, i) => {
-        if (answers?.[i] === "ok") this.emit({ type: "completed", job: c.job, result: c.result });
-        else if (answers?.[i] === "stale") this.emit({ type: "stale", job: c.job });
-        c.done();
-      });
+    void this.retryingRedis(() => this.options.queue.complete(batch.map(toCompletion))).then((answers) =>
+      this.settle(batch, answers),
+    );
+  }
+
+  /** Tells of each completion as Redis answered it (no answer: it gave up, the reclaimer runs it). */
+  private settle(batch: readonly PendingCompletion[], answers: readonly CompleteOutcome[] | undefined) {
+    batch.forEach((c, i) => {
+      if (answers?.[i] === "ok") this.emit({ type: "completed", job: c.job, result: c.result });
+      else if (answers?.[i] === "stale") this.emit({ type: "stale", job: c.job });
+      c.done();
     });
   }
 

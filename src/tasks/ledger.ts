@@ -1,6 +1,6 @@
 import type { EntityManager } from "@mikro-orm/core";
 import { CaptionTask } from "../db/entities.js";
-import type { TaskStatus } from "../domain/status.js";
+import { TASK_STATUSES, type TaskStatus } from "../domain/status.js";
 import { type AuditAction, auditedUpdate } from "./audit.js";
 
 /**
@@ -297,10 +297,20 @@ export class TaskLedger {
     });
   }
 
-  setPriority(id: string, priority: CaptionTask["priority"], actor?: string): Promise<boolean> {
+  /**
+   * A waiting task's new priority, on the record. Once Redis has moved the job (`movedInRedis`),
+   * a worker may claim it at the new priority at once, before this write: the row then records
+   * the move whatever status it has reached.
+   */
+  setPriority(
+    id: string,
+    priority: CaptionTask["priority"],
+    actor?: string,
+    movedInRedis = false,
+  ): Promise<boolean> {
     return this.transition({
       id,
-      from: ["queued"],
+      from: movedInRedis ? TASK_STATUSES : ["queued"],
       set: { priority },
       action: "priority_changed",
       actor,

@@ -300,6 +300,7 @@ export class TaskService {
     const row = await this.orm.em.fork().findOne(CaptionTask, { id: taskId });
     if (!row) return Either.left(new TaskNotFound({ taskId }));
     if (row.status !== "queued") return Either.left(new TaskNotWaiting({ taskId, status: row.status }));
+    let movedInRedis = false;
     if (row.queueBackend === "redis") {
       const moved = await Effect.runPromise(
         Effect.either(this.withinTimeout(this.queue.reprioritize(taskId, priority))),
@@ -307,8 +308,9 @@ export class TaskService {
       if (Either.isRight(moved) && moved.right !== "ok")
         return Either.left(new TaskNotWaiting({ taskId, status: moved.right.state }));
       // Not in Redis (lost, or Redis away): the ledger's priority is what the reconciler uses.
+      movedInRedis = Either.isRight(moved);
     }
-    return (await this.ledger.setPriority(taskId, priority, actor))
+    return (await this.ledger.setPriority(taskId, priority, actor, movedInRedis))
       ? Either.right("ok")
       : Either.left(new TaskNotWaiting({ taskId, status: "running" }));
   }

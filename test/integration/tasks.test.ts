@@ -220,6 +220,36 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       const notYet = await service.retry(newId, { userId });
       expect(Either.isLeft(notYet) && notYet.left._tag).toBe("TaskNotRetryable");
     });
+
+    it("records a move to another priority even when a worker takes the task the moment it lands", async () => {
+      const queue = await makeQueue(redis);
+      const service = new TaskService(db.orm, queue);
+      const { userId } = await seedUser(db.orm);
+      const sub = await service.submit({ userId, priority: "low" });
+      const id = Either.isRight(sub) ? sub.right.taskId : "";
+      // A worker with a free slot on the new priority claims the job, and the ledger hears it
+      // start, before the move reaches the ledger: what a busy machine made of the admin route.
+      // The real script runs; the claim and the start follow it at once.
+      const reprioritize = queue.reprioritize.bind(queue);
+      const claimed: string[] = [];
+      queue.reprioritize = (...args) =>
+        reprioritize(...args).pipe(
+          Effect.tap(() =>
+            Effect.promise(async () => {
+              const [job] = (await run(queue.claim("w", PRIORITIES, 1))).jobs;
+              claimed.push(`${job?.id} ${job?.priority}`);
+              await service.ledger.markRunning(id, job!.attempt);
+            }),
+          ),
+        );
+      expect(await service.reprioritize(id, "high")).toEqual(Either.right("ok"));
+      expect(claimed).toEqual([`${id} high`]);
+      expect(await row(id)).toMatchObject({ status: "running", priority: "high" });
+      // Once it runs, its priority stays.
+      const late = await service.reprioritize(id, "low");
+      expect(Either.isLeft(late) && late.left._tag).toBe("TaskNotWaiting");
+      expect((await row(id)).priority).toBe("high");
+    });
   });
 
 suite("sqlite", true);

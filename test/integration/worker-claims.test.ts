@@ -3,8 +3,9 @@ import { Effect } from "effect";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Queue } from "../../src/queue/queue.js";
 import type { Worker } from "../../src/queue/worker.js";
-import { eventLog, eventually, makeQueue, newJob, testWorker } from "../support/queue.js";
-import { run, useRedis } from "../support/redis.js";
+import { QueueAdmin } from "../../src/queue/admin.js";
+import { ALL, eventLog, eventually, makeQueue, newJob, testWorker } from "../support/queue.js";
+import { run, runFailure, useRedis } from "../support/redis.js";
 
 /** Counts the claim scripts a worker sends, and the jobs they bring back, through the real queue. */
 const countClaims = (queue: Queue) => {
@@ -82,5 +83,75 @@ describe("how a worker claims", () => {
     // Claims of up to eight jobs (half the slots), not one claim per job.
     expect(counts.claims - before).toBeLessThan(400 / 4);
     expect(log.count("error")).toBe(0);
+  });
+
+  it("a claim records the completions it carries first, as complete would: ok, stale, and ok again on a resend", async () => {
+    const queue = await makeQueue(redis);
+    const a = newJob("high", { userId: "u1" });
+    const b = newJob("normal");
+    await run(queue.enqueueMany([a, b]));
+    const first = await run(queue.claim("w", ALL, 2));
+    expect(first.jobs.map((j) => j.id)).toEqual([a.id, b.id]);
+    expect(first.completed).toEqual([]);
+    const next = newJob("low", { userId: "u1" });
+    // u1's task a is still active: a second task of u1 waits for it to end.
+    expect(await runFailure(queue.enqueue(next))).toMatchObject({ _tag: "ActiveTaskExists" });
+
+    const done = [
+      { id: a.id, attempt: 1, result: "caption a" },
+      { id: b.id, attempt: 2, result: "from an attempt that never ran" },
+    ];
+    const second = await run(queue.claim("w", ALL, 5, done));
+    expect(second.completed).toEqual(["ok", "stale"]);
+    expect(second.jobs).toEqual([]);
+    expect(await run(queue.getJob(a.id))).toMatchObject({ state: "completed", result: "caption a" });
+    expect(await run(queue.getJob(b.id))).toMatchObject({ state: "running", attempt: 1 });
+    // a's entry is acknowledged and gone; b's is still pending with its worker.
+    const raw = redis.client();
+    expect(await raw.xlen(queue.keys.stream("high"))).toBe(0);
+    expect(((await raw.xpending(queue.keys.stream("normal"), queue.group)) as [number])[0]).toBe(1);
+    // u1's lock went with a's completion, in the same script as the claim.
+    await run(queue.enqueue(next));
+    const stats = await run(new QueueAdmin(queue).stats());
+    expect(stats.find((s) => s.priority === "high")?.completedLastHour).toBe(1);
+
+    // The same completion again (a reply lost on the way back) is answered ok and changes nothing.
+    const third = await run(queue.claim("w", ALL, 5, done.slice(0, 1)));
+    expect(third.completed).toEqual(["ok"]);
+    expect(third.jobs.map((j) => j.id)).toEqual([next.id]);
+    const again = await run(new QueueAdmin(queue).stats());
+    expect(again.find((s) => s.priority === "high")?.completedLastHour).toBe(1);
+  });
+
+  it("loses no completion when the claim carrying it fails: it goes out again once Redis takes scripts", async () => {
+    const queue = await makeQueue(redis);
+    const admin = redis.client();
+    const log = eventLog();
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    worker = testWorker(queue, {
+      idleBlockMs: 60_000,
+      onEvent: log.onEvent,
+      handler: async () => {
+        await gate;
+        return "finished";
+      },
+    }).start();
+    const job = newJob("normal");
+    await run(queue.enqueue(job));
+    await eventually(() => worker?.active === 1, 5_000, "the job to start");
+    // Redis refuses every script from now on: the next claim, which carries the completion,
+    // fails, and so does each try to send the completion alone.
+    await admin.call("ACL", "SETUSER", "default", "-evalsha", "-eval");
+    try {
+      release();
+      await eventually(() => log.count("error") >= 2, 10_000, "the claim and a completion to be refused");
+      expect(log.count("completed")).toBe(0);
+      expect(await run(queue.getJob(job.id))).toMatchObject({ state: "running" });
+    } finally {
+      await admin.call("ACL", "SETUSER", "default", "+evalsha", "+eval");
+    }
+    await eventually(() => log.count("completed") === 1, 10_000, "the completion to be recorded");
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "completed", result: "finished" });
   });
 });

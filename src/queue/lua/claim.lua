@@ -8,14 +8,21 @@
 -- When fewer than `want` jobs were found, the newest entry id of each stream read is returned,
 -- with the signal stream's, so the caller can block (XREAD) for anything newer without missing
 -- an entry added meanwhile.
+-- The worker's completions of the batch before come first, as `complete` would take them, so
+-- that its slots are free and its users' locks released before the claim.
 -- KEYS[1] base
--- ARGV group, consumer, want, dead_max, ttl_failed, prio...
--- -> { {id, attempt, prio, max, data, user, created, run_attempt, meta, ...}, {prio, cursor, ...} }
+-- ARGV group, consumer, want, dead_max, ttl_failed, ttl_completed, n_prio, prio (n_prio times),
+--      (id, attempt, result)... of the completions
+-- -> { {id, attempt, prio, max, data, user, created, run_attempt, meta, ...}, {prio, cursor, ...},
+--      {'ok' | 'stale', ...} for the completions, in their order }
 -- @include common
+-- @include complete-jobs
 
 local base, group, consumer = KEYS[1], ARGV[1], ARGV[2]
 local want, dead_max, ttl_failed = tonumber(ARGV[3]), ARGV[4], ARGV[5]
+local last_prio = 7 + tonumber(ARGV[7])
 local now = now_ms()
+local completed = complete_jobs(base, group, tonumber(ARGV[6]), now, ARGV, last_prio + 1)
 
 -- Why a queued task's hash cannot be run, or nil. The attempt is the fencing token every later
 -- script compares as a string and the worker echoes as an integer; attempt, spent and max are
@@ -56,7 +63,7 @@ local function read_new(key, n)
 end
 
 local jobs, cursors, got = {}, {}, 0
-for a = 6, #ARGV do
+for a = 8, last_prio do
   local prio = ARGV[a]
   if got >= want then break end
   if not paused[prio] then
@@ -132,4 +139,4 @@ if got < want then
   cursors[#cursors + 1] = 'signal'
   cursors[#cursors + 1] = (tip[1] and tip[1][1]) or '0-0'
 end
-return { jobs, cursors }
+return { jobs, cursors, completed }
