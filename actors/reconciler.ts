@@ -45,7 +45,16 @@ export const reconciler = (ctx: RuntimeContext): ChildSpec => ({
     }).pipe(
       Effect.flatMap((report) => {
         const text = summary(report);
-        return text ? Effect.logInfo(`reconciled: ${text}`) : Effect.void;
+        const corrupt = report.corrupt ?? [];
+        return Effect.all([
+          text ? Effect.logInfo(`reconciled: ${text}`) : Effect.void,
+          // Every pass until a person looks: the task cannot run while its key is in the way.
+          corrupt.length > 0
+            ? Effect.logWarning(
+                `reconcile: ${corrupt.length} active tasks left alone, their redis key holds something other than a job: ${corrupt.slice(0, 5).join(", ")}${corrupt.length > 5 ? ", ..." : ""}`,
+              )
+            : Effect.void,
+        ]);
       }),
       // Redis or the database away mid-pass: the next pass finishes the job; nothing is half-moved.
       Effect.catchAll((error) =>

@@ -2,6 +2,7 @@ import type { EntityManager } from "@mikro-orm/core";
 import { Duration, Effect, Either } from "effect";
 import { CaptionTask } from "../db/entities.js";
 import { QueueAdmin } from "../queue/admin.js";
+import type { RedisError } from "../queue/errors.js";
 import type { JobView, NewJob, Queue } from "../queue/queue.js";
 import { captionJob } from "./caption-job.js";
 import type { DatabaseQueue } from "./database-queue.js";
@@ -24,6 +25,11 @@ export interface ReconcileReport {
   readonly settled: number;
   /** One-active-task-per-user locks put back from the ledger. */
   readonly locksRestored: number;
+  /**
+   * Active tasks whose key in Redis holds something other than a job (damage, or another
+   * program's key): left as they are, for a person to look at, as enqueue leaves such a key.
+   */
+  readonly corrupt?: readonly string[];
 }
 
 export interface ReconcilerOptions {
@@ -173,6 +179,7 @@ export class Reconciler {
    */
   async repairRedis(): Promise<Omit<ReconcileReport, "expired" | "movedToRedis">> {
     const unrunnable: Unrunnable[] = [];
+    const corrupt: string[] = [];
     let reenqueued = 0;
     let settled = 0;
     let locksRestored = 0;
@@ -189,16 +196,23 @@ export class Reconciler {
         },
         { orderBy: { id: "asc" }, limit: this.batch },
       );
-      // All at once: ioredis pipelines them, and the timeout bounds the batch, not each call.
-      const jobs = await this.redis(
+      // All at once, and the timeout bounds the batch, not each call. Each answer on its own: a
+      // key of the wrong type is that task's problem, not a reason to stop every later pass.
+      const answers = await this.redis(
         Effect.all(
-          rows.map((row) => this.queue.getJob(row.id)),
+          rows.map((row) => Effect.either(this.queue.getJob(row.id))),
           { concurrency: "unbounded" },
         ),
       );
       const live: Array<{ id: string; userId: string }> = [];
       for (const [i, row] of rows.entries()) {
-        const job = jobs[i];
+        const answer = answers[i]!;
+        if (Either.isLeft(answer)) {
+          if (!isWrongType(answer.left)) throw answer.left;
+          corrupt.push(row.id);
+          continue;
+        }
+        const job = answer.right;
         if (job === undefined || (ENDED.has(job.state) && isSkip(job.result))) {
           if (await this.requeue(row, unrunnable)) reenqueued++;
         } else if (ENDED.has(job.state) && job.attempt >= row.attempt) {
@@ -209,7 +223,7 @@ export class Reconciler {
       }
       locksRestored += await this.redis(this.queue.restoreUserLocks(live));
       if (rows.length < this.batch)
-        return { reenqueued, settled, locksRestored, unrunnable: unrunnable.length };
+        return { reenqueued, settled, locksRestored, unrunnable: unrunnable.length, corrupt };
       after = rows[rows.length - 1]?.id ?? after;
     }
   }
@@ -263,3 +277,6 @@ export class Reconciler {
     if (Either.isLeft(outcome)) throw outcome.left;
   }
 }
+
+/** Redis's answer for a key that holds another type than the command reads. */
+const isWrongType = (error: RedisError): boolean => String(error.cause).includes("WRONGTYPE");

@@ -230,6 +230,35 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       expect(await ledger.markCompleted({ id: running, attempt: 1, backend: "redis" }, "{}")).toBe(false);
       expect(await reconciler.run()).toMatchObject({ reenqueued: 0, settled: 0, locksRestored: 0 });
     });
+
+    it("leaves a task whose Redis key is not a job for a person, and still repairs the rest", async () => {
+      await clearTasks();
+      const queue = await makeQueue(redis);
+      const service = new TaskService(db.orm, queue);
+      const ids: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const submitted = await service.submit({ userId: (await seedUser(db.orm)).userId, priority: "low" });
+        ids.push(Either.isRight(submitted) ? submitted.right.taskId : "");
+      }
+      const [damaged, lost, live] = ids as [string, string, string];
+      const client = redis.client();
+      // Something else wrote a plain string where the job's hash was; another job is lost.
+      await client.del(queue.keys.job(damaged), queue.keys.job(lost));
+      await client.set(queue.keys.job(damaged), "not a job");
+      const reconciler = new Reconciler(fork, queue, new DatabaseQueue(fork), new TaskLedger(fork), {
+        graceMs: 0,
+        batch: 2,
+      });
+      const report = await reconciler.run();
+      expect(report).toMatchObject({ reenqueued: 1, settled: 0, unrunnable: 0, corrupt: [damaged] });
+      // The key is left as it was; the row still waits; the lost job is back.
+      expect(await client.get(queue.keys.job(damaged))).toBe("not a job");
+      expect(await row(damaged)).toMatchObject({ status: "queued", queueBackend: "redis" });
+      const claimed = await run(queue.claim("w", ["low"], 5));
+      expect(claimed.jobs.map((j) => j.id).sort()).toEqual([lost, live].sort());
+      // And again on the next pass, which still gets through.
+      expect(await reconciler.run()).toMatchObject({ reenqueued: 0, corrupt: [damaged] });
+    });
   });
 
 suite("sqlite", true);
