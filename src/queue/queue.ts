@@ -222,6 +222,13 @@ export class Queue {
     });
   }
 
+  /** `run` as a promise that rejects with the same RedisError: for the worker's hot path. */
+  private runNow(script: LuaScript, args: ReadonlyArray<string | number>): Promise<unknown> {
+    return script.run(this.redis, [this.keys.base], args).catch((cause: unknown) => {
+      throw new RedisError({ operation: script.name, cause });
+    });
+  }
+
   /** Loads every script into Redis up front (they also reload themselves after a Redis restart). */
   prepare(): Effect.Effect<void, RedisError> {
     return Effect.tryPromise({
@@ -311,6 +318,20 @@ export class Queue {
     want: number,
     done: readonly Completion[] = [],
   ): Effect.Effect<Claim, RedisError> {
+    return fromNow(() => this.claimNow(consumer, priorities, want, done), "claim");
+  }
+
+  /**
+   * `claim` as a promise (rejecting with a RedisError), and the other `…Now` methods likewise:
+   * the worker calls these once per batch or per job, where an Effect fiber per call cost more
+   * than the call itself (bench/README.md). Everything else uses the Effect methods.
+   */
+  claimNow(
+    consumer: string,
+    priorities: readonly Priority[],
+    want: number,
+    done: readonly Completion[] = [],
+  ): Promise<Claim> {
     const ordered = inPriorityOrder(priorities);
     const args: Array<string | number> = [
       this.group,
@@ -323,35 +344,33 @@ export class Queue {
       ...ordered,
     ];
     for (const d of done) args.push(d.id, d.attempt, d.result ?? "");
-    return this.run(scripts.claim, args).pipe(
-      Effect.map((reply) => {
-        const [flat, cursorPairs, completed] = reply as [Array<string | number>, string[], CompleteOutcome[]];
-        const jobs: ClaimedJob[] = [];
-        for (let i = 0; i < flat.length; i += 9) {
-          const userId = String(flat[i + 5]);
-          jobs.push({
-            id: String(flat[i]),
-            attempt: Number(flat[i + 1]),
-            priority: flat[i + 2] as Priority,
-            maxAttempts: Number(flat[i + 3]),
-            data: String(flat[i + 4]),
-            userId: userId === "" ? undefined : userId,
-            createdAt: Number(flat[i + 6]),
-            runAttempt: Number(flat[i + 7]),
-            meta: parseMeta(String(flat[i + 8])),
-          });
+    return this.runNow(scripts.claim, args).then((reply) => {
+      const [flat, cursorPairs, completed] = reply as [Array<string | number>, string[], CompleteOutcome[]];
+      const jobs: ClaimedJob[] = [];
+      for (let i = 0; i < flat.length; i += 9) {
+        const userId = String(flat[i + 5]);
+        jobs.push({
+          id: String(flat[i]),
+          attempt: Number(flat[i + 1]),
+          priority: flat[i + 2] as Priority,
+          maxAttempts: Number(flat[i + 3]),
+          data: String(flat[i + 4]),
+          userId: userId === "" ? undefined : userId,
+          createdAt: Number(flat[i + 6]),
+          runAttempt: Number(flat[i + 7]),
+          meta: parseMeta(String(flat[i + 8])),
+        });
+      }
+      const cursors: Array<readonly [string, string]> = [];
+      if (jobs.length < want) {
+        for (let i = 0; i < cursorPairs.length; i += 2) {
+          const name = cursorPairs[i] as Priority | "signal";
+          const key = name === "signal" ? this.keys.signal : this.keys.stream(name);
+          cursors.push([key, cursorPairs[i + 1] as string]);
         }
-        const cursors: Array<readonly [string, string]> = [];
-        if (jobs.length < want) {
-          for (let i = 0; i < cursorPairs.length; i += 2) {
-            const name = cursorPairs[i] as Priority | "signal";
-            const key = name === "signal" ? this.keys.signal : this.keys.stream(name);
-            cursors.push([key, cursorPairs[i + 1] as string]);
-          }
-        }
-        return { jobs, cursors, completed };
-      }),
-    );
+      }
+      return { jobs, cursors, completed };
+    });
   }
 
   /**
@@ -360,15 +379,18 @@ export class Queue {
    * No polling: an idle dispatcher costs one command per timeout.
    */
   waitForWork(blocking: RedisClient, claim: Claim, timeoutMs: number): Effect.Effect<void, RedisError> {
-    return Effect.tryPromise({
-      try: async () => {
-        if (claim.cursors.length === 0) return;
-        const keys = claim.cursors.map(([key]) => key);
-        const ids = claim.cursors.map(([, id]) => id);
-        await blocking.xread("COUNT", 1, "BLOCK", timeoutMs, "STREAMS", ...keys, ...ids);
-      },
-      catch: (cause) => new RedisError({ operation: "wait for work", cause }),
-    });
+    return fromNow(() => this.waitForWorkNow(blocking, claim, timeoutMs), "wait for work");
+  }
+
+  async waitForWorkNow(blocking: RedisClient, claim: Claim, timeoutMs: number): Promise<void> {
+    if (claim.cursors.length === 0) return;
+    const keys = claim.cursors.map(([key]) => key);
+    const ids = claim.cursors.map(([, id]) => id);
+    try {
+      await blocking.xread("COUNT", 1, "BLOCK", timeoutMs, "STREAMS", ...keys, ...ids);
+    } catch (cause) {
+      throw new RedisError({ operation: "wait for work", cause });
+    }
   }
 
   /** Extends the leases of running jobs; 'lost' means the job was reclaimed: abort it. */
@@ -417,10 +439,14 @@ export class Queue {
 
   /** Completes jobs in one round trip; 'stale' for an attempt that is no longer current. */
   complete(done: readonly Completion[]): Effect.Effect<CompleteOutcome[], RedisError> {
-    if (done.length === 0) return Effect.succeed([]);
+    return fromNow(() => this.completeNow(done), "complete");
+  }
+
+  async completeNow(done: readonly Completion[]): Promise<CompleteOutcome[]> {
+    if (done.length === 0) return [];
     const args: Array<string | number> = [this.group, this.retention.completedSeconds];
     for (const d of done) args.push(d.id, d.attempt, d.result ?? "");
-    return this.run(scripts.complete, args).pipe(Effect.map((reply) => reply as CompleteOutcome[]));
+    return (await this.runNow(scripts.complete, args)) as CompleteOutcome[];
   }
 
   fail(failure: Failure): Effect.Effect<FailOutcome, RedisError> {
@@ -562,6 +588,13 @@ export class Queue {
     return [this.retention.failedSeconds, this.retention.cancelledSeconds];
   }
 }
+
+/** A `…Now` method as an Effect: its RedisError as the failure, anything else wrapped in one. */
+const fromNow = <A>(now: () => Promise<A>, operation: string): Effect.Effect<A, RedisError> =>
+  Effect.tryPromise({
+    try: now,
+    catch: (cause) => (cause instanceof RedisError ? cause : new RedisError({ operation, cause })),
+  });
 
 /** Jobs per script call in a bulk enqueue: big enough to amortise the call, small enough not to block Redis long. */
 const BULK_CHUNK = 500;

@@ -243,7 +243,8 @@ export class Worker {
     this.claimsOut++;
     // Completions waiting for their flush ride with the claim: one script for both.
     const done = this.completions.splice(0);
-    void Effect.runPromise(queue.claim(consumer, priorities, want, done.map(toCompletion)))
+    void queue
+      .claimNow(consumer, priorities, want, done.map(toCompletion))
       .then(
         (claim) => {
           this.errors = 0;
@@ -276,9 +277,7 @@ export class Worker {
    */
   private waitForWork(claim: Claim): Promise<void> {
     if (!this.pendingWait) {
-      const wait = Effect.runPromise(
-        this.options.queue.waitForWork(this.blocking, claim, this.options.idleBlockMs ?? 5_000),
-      );
+      const wait = this.options.queue.waitForWorkNow(this.blocking, claim, this.options.idleBlockMs ?? 5_000);
       this.pendingWait = wait.then(
         () => {
           this.pendingWait = undefined;
@@ -405,13 +404,15 @@ export class Worker {
   private async reportFailure(job: ClaimedJob, message: string, kind: ReturnType<typeof failureKindOf>) {
     const delay = retryDelayMs(kind, job.runAttempt);
     const outcome = await this.retryingRedis(() =>
-      this.options.queue.fail({
-        id: job.id,
-        attempt: job.attempt,
-        error: message,
-        retriable: delay !== undefined,
-        delayMs: delay ?? 0,
-      }),
+      Effect.runPromise(
+        this.options.queue.fail({
+          id: job.id,
+          attempt: job.attempt,
+          error: message,
+          retriable: delay !== undefined,
+          delayMs: delay ?? 0,
+        }),
+      ),
     );
     if (outcome === undefined) return;
     if (outcome.outcome === "stale") this.emit({ type: "stale", job });
@@ -431,7 +432,7 @@ export class Worker {
   private flushCompletions() {
     if (this.completions.length === 0) return;
     const batch = this.completions.splice(0);
-    void this.retryingRedis(() => this.options.queue.complete(batch.map(toCompletion))).then((answers) =>
+    void this.retryingRedis(() => this.options.queue.completeNow(batch.map(toCompletion))).then((answers) =>
       this.settle(batch, answers),
     );
   }
@@ -449,11 +450,11 @@ export class Worker {
    * A job's outcome must reach Redis: retried through short outages (the lease keeps the job
    * ours meanwhile). After a minute it is left to the reclaimer, which runs the job again.
    */
-  private async retryingRedis<A, E>(call: () => Effect.Effect<A, E>): Promise<A | undefined> {
+  private async retryingRedis<A>(call: () => Promise<A>): Promise<A | undefined> {
     const deadline = Date.now() + 60_000;
     for (let n = 0; ; n++) {
       try {
-        return await Effect.runPromise(call());
+        return await call();
       } catch (error) {
         this.emit({ type: "error", error: describeFailure(error) });
         if (Date.now() > deadline) return undefined;

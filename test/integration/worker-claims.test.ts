@@ -1,5 +1,4 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { Effect } from "effect";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Queue } from "../../src/queue/queue.js";
 import type { Worker } from "../../src/queue/worker.js";
@@ -7,13 +6,18 @@ import { QueueAdmin } from "../../src/queue/admin.js";
 import { ALL, eventLog, eventually, makeQueue, newJob, testWorker } from "../support/queue.js";
 import { run, runFailure, useRedis } from "../support/redis.js";
 
-/** Counts the claim scripts a worker sends, and the jobs they bring back, through the real queue. */
+/**
+ * Counts the claim scripts a worker sends, and the jobs they bring back, through the real queue
+ * (the worker calls `claimNow`, the promise form of `claim`).
+ */
 const countClaims = (queue: Queue) => {
   const counts = { claims: 0, claimed: 0 };
-  const claim = queue.claim.bind(queue);
-  queue.claim = (...args) => {
+  const claimNow = queue.claimNow.bind(queue);
+  queue.claimNow = async (...args) => {
     counts.claims++;
-    return claim(...args).pipe(Effect.tap(({ jobs }) => void (counts.claimed += jobs.length)));
+    const claim = await claimNow(...args);
+    counts.claimed += claim.jobs.length;
+    return claim;
   };
   return counts;
 };
