@@ -1,7 +1,7 @@
 import { Effect } from "effect";
 import { scanKeys } from "../redis/connection.js";
 import { isPriority, PRIORITIES, type Priority } from "../domain/priority.js";
-import { InvalidJob, RedisError } from "./errors.js";
+import { InvalidJob, isWrongType, RedisError } from "./errors.js";
 import type { Queue } from "./queue.js";
 import { scripts } from "./scripts.js";
 
@@ -346,7 +346,7 @@ export class QueueAdmin {
 
 /** A reply error for a key of another type reads as no value; every other error is rethrown. */
 const noneIfWrongType = (error: unknown): undefined => {
-  if (error instanceof Error && error.message.startsWith("WRONGTYPE")) return undefined;
+  if (isWrongType(error)) return undefined;
   throw error;
 };
 

@@ -11,6 +11,15 @@ export class RedisError extends Data.TaggedError("RedisError")<{
   }
 }
 
+/**
+ * Redis's answer for a key that holds another type than the command reads: a damaged key, which
+ * callers treat as that one key's problem. Takes the reply error itself or a RedisError around it.
+ */
+export const isWrongType = (error: unknown): boolean => {
+  const reply = error instanceof RedisError ? error.cause : error;
+  return reply instanceof Error && reply.message.startsWith("WRONGTYPE");
+};
+
 /** The user already has a task queued or running; `activeTaskId` names it. */
 export class ActiveTaskExists extends Data.TaggedError("ActiveTaskExists")<{
   readonly userId: string;

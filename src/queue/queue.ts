@@ -216,10 +216,7 @@ export class Queue {
 
   /** Runs one of the queue's scripts; any Redis failure becomes a RedisError naming it. */
   run(script: LuaScript, args: ReadonlyArray<string | number>): Effect.Effect<unknown, RedisError> {
-    return Effect.tryPromise({
-      try: () => script.run(this.redis, [this.keys.base], args),
-      catch: (cause) => new RedisError({ operation: script.name, cause }),
-    });
+    return fromNow(() => this.runNow(script, args), script.name);
   }
 
   /** `run` as a promise that rejects with the same RedisError: for the worker's hot path. */
@@ -376,13 +373,10 @@ export class Queue {
   /**
    * Blocks (on a connection of its own: `blocking`) until an entry newer than the claim's
    * cursors arrives on one of those streams or on the signal stream, or `timeoutMs` passes.
-   * No polling: an idle dispatcher costs one command per timeout.
+   * No polling: an idle dispatcher costs one command per timeout. A promise, as only the
+   * worker's loop waits (rejects with a RedisError).
    */
-  waitForWork(blocking: RedisClient, claim: Claim, timeoutMs: number): Effect.Effect<void, RedisError> {
-    return fromNow(() => this.waitForWorkNow(blocking, claim, timeoutMs), "wait for work");
-  }
-
-  async waitForWorkNow(blocking: RedisClient, claim: Claim, timeoutMs: number): Promise<void> {
+  async waitForWork(blocking: RedisClient, claim: Claim, timeoutMs: number): Promise<void> {
     if (claim.cursors.length === 0) return;
     const keys = claim.cursors.map(([key]) => key);
     const ids = claim.cursors.map(([, id]) => id);

@@ -277,7 +277,7 @@ export class Worker {
    */
   private waitForWork(claim: Claim): Promise<void> {
     if (!this.pendingWait) {
-      const wait = this.options.queue.waitForWorkNow(this.blocking, claim, this.options.idleBlockMs ?? 5_000);
+      const wait = this.options.queue.waitForWork(this.blocking, claim, this.options.idleBlockMs ?? 5_000);
       this.pendingWait = wait.then(
         () => {
           this.pendingWait = undefined;

@@ -2,7 +2,7 @@ import type { EntityManager } from "@mikro-orm/core";
 import { Duration, Effect, Either } from "effect";
 import { CaptionTask } from "../db/entities.js";
 import { QueueAdmin } from "../queue/admin.js";
-import type { RedisError } from "../queue/errors.js";
+import { isWrongType } from "../queue/errors.js";
 import type { JobView, NewJob, Queue } from "../queue/queue.js";
 import { captionJob } from "./caption-job.js";
 import type { DatabaseQueue } from "./database-queue.js";
@@ -277,6 +277,3 @@ export class Reconciler {
     if (Either.isLeft(outcome)) throw outcome.left;
   }
 }
-
-/** Redis's answer for a key that holds another type than the command reads. */
-const isWrongType = (error: RedisError): boolean => String(error.cause).includes("WRONGTYPE");
