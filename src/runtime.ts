@@ -19,6 +19,7 @@ import type { JobRegistry } from "./jobs/definition.js";
 import { assertMigrated, openDatabase } from "./db/orm.js";
 import { loggerLayer } from "./log.js";
 import { JobPool } from "./pool/pool.js";
+import { bundleThreadCode } from "./pool/thread-bundle.js";
 import { Queue } from "./queue/queue.js";
 import type { Worker } from "./queue/worker.js";
 import { WorkerRegistry } from "./queue/workers.js";
@@ -82,7 +83,7 @@ export interface RuntimeHandle {
 
 const DEFAULT_JOBS_MODULE = new URL("./jobs/index.ts", import.meta.url).href;
 
-const jobsModuleUrl = (config: Config): string => {
+export const jobsModuleUrl = (config: Config): string => {
   const configured = config.RT_JOBS_MODULE;
   if (!configured) return DEFAULT_JOBS_MODULE;
   if (/^[a-z]+:/.test(configured)) return configured;
@@ -109,6 +110,20 @@ const checkRegistry = async (url: string) => {
     );
   }
   return kinds;
+};
+
+/** The registry's thread bundle; if it cannot be built, the threads compile it themselves. */
+const threadBundle = async (registry: string, warnings: string[]): Promise<{ entry?: string }> => {
+  try {
+    return { entry: await bundleThreadCode(registry) };
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const readOnly = code === "EACCES" || code === "EPERM" || code === "EROFS";
+    warnings.push(
+      `worker threads compile the job registry themselves (slower to start): its bundle could not be built (${error instanceof Error ? error.message : String(error)})${readOnly ? "; where the install is read-only to this process, run `ratatoskr threads bundle` at install" : ""}`,
+    );
+    return {};
+  }
 };
 
 /**
@@ -167,6 +182,7 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
       await checkRegistry(registry);
       pool = new JobPool({
         registry,
+        ...(config.RT_THREAD_CODE === "bundle" ? await threadBundle(registry, startupWarnings) : {}),
         heapMb: config.RT_THREAD_HEAP_MB,
         env: threadEnv(config),
         ...(config.RT_POOL_THREADS === undefined ? {} : { threads: config.RT_POOL_THREADS }),

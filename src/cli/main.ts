@@ -1,7 +1,11 @@
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Effect } from "effect";
+import { loadConfig } from "../../config/schema.js";
 import { isPriority, type Priority } from "../domain/priority.js";
+import { bundleThreadCode } from "../pool/thread-bundle.js";
 import { QueueAdmin } from "../queue/admin.js";
+import { jobsModuleUrl } from "../runtime.js";
 import { WorkerRegistry } from "../queue/workers.js";
 import { connect } from "./connect.js";
 import { AccountsUsageError, addPlatform, createUser } from "./accounts.js";
@@ -24,6 +28,8 @@ const USAGE = `ratatoskr <command>
   supervisor [--queues urgent,high] [--concurrency N]
                                 a worker process: dispatchers, thread pool, background actors
   db migrate | db status        apply / list the database ledger's migrations
+  threads bundle                build the worker threads' code for RT_JOBS_MODULE now, as every
+                                start does (for an install the service may not write to)
   users create <name> --role admin|moderator|reviewer|viewer [--email E]
                                 a user; prints its API token (shown once)
   platforms add --user <name> --type mastodon|pixelfed --url <instance url> --token <access token>
@@ -121,6 +127,12 @@ export const main = async (argv: string[]): Promise<number> => {
       });
     case "db":
       return runDb(sub, print);
+    case "threads": {
+      if (sub !== "bundle") throw new UsageError(`unknown threads command ${JSON.stringify(sub ?? "")}`);
+      const registry = jobsModuleUrl(loadConfig());
+      print(`worker threads' code for ${registry}: ${fileURLToPath(await bundleThreadCode(registry))}`);
+      return 0;
+    }
     case "users": {
       if (sub !== "create") throw new UsageError(`unknown users command ${JSON.stringify(sub ?? "")}`);
       const token = await createUser(rest[0], {

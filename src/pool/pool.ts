@@ -8,6 +8,11 @@ import type { FromThread, JobRequest, ServeTask, ThreadOutcome, ToThread } from 
 export interface PoolOptions {
   /** URL (file:) of the job registry module the threads load. */
   readonly registry: string;
+  /**
+   * URL of the module every thread loads, one with the registry in it (`bundleThreadCode`);
+   * default: thread-entry.js, which compiles the sources and imports the registry in each thread.
+   */
+  readonly entry?: string;
   /** Worker threads; default: one per CPU. */
   readonly threads?: number;
   /** Old-generation heap cap per thread, in MB; a thread over it dies and is replaced. */
@@ -42,6 +47,30 @@ interface Pending {
   timedOut?: string;
 }
 
+const TSX_PRELOAD = /^(--(?:require|import|loader|experimental-loader))(?:=(.*))?$/;
+const isTsx = (module: string) => module === "tsx" || /[\\/]tsx[\\/]/.test(module);
+
+/**
+ * A thread that loads a bundle needs no TypeScript loader, though it would inherit this
+ * process's (`tsx` registers itself with `--import`): one per thread, each with a loader thread
+ * of its own, is most of what the bundle saves. Other preloads are kept. Source maps on: a job's
+ * stack trace names its source lines.
+ */
+export const bundleExecArgv = (execArgv: readonly string[]): string[] => {
+  const kept: string[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const match = TSX_PRELOAD.exec(execArgv[i]!);
+    if (!match) kept.push(execArgv[i]!);
+    else if (match[2] !== undefined) {
+      if (!isTsx(match[2])) kept.push(execArgv[i]!);
+    } else {
+      const module = execArgv[++i] ?? "";
+      if (!isTsx(module)) kept.push(execArgv[i - 1]!, module);
+    }
+  }
+  return kept.includes("--enable-source-maps") ? kept : [...kept, "--enable-source-maps"];
+};
+
 /** One worker thread as this side sees it: its port, the jobs it runs, those not yet sent. */
 interface Lane {
   readonly port: MessagePort;
@@ -71,7 +100,7 @@ export class JobPool {
     const threads = options.threads ?? availableParallelism();
     this.abortGraceMs = options.abortGraceMs ?? 5_000;
     this.piscina = new Piscina({
-      filename: new URL("./thread-entry.js", import.meta.url).href,
+      filename: options.entry ?? new URL("./thread-entry.js", import.meta.url).href,
       minThreads: threads,
       maxThreads: threads,
       // Handlers are async (downloads, model calls): a thread must keep its event loop running
@@ -80,6 +109,7 @@ export class JobPool {
       // One serve task per thread: it runs that thread's jobs for as long as the pool lives.
       concurrentTasksPerWorker: 1,
       resourceLimits: { maxOldGenerationSizeMb: options.heapMb ?? 512 },
+      ...(options.entry ? { execArgv: bundleExecArgv(process.execArgv) } : {}),
       ...(options.env ? { env: options.env } : {}),
     });
     // A thread that dies with no job running (a late rejection of a finished job, memory) is

@@ -10,21 +10,36 @@ interface LoadedRegistry {
   readonly codec: ReturnType<typeof makeEnvelopeCodec>;
 }
 
+type RegistryModule = { default?: JobRegistry<unknown> };
+
 // One registry (and so one ORM, one HTTP agent, ...) per thread.
 const registries = new Map<string, Promise<LoadedRegistry>>();
 
+const loaded = (url: string, module: RegistryModule): LoadedRegistry => {
+  const registry = module.default;
+  if (!registry?.kinds) throw new Error(`${url} has no default export with job kinds`);
+  const schemas = Object.fromEntries(Object.entries(registry.kinds).map(([k, d]) => [k, d.schema]));
+  return { registry, codec: makeEnvelopeCodec(schemas) };
+};
+
 const loadRegistry = (url: string): Promise<LoadedRegistry> => {
-  let loaded = registries.get(url);
-  if (!loaded) {
-    loaded = import(url).then((module: { default?: JobRegistry<unknown> }) => {
-      const registry = module.default;
-      if (!registry?.kinds) throw new Error(`${url} has no default export with job kinds`);
-      const schemas = Object.fromEntries(Object.entries(registry.kinds).map(([k, d]) => [k, d.schema]));
-      return { registry, codec: makeEnvelopeCodec(schemas) };
-    });
-    registries.set(url, loaded);
+  let registry = registries.get(url);
+  if (!registry) {
+    registry = import(url).then((module: RegistryModule) => loaded(url, module));
+    registries.set(url, registry);
   }
-  return loaded;
+  return registry;
+};
+
+/**
+ * A thread bundle (thread-bundle.ts) holds its registry already, loaded on first use like an
+ * import: one that fails to load fails each job that needs it, and the thread goes on serving.
+ */
+export const preloadRegistry = (url: string, load: () => Promise<RegistryModule>): void => {
+  const registry = load().then((module) => loaded(url, module));
+  // Each job reports a bad registry when it needs it; unheard until then, it would end the thread.
+  registry.catch(() => {});
+  registries.set(url, registry);
 };
 
 const toResult = (value: unknown): string | undefined =>

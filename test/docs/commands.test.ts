@@ -15,7 +15,7 @@ const DOCS = ["README.md", "SECURITY.md", ...readdirSync(join(ROOT, "docs")).map
 );
 
 /** Commands whose second word names what they do (`dead list`), and the one-word ones. */
-const WITH_SUB = new Set(["db", "users", "platforms", "dead", "user", "tasks", "keys"]);
+const WITH_SUB = new Set(["db", "users", "platforms", "dead", "user", "tasks", "keys", "threads"]);
 const ONE_WORD = new Set([
   "serve",
   "supervisor",

@@ -1,10 +1,12 @@
 import { mkdtempSync, readFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Progress } from "../../src/jobs/definition.js";
 import { JobFailure } from "../../src/queue/failures.js";
 import { JobPool } from "../../src/pool/pool.js";
+import { bundleThreadCode } from "../../src/pool/thread-bundle.js";
 
 const registry = new URL("../support/jobs.ts", import.meta.url).href;
 const envelope = (kind: string, body: unknown) => JSON.stringify({ v: 1, kind, body });
@@ -18,15 +20,18 @@ const info = (runAttempt = 1) => ({
 });
 const never = () => new AbortController().signal;
 
-describe("worker-thread pool", () => {
+// Every behaviour holds whether the threads compile the registry themselves (tsx) or load the
+// bundle the runtime builds by default.
+describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
   let pool: JobPool;
   let log: string;
   const lines = () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n") : []);
 
-  beforeAll(() => {
+  beforeAll(async () => {
     log = join(mkdtempSync(join(tmpdir(), "rt-pool-")), "log");
     process.env.RT_TEST_LOG = log;
-    pool = new JobPool({ registry, threads: 2, heapMb: 64, abortGraceMs: 300 });
+    const entry = code === "bundle" ? { entry: await bundleThreadCode(registry) } : {};
+    pool = new JobPool({ registry, threads: 2, heapMb: 64, abortGraceMs: 300, ...entry });
   });
   afterAll(async () => {
     await pool.close();
@@ -126,6 +131,17 @@ describe("worker-thread pool", () => {
       .run(info(), envelope("fail", { kind: "unavailable" }), { signal: never() })
       .catch((e: unknown) => e)) as JobFailure;
     expect(error).toMatchObject({ kind: "unavailable", message: "asked to fail (unavailable)" });
+  });
+
+  it("a job's module sees its own location and source lines, as in its source file", async () => {
+    const answer = JSON.parse(
+      (await pool.run(info(), envelope("whereami", {}), { signal: never() })) ?? "{}",
+    ) as { url: string; filename: string; dirname: string; stack: string };
+    expect(answer.url).toBe(registry);
+    expect(answer.filename).toBe(fileURLToPath(registry));
+    expect(answer.dirname).toBe(dirname(fileURLToPath(registry)));
+    // The frame names the source file (the bundle's source map), not the bundle.
+    expect(answer.stack).toContain("test/support/jobs.ts:");
   });
 
   it("opens and closes the job scope exactly once on every path", async () => {

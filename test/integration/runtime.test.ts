@@ -1,6 +1,7 @@
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { afterEach, beforeAll, describe, expect, it } from "vitest";
 import { queueOptionsFrom } from "../../config/schema.js";
 import { PRIORITIES } from "../../src/domain/priority.js";
@@ -240,6 +241,37 @@ describe("embedded runtime", () => {
     } finally {
       await admin.config("SET", "maxmemory", "0");
     }
+  });
+
+  it("runs jobs with threads that compile the registry themselves when its bundle cannot be built", async () => {
+    // A registry whose node_modules has a file where the bundle's directory would go.
+    const dir = mkdtempSync(join(tmpdir(), "rt-lone-registry-"));
+    mkdirSync(join(dir, "node_modules"));
+    symlinkSync(
+      fileURLToPath(new URL("../../node_modules/effect", import.meta.url)),
+      join(dir, "node_modules", "effect"),
+    );
+    writeFileSync(join(dir, "node_modules", ".cache"), "not a directory");
+    const registry = join(dir, "jobs.mjs");
+    writeFileSync(
+      registry,
+      [
+        'import { Schema } from "effect";',
+        'export default { kinds: { hello: { schema: Schema.Struct({}), handler: async () => "hello from tsx" } } };',
+      ].join("\n"),
+    );
+    runtime = await start({
+      config: testConfig(redis.server.url, { RT_JOBS_MODULE: pathToFileURL(registry).href }),
+      groups: allInOne(),
+    });
+    const job = testJob("hello", {});
+    await run(runtime.queue.enqueue(job));
+    await eventually(
+      async () => (await run(runtime!.queue.getJob(job.id)))?.state === "completed",
+      20_000,
+      "the job",
+    );
+    expect((await run(runtime.queue.getJob(job.id)))?.result).toBe("hello from tsx");
   });
 
   it("refuses to start workers with a registry that has no job kinds", async () => {

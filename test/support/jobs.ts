@@ -61,6 +61,16 @@ export default defineRegistry<{ id: string }>({
         for (;;) hoard.push(new Array(1_000_000).fill(job.attempt));
       },
     },
+    /** Where this module finds itself, as a bundle must keep it (thread-bundle.ts). */
+    whereami: {
+      schema: Schema.Struct({}),
+      handler: async () => ({
+        url: import.meta.url,
+        filename: import.meta.filename,
+        dirname: import.meta.dirname,
+        stack: new Error("here").stack?.split("\n")[1]?.trim(),
+      }),
+    },
     fail: {
       schema: Schema.Struct({ kind: Schema.Literal("transient", "unavailable", "invalid", "exhausted") }),
       handler: async ({ kind }) => {
