@@ -62,7 +62,7 @@ local function read_new(key, n)
   return reply[1][2]
 end
 
-local jobs, cursors, got = {}, {}, 0
+local jobs, cursors, got, exhausted_keys = {}, {}, 0, {}
 for a = 8, last_prio do
   local prio = ARGV[a]
   if got >= want then break end
@@ -127,14 +127,17 @@ for a = 8, last_prio do
         end
       end
     end
-    if exhausted then
-      local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
-      cursors[#cursors + 1] = prio
-      cursors[#cursors + 1] = (last[1] and last[1][1]) or '0-0'
-    end
+    if exhausted then exhausted_keys[#exhausted_keys + 1] = prio end
   end
 end
+-- Cursors only for a claim that comes back short: a full one is followed by another claim, not
+-- a wait, and an empty stream of a higher priority would cost a call per claim for nothing.
 if got < want then
+  for _, prio in ipairs(exhausted_keys) do
+    local last = redis.call('XREVRANGE', stream_key(base, prio), '+', '-', 'COUNT', 1)
+    cursors[#cursors + 1] = prio
+    cursors[#cursors + 1] = (last[1] and last[1][1]) or '0-0'
+  end
   local tip = redis.call('XREVRANGE', base .. 'signal', '+', '-', 'COUNT', 1)
   cursors[#cursors + 1] = 'signal'
   cursors[#cursors + 1] = (tip[1] and tip[1][1]) or '0-0'
