@@ -9,8 +9,8 @@ export interface PoolOptions {
   /** URL (file:) of the job registry module the threads load. */
   readonly registry: string;
   /**
-   * URL of the module every thread loads, one with the registry in it (`bundleThreadCode`);
-   * default: thread-entry.js, which compiles the sources and imports the registry in each thread.
+   * URL of a bundle with the thread's code and the registry in it (`bundleThreadCode`), which
+   * thread-entry.js imports; without one, each thread compiles the sources through tsx.
    */
   readonly entry?: string;
   /** Worker threads; default: one per CPU. */
@@ -100,7 +100,7 @@ export class JobPool {
     const threads = options.threads ?? availableParallelism();
     this.abortGraceMs = options.abortGraceMs ?? 5_000;
     this.piscina = new Piscina({
-      filename: options.entry ?? new URL("./thread-entry.js", import.meta.url).href,
+      filename: new URL("./thread-entry.js", import.meta.url).href,
       minThreads: threads,
       maxThreads: threads,
       // Handlers are async (downloads, model calls): a thread must keep its event loop running
@@ -109,7 +109,9 @@ export class JobPool {
       // One serve task per thread: it runs that thread's jobs for as long as the pool lives.
       concurrentTasksPerWorker: 1,
       resourceLimits: { maxOldGenerationSizeMb: options.heapMb ?? 512 },
-      ...(options.entry ? { execArgv: bundleExecArgv(process.execArgv) } : {}),
+      ...(options.entry
+        ? { workerData: { ratatoskrBundle: options.entry }, execArgv: bundleExecArgv(process.execArgv) }
+        : {}),
       ...(options.env ? { env: options.env } : {}),
     });
     // A thread that dies with no job running (a late rejection of a finished job, memory) is

@@ -136,12 +136,14 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
   it("a job's module sees its own location and source lines, as in its source file", async () => {
     const answer = JSON.parse(
       (await pool.run(info(), envelope("whereami", {}), { signal: never() })) ?? "{}",
-    ) as { url: string; filename: string; dirname: string; stack: string };
+    ) as { url: string; filename: string; dirname: string; stack: string; typescript: boolean };
     expect(answer.url).toBe(registry);
     expect(answer.filename).toBe(fileURLToPath(registry));
     expect(answer.dirname).toBe(dirname(fileURLToPath(registry)));
     // The frame names the source file (the bundle's source map), not the bundle.
     expect(answer.stack).toContain("test/support/jobs.ts:");
+    // The bundle's threads run without tsx: they load compiled code only.
+    expect(answer.typescript).toBe(code === "tsx");
   });
 
   it("opens and closes the job scope exactly once on every path", async () => {

@@ -69,6 +69,12 @@ export default defineRegistry<{ id: string }>({
         filename: import.meta.filename,
         dirname: import.meta.dirname,
         stack: new Error("here").stack?.split("\n")[1]?.trim(),
+        // Whether this thread can import TypeScript at run time: through tsx, yes; a bundle's
+        // thread has no loader for it (the specifier is not a literal, so it is not bundled).
+        typescript: await import(String(new URL("./empty-jobs.ts", import.meta.url))).then(
+          () => true,
+          () => false,
+        ),
       }),
     },
     fail: {
