@@ -113,9 +113,9 @@ const checkRegistry = async (url: string) => {
 };
 
 /** The registry's thread bundle; if it cannot be built, the threads compile it themselves. */
-const threadBundle = async (registry: string, warnings: string[]): Promise<{ entry?: string }> => {
+const threadBundle = async (registry: string, warnings: string[]): Promise<{ bundle?: string }> => {
   try {
-    return { entry: await bundleThreadCode(registry) };
+    return { bundle: await bundleThreadCode(registry) };
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     const readOnly = code === "EACCES" || code === "EPERM" || code === "EROFS";

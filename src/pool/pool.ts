@@ -12,7 +12,7 @@ export interface PoolOptions {
    * URL of a bundle with the thread's code and the registry in it (`bundleThreadCode`), which
    * thread-entry.js imports; without one, each thread compiles the sources through tsx.
    */
-  readonly entry?: string;
+  readonly bundle?: string;
   /** Worker threads; default: one per CPU. */
   readonly threads?: number;
   /** Old-generation heap cap per thread, in MB; a thread over it dies and is replaced. */
@@ -109,8 +109,8 @@ export class JobPool {
       // One serve task per thread: it runs that thread's jobs for as long as the pool lives.
       concurrentTasksPerWorker: 1,
       resourceLimits: { maxOldGenerationSizeMb: options.heapMb ?? 512 },
-      ...(options.entry
-        ? { workerData: { ratatoskrBundle: options.entry }, execArgv: bundleExecArgv(process.execArgv) }
+      ...(options.bundle
+        ? { workerData: { ratatoskrBundle: options.bundle }, execArgv: bundleExecArgv(process.execArgv) }
         : {}),
       ...(options.env ? { env: options.env } : {}),
     });

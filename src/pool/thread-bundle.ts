@@ -94,6 +94,7 @@ const pruneOld = async (dir: string, keep: ReadonlySet<string>) => {
 export const bundleThreadCode = async (registryUrl: string, options: { cacheDir?: string } = {}) => {
   if (!registryUrl.startsWith("file:")) throw new Error(`the job registry ${registryUrl} is not a file`);
   const registryPath = fileURLToPath(registryUrl);
+  if (!existsSync(registryPath)) throw new Error(`the job registry ${registryPath} does not exist`);
   const outdir = options.cacheDir ?? cacheDirFor(registryPath);
   // The registry is imported lazily (esbuild defers its evaluation): if it throws as it loads,
   // the jobs fail with its error, as through tsx, instead of every new thread dying at start.

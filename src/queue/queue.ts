@@ -358,13 +358,12 @@ export class Queue {
           meta: parseMeta(String(flat[i + 8])),
         });
       }
+      // The script sends cursors only for a claim that came back short.
       const cursors: Array<readonly [string, string]> = [];
-      if (jobs.length < want) {
-        for (let i = 0; i < cursorPairs.length; i += 2) {
-          const name = cursorPairs[i] as Priority | "signal";
-          const key = name === "signal" ? this.keys.signal : this.keys.stream(name);
-          cursors.push([key, cursorPairs[i + 1] as string]);
-        }
+      for (let i = 0; i < cursorPairs.length; i += 2) {
+        const name = cursorPairs[i] as Priority | "signal";
+        const key = name === "signal" ? this.keys.signal : this.keys.stream(name);
+        cursors.push([key, cursorPairs[i + 1] as string]);
       }
       return { jobs, cursors, completed };
     });

@@ -88,6 +88,7 @@ export const connectRedis = (url: string, options: ConnectOptions = {}): RedisCl
  * reads and pub/sub, which must not share a connection with ordinary commands.
  */
 export const duplicateConnection = (client: RedisClient): RedisClient => {
+  // Two branches for one call: the union's two `duplicate` signatures cannot be called as one.
   const copy: RedisClient = client instanceof Cluster ? client.duplicate() : client.duplicate();
   copy.on("error", () => {});
   return copy;

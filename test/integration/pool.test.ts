@@ -30,8 +30,8 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
   beforeAll(async () => {
     log = join(mkdtempSync(join(tmpdir(), "rt-pool-")), "log");
     process.env.RT_TEST_LOG = log;
-    const entry = code === "bundle" ? { entry: await bundleThreadCode(registry) } : {};
-    pool = new JobPool({ registry, threads: 2, heapMb: 64, abortGraceMs: 300, ...entry });
+    const bundle = code === "bundle" ? { bundle: await bundleThreadCode(registry) } : {};
+    pool = new JobPool({ registry, threads: 2, heapMb: 64, abortGraceMs: 300, ...bundle });
   });
   afterAll(async () => {
     await pool.close();

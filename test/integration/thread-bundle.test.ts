@@ -36,8 +36,12 @@ describe("thread bundle", () => {
     expect(existsSync(`${path}.map`)).toBe(true);
   });
 
-  it("refuses a registry that is not a file, or has no node_modules above it", async () => {
+  it("refuses a registry that is not a file, is missing, or has no node_modules above it", async () => {
     await expect(bundleThreadCode("data:text/javascript,export default {}")).rejects.toThrow(/is not a file/);
+    const missing = join(scratch(), "jobs.ts");
+    await expect(bundleThreadCode(pathToFileURL(missing).href)).rejects.toThrow(
+      `the job registry ${missing} does not exist`,
+    );
     const lone = join(scratch(), "jobs.mjs");
     writeFileSync(lone, "export default { kinds: {} };\n");
     await expect(bundleThreadCode(pathToFileURL(lone).href)).rejects.toThrow(
@@ -80,8 +84,8 @@ describe("thread bundle", () => {
 describe.each(["tsx", "bundle"] as const)("a registry that throws as a thread loads it (%s)", (code) => {
   it("fails each job with its error, and the threads go on serving", async () => {
     const shy = new URL("../support/main-thread-jobs.ts", import.meta.url).href;
-    const entry = code === "bundle" ? { entry: await bundleThreadCode(shy) } : {};
-    const pool = new JobPool({ registry: shy, threads: 1, ...entry });
+    const bundle = code === "bundle" ? { bundle: await bundleThreadCode(shy) } : {};
+    const pool = new JobPool({ registry: shy, threads: 1, ...bundle });
     try {
       for (let i = 1; i <= 3; i++) {
         const failure = (await pool
