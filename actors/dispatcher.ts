@@ -1,7 +1,9 @@
 import { Effect, Runtime } from "effect";
 import { jobTimeoutsMs, type WorkerGroup } from "../config/profiles.js";
 import { throttleProgress } from "../src/jobs/throttle-progress.js";
-import { describeFailure } from "../src/queue/failures.js";
+import { describeFailure, JobPostponed } from "../src/queue/failures.js";
+import { LedgerOutage } from "../src/tasks/ledger-outage.js";
+import type { TaskLedger } from "../src/tasks/ledger.js";
 import { isSkip, skipResult } from "../src/tasks/skip.js";
 import type { ClaimedJob } from "../src/queue/queue.js";
 import { Worker, type WorkerEvent } from "../src/queue/worker.js";
@@ -31,13 +33,41 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
     const logJob = (job: ClaimedJob, effect: Effect.Effect<void>) =>
       log(effect.pipe(Effect.annotateLogs(jobAnnotations(job))));
 
+    const outage = new LedgerOutage();
+    /**
+     * The row moves to running at this attempt ("started"), or says why not. A ledger that cannot
+     * be reached postpones the job, uncharged: running it unrecorded could run a task twice (the
+     * database-fallback dispatcher may have it), and failing it would spend its attempts on an
+     * outage that is not its fault.
+     */
+    const startInLedger = async (ledger: TaskLedger, job: ClaimedJob) => {
+      let row: string | undefined;
+      try {
+        row = (await ledger.markRunning(job.id, job.attempt)) ? "started" : await ledger.status(job.id);
+      } catch (error) {
+        const { delayMs, began } = outage.failed();
+        const why = describeFailure(error);
+        if (began)
+          log(Effect.logWarning(`ledger unreachable, job starts postponed until it answers: ${why}`));
+        throw new JobPostponed(delayMs, `the task ledger could not be reached: ${why}`);
+      }
+      const over = outage.answered();
+      if (over) {
+        const seconds = (over.lastedMs / 1000).toFixed(1);
+        log(
+          Effect.logInfo(`ledger reachable again: ${over.postponed} job starts postponed over ${seconds} s`),
+        );
+      }
+      return row;
+    };
+
     const handler = async (job: ClaimedJob, { signal }: { signal: AbortSignal }) => {
       const at = { id: job.id, attempt: job.attempt, backend: "redis" } as const;
-      if (ctx.ledger && !(await ctx.ledger.markRunning(job.id, job.attempt))) {
+      if (ctx.ledger) {
+        const row = await startInLedger(ctx.ledger, job);
         // The ledger has moved on: the task ended (say, cancelled while Redis was away), a
         // database-fallback dispatcher runs it, or a later attempt started. Nothing to run here.
-        const row = await ctx.ledger.status(job.id);
-        if (row !== undefined) return skipResult(`the ledger has this task as ${row}`);
+        if (row !== "started" && row !== undefined) return skipResult(`the ledger has this task as ${row}`);
       }
       const reportProgress = throttledProgress(ctx, job);
       const started = Date.now();
@@ -113,8 +143,13 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
     };
     const onEvent = (event: WorkerEvent) => {
       spans.settle(event);
-      if (event.type === "retry" || event.type === "dead" || event.type === "cancelled") {
-        const outcome = event.type === "retry" ? "retried" : event.type === "dead" ? "failed" : "cancelled";
+      if (
+        event.type === "retry" ||
+        event.type === "dead" ||
+        event.type === "cancelled" ||
+        event.type === "postponed"
+      ) {
+        const outcome = ENDED_AS[event.type];
         ctx.metrics.attemptEnded(event.job.priority, outcome, "redis");
       }
       if (ledger && "job" in event) {
@@ -153,6 +188,14 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
             event.job,
             Effect.logWarning(`job ${event.job.id} attempt ${event.job.attempt}: answer refused (stale)`),
           );
+        case "postponed":
+          // The outage is told once, when it begins and ends; each job's postponement is detail.
+          return logJob(
+            event.job,
+            Effect.logDebug(
+              `job ${event.job.id} attempt ${event.job.attempt} postponed ${event.delayMs} ms: ${event.error}`,
+            ),
+          );
         case "cancel-requested":
           return logJob(event.job, Effect.logInfo(`job ${event.job.id} cancelled while running, aborting`));
         default:
@@ -189,6 +232,14 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
     return yield* Effect.never;
   }),
 });
+
+/** The metrics' outcome of the attempts a worker event ends. */
+const ENDED_AS = {
+  retry: "retried",
+  dead: "failed",
+  cancelled: "cancelled",
+  postponed: "postponed",
+} as const;
 
 /** Writes a job's progress to Redis and the ledger, throttled. */
 const throttledProgress = (ctx: RuntimeContext, job: ClaimedJob) =>

@@ -3,7 +3,8 @@ import { CounterVec, HistogramVec } from "./prometheus.js";
 /** How long jobs ran, in seconds: caption jobs take seconds to many minutes. */
 const DURATION_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 900];
 
-export type JobOutcome = "completed" | "retried" | "failed" | "cancelled";
+/** How an attempt ended; "postponed" gave the job back uncharged (something it needs was away). */
+export type JobOutcome = "completed" | "retried" | "failed" | "cancelled" | "postponed";
 
 /**
  * What this process counted: tasks it took in, attempts its dispatchers ended (Redis or the

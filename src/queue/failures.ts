@@ -20,6 +20,22 @@ export class JobFailure extends Error {
   }
 }
 
+/**
+ * Thrown by a handler before the job's own work began, when something outside the job (the task
+ * ledger, say) is unreachable: the worker gives the job back for `delayMs`, and the attempt is
+ * not charged to it. An outage of a dependency must not use up a task's attempts.
+ */
+export class JobPostponed extends Error {
+  constructor(
+    readonly delayMs: number,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = "JobPostponed";
+  }
+}
+
 export const invalidInput = (message: string, cause?: unknown) =>
   new JobFailure("invalid", message, { cause });
 export const unavailable = (message: string, cause?: unknown) =>
@@ -58,8 +74,9 @@ export const retryDelayMs = (kind: FailureKind, runAttempt: number, random: () =
 export const describeFailure = (error: unknown): string => {
   let text: string;
   try {
-    // A plain Error or our own JobFailure says enough by its message; a TypeError et al. by both.
-    const named = error instanceof Error && error.name !== "Error" && !(error instanceof JobFailure);
+    // A plain Error or one of our own says enough by its message; a TypeError et al. by both.
+    const ours = error instanceof JobFailure || error instanceof JobPostponed;
+    const named = error instanceof Error && error.name !== "Error" && !ours;
     text = error instanceof Error ? `${named ? `${error.name}: ` : ""}${error.message}` : String(error);
   } catch {
     // A thrown value with no prototype, or whose toString throws: describe its type instead.

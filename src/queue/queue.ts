@@ -184,6 +184,11 @@ export interface JobView {
   readonly result: string | undefined;
   readonly cancelRequested: boolean;
   readonly reclaims: number;
+  /**
+   * Attempts that do not count against this run's `maxAttempts`: those of earlier runs (before a
+   * redrive, or on the database queue) and those given back uncharged (a shutdown, a postponement).
+   */
+  readonly uncounted: number;
   readonly progress: number | undefined;
   readonly step: string | undefined;
   /** The last 30 progress reports, across attempts, oldest first. */
@@ -421,11 +426,13 @@ export class Queue {
   }
 
   /**
-   * Gives a running job back to its stream at once, uncharged (the worker is shutting down and
-   * stopped it); 'stale' if the attempt is no longer this consumer's.
+   * Gives a running job back, uncharged: to its stream at once (the worker is shutting down and
+   * stopped it), or after `delayMs` (it could not start for want of something outside it, such
+   * as the task ledger). 'stale' if the attempt is no longer this consumer's, or a cancel waits.
    */
-  release(consumer: string, lease: Lease): Effect.Effect<"ok" | "stale", RedisError> {
-    return this.run(scripts.release, [this.group, consumer, lease.id, lease.attempt]).pipe(
+  release(consumer: string, lease: Lease, delayMs = 0): Effect.Effect<"ok" | "stale", RedisError> {
+    const delay = Number.isFinite(delayMs) ? Math.max(0, Math.round(delayMs)) : 0;
+    return this.run(scripts.release, [this.group, consumer, lease.id, lease.attempt, delay]).pipe(
       Effect.map((reply) => (reply === "ok" ? "ok" : "stale")),
     );
   }
@@ -649,6 +656,7 @@ const toJobView = (id: string, h: Record<string, string>): JobView => ({
   result: optionalString(h.result),
   cancelRequested: h.cancel === "1",
   reclaims: Number(h.reclaims ?? 0),
+  uncounted: Number(h.spent ?? 0),
   progress: optionalNumber(h.progress),
   step: optionalString(h.step),
   steps: parseSteps(h.steps),

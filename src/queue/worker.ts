@@ -3,7 +3,7 @@ import { drainRunning } from "../jobs/drain.js";
 import { Effect } from "effect";
 import type { Priority } from "../domain/priority.js";
 import { duplicateConnection, type RedisClient } from "../redis/connection.js";
-import { describeFailure, failureKindOf, retryDelayMs } from "./failures.js";
+import { describeFailure, failureKindOf, JobPostponed, retryDelayMs } from "./failures.js";
 import type { Claim, ClaimedJob, CompleteOutcome, Completion, Queue } from "./queue.js";
 
 export interface JobContext {
@@ -22,6 +22,8 @@ export type WorkerEvent =
   | { readonly type: "lost" | "cancel-requested"; readonly job: ClaimedJob }
   /** Stopped by a shutdown and given back to the queue, uncharged. */
   | { readonly type: "released"; readonly job: ClaimedJob }
+  /** Could not start (its handler threw `JobPostponed`): waits `delayMs`, uncharged. */
+  | { readonly type: "postponed"; readonly job: ClaimedJob; readonly error: string; readonly delayMs: number }
   | { readonly type: "error"; readonly error: string };
 
 export interface WorkerOptions {
@@ -82,6 +84,7 @@ type Outcome =
   | { readonly type: "completed"; readonly result: string }
   | { readonly type: "failed"; readonly message: string; readonly kind: ReturnType<typeof failureKindOf> }
   | { readonly type: "invalid"; readonly reason: string }
+  | { readonly type: "postponed"; readonly message: string; readonly delayMs: number }
   | { readonly type: "lease-lost" | "shutdown" };
 
 /** A handler's result on its way to Redis; `done` lets its `execute` finish. */
@@ -347,6 +350,9 @@ export class Worker {
       case "shutdown":
         await this.release(job);
         return;
+      case "postponed":
+        await this.postpone(job, outcome.message, outcome.delayMs);
+        return;
       case "failed":
         await this.reportFailure(job, outcome.message, outcome.kind);
         return;
@@ -385,6 +391,9 @@ export class Worker {
       if (reason === LEASE_LOST) return { type: "lease-lost" };
       if (reason === SHUTDOWN) return { type: "shutdown" };
       entry.settled = true;
+      if (reason === undefined && error instanceof JobPostponed) {
+        return { type: "postponed", message: describeFailure(error), delayMs: error.delayMs };
+      }
       return { type: "failed", message: reason ?? describeFailure(error), kind: failureKindOf(error) };
     }
   }
@@ -399,6 +408,21 @@ export class Worker {
     } catch (error) {
       this.emit({ type: "error", error: describeFailure(error) });
     }
+  }
+
+  /**
+   * Gives the job back for a while, uncharged. Refused ('stale') when a cancel waits or the
+   * attempt is no longer ours: reported as a failure then, which ends a cancelled job as cancelled
+   * and is refused in turn for an attempt another worker owns.
+   */
+  private async postpone(job: ClaimedJob, message: string, delayMs: number) {
+    const answer = await this.retryingRedis(() =>
+      Effect.runPromise(
+        this.options.queue.release(this.options.consumer, { id: job.id, attempt: job.attempt }, delayMs),
+      ),
+    );
+    if (answer === "ok") this.emit({ type: "postponed", job, error: message, delayMs });
+    else if (answer === "stale") await this.reportFailure(job, message, "transient");
   }
 
   private async reportFailure(job: ClaimedJob, message: string, kind: ReturnType<typeof failureKindOf>) {

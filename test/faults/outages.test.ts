@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
-import { CaptionTask as CaptionTaskRow } from "../../src/db/entities.js";
+import { Effect } from "effect";
 import { PRIORITIES } from "../../src/domain/priority.js";
 import { connectRedis } from "../../src/redis/connection.js";
 import type { RuntimeHandle } from "../../src/runtime.js";
@@ -181,13 +181,26 @@ describe("faults", () => {
         await proxy.restore();
         await allCompleted(ids, 90_000, "every task after the database returned");
         const result = await verdict(db.orm, ids, log);
-        const retried = (await db.orm.em.fork().find(CaptionTaskRow, { id: { $in: ids } })).filter(
-          (r) => r.attempt > 1,
-        ).length;
-        report("(e)", { outageMs: 3_000, recoveredAfterMs: Date.now() - cutAt, retried, ...result });
-        // How many attempts failed with it depends on what was in flight at the cut (queries
-        // issued during it may wait for a connection instead of failing): reported, not asserted.
+        // A job that could not start because the ledger was away was given back uncharged: every
+        // task completed on the first attempt its run counted. How many were postponed depends on
+        // what was in flight at the cut: reported, not asserted.
+        const jobs = await Promise.all(ids.map((id) => Effect.runPromise(runtime!.queue.getJob(id))));
+        const charged = jobs.filter((job) => !job || job.attempt - job.uncounted !== 1).length;
+        const postponed = jobs.reduce((n, job) => n + (job?.uncounted ?? 0), 0);
+        report("(e)", {
+          outageMs: 3_000,
+          recoveredAfterMs: Date.now() - cutAt,
+          postponed,
+          charged,
+          ...result,
+        });
         expect(result).toMatchObject({ tasks: 60, lost: 0, unbacked: 0 });
+        expect(charged).toBe(0);
+        const counted = runtime.metrics.ended
+          .samples()
+          .filter((sample) => sample.labels?.outcome === "postponed")
+          .reduce((n, sample) => n + sample.value, 0);
+        expect(counted).toBe(postponed);
       } finally {
         await proxy.cut();
       }

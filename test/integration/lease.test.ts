@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { QueueAdmin } from "../../src/queue/admin.js";
+import { JobPostponed } from "../../src/queue/failures.js";
 import { ALL, eventLog, eventually, makeQueue, newJob, testWorker } from "../support/queue.js";
 import { run, runFailure, useRedis } from "../support/redis.js";
 
@@ -30,6 +31,88 @@ describe("leases, reclaim and fencing", () => {
     expect(next).toMatchObject({ id: job.id, attempt: 2, runAttempt: 1 });
     // The stopped worker's word about attempt 1 is refused from now on.
     expect(await run(queue.release("w", { id: job.id, attempt: 1 }))).toBe("stale");
+  });
+
+  it("a job that cannot start is postponed, uncharged: it waits its delay, then runs, even on its last attempt", async () => {
+    const queue = await makeQueue(redis);
+    const job = newJob("high", { userId: "8", maxAttempts: 1 });
+    await run(queue.enqueue(job));
+    const log = eventLog();
+    let away = 2;
+    const worker = testWorker(queue, {
+      onEvent: log.onEvent,
+      handler: async () => {
+        if (away-- > 0) throw new JobPostponed(200, "the ledger could not be reached: ECONNREFUSED");
+        return "ran";
+      },
+    }).start();
+    await eventually(() => log.count("postponed") === 1, 5_000, "the first postponement");
+    const waiting = await run(queue.getJob(job.id));
+    expect(waiting).toMatchObject({
+      state: "delayed",
+      attempt: 1,
+      uncounted: 1,
+      owner: undefined,
+      priority: "high",
+    });
+    expect(waiting!.dueAt! - Date.now()).toBeGreaterThan(0);
+    expect(log.events.find((e) => e.type === "postponed")).toMatchObject({
+      delayMs: 200,
+      error: "the ledger could not be reached: ECONNREFUSED",
+    });
+    // Its user keeps the slot while it waits: the task is still the active one.
+    expect(await run(new QueueAdmin(queue).activeTaskOf("8"))).toBe(job.id);
+    // Nothing to claim before it is due; the scheduler's promotion brings it back.
+    expect(await run(queue.claim("other", ALL, 1))).toMatchObject({ jobs: [] });
+    await eventually(() => run(queue.promote()).then((p) => p.moved === 1), 5_000, "the first promotion");
+    await eventually(() => log.count("postponed") === 2, 5_000, "the second postponement");
+    await eventually(() => run(queue.promote()).then((p) => p.moved === 1), 5_000, "the second promotion");
+    await eventually(() => log.count("completed") === 1, 5_000, "the run");
+    await worker.stop();
+    // Three attempts, two of them given back: the run's one attempt was the third.
+    expect(log.count("retry") + log.count("dead") + log.count("stale")).toBe(0);
+    expect(await run(queue.getJob(job.id))).toMatchObject({
+      state: "completed",
+      attempt: 3,
+      uncounted: 2,
+      result: "ran",
+    });
+    expect((await run(new QueueAdmin(queue).stats())).reduce((n, s) => n + s.retriedLastHour, 0)).toBe(0);
+  });
+
+  it("a postponement of a job with a cancel pending ends it cancelled; of a stale attempt, changes nothing", async () => {
+    const queue = await makeQueue(redis);
+    const cancelled = newJob("normal");
+    await run(queue.enqueue(cancelled));
+    const log = eventLog();
+    let started: () => void = () => {};
+    const running = new Promise<void>((resolve) => (started = resolve));
+    let go: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (go = resolve));
+    const worker = testWorker(queue, {
+      onEvent: log.onEvent,
+      handler: async () => {
+        started();
+        await gate;
+        throw new JobPostponed(60_000, "the ledger could not be reached");
+      },
+    }).start();
+    await running;
+    expect(await run(queue.cancel(cancelled.id))).toMatchObject({ outcome: "flagged" });
+    go();
+    await eventually(() => log.count("cancelled") === 1, 5_000, "the cancel");
+    await worker.stop();
+    expect(log.count("postponed")).toBe(0);
+    expect(await run(queue.getJob(cancelled.id))).toMatchObject({ state: "cancelled" });
+
+    // An attempt another worker owns now: its postponement is refused, and so is the failure.
+    const stale = newJob("normal");
+    await run(queue.enqueue(stale));
+    const claimed = (await run(queue.claim("A", ALL, 1))).jobs[0]!;
+    await run(queue.reclaim("reclaimer", { leaseMs: 0 }));
+    expect((await run(queue.claim("B", ALL, 1))).jobs[0]?.attempt).toBe(claimed.attempt + 1);
+    expect(await run(queue.release("A", { id: stale.id, attempt: claimed.attempt }, 5_000))).toBe("stale");
+    expect(await run(queue.getJob(stale.id))).toMatchObject({ state: "running", owner: "B", uncounted: 0 });
   });
 
   it("reclaims the job of a vanished worker after the lease; the stale worker's late answer is refused", async () => {
