@@ -18,7 +18,7 @@ const documentedBenchCommands = (): string[] => {
     for (const block of text.matchAll(/```(?:sh|bash)\n([\s\S]*?)```/g)) {
       for (const line of block[1]!.split("\n")) {
         const command = line.replace(/#.*$/, "").trim();
-        if (/(^|\s)npm run bench(:http)?\b/.test(command)) found.add(command);
+        if (/(^|\s)npm run bench(:[a-z-]+)?\b/.test(command)) found.add(command);
       }
     }
   }
@@ -29,6 +29,7 @@ const documentedBenchCommands = (): string[] => {
 const SHRINK: Record<string, string> = {
   bench: "--jobs 60 --rounds 1 --seconds 1",
   "bench:http": "--seconds 1 --rate 20",
+  "bench:record-cost": "--jobs 300 --rounds 1 --concurrency 16",
 };
 
 const runShell = (command: string, timeoutMs: number) =>
@@ -47,20 +48,26 @@ const runShell = (command: string, timeoutMs: number) =>
 describe("the documented benchmark commands", () => {
   const commands = documentedBenchCommands();
 
-  it("are found in the docs: the quick run, the full run, a case list and the HTTP benchmark", () => {
+  it("are found in the docs: the quick run, the full run, a case list, the HTTP benchmark and the record's cost", () => {
     expect(commands).toEqual(
-      expect.arrayContaining(["npm run bench -- --quick", "npm run bench", "npm run bench:http"]),
+      expect.arrayContaining([
+        "npm run bench -- --quick",
+        "npm run bench",
+        "npm run bench:http",
+        "npm run bench:record-cost",
+      ]),
     );
   });
 
   for (const command of commands) {
-    const script = /npm run (bench(?::http)?)/.exec(command)![1]!;
+    const script = /npm run (bench(?::[a-z-]+)?)/.exec(command)![1]!;
     const shrunk = command.includes(" -- ")
       ? `${command} ${SHRINK[script]}`
       : command.replace(`npm run ${script}`, `npm run ${script} -- ${SHRINK[script]}`);
     it(`runs: ${command}`, { timeout: 240_000 }, async () => {
       const { status, output } = await runShell(shrunk, 230_000);
       expect(status, output).toBe(0);
+      if (script === "bench:record-cost") expect(output).toMatch(/\| step 0: streams only .*\| BullMQ \|/s);
       if (script === "bench" && !command.includes("--list")) {
         // The table, with every job checked, and the JSON and chart it names.
         expect(output).toContain("Every job verified.");

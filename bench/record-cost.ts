@@ -1,0 +1,276 @@
+/**
+ * What the per-job record costs a main-thread drain, measured rather than estimated: our engine
+ * `Worker`, unchanged, drains N no-op jobs from a stand-in queue that keeps no job record at all
+ * (the streams only: `XREADGROUP` in strict priority order, `XACK` + `XDEL` of the completions
+ * riding in the next claim), then with the record's Redis calls added back one step at a time,
+ * until it does what `claim.lua` and `complete-jobs.lua` do per job. Ours (the real `Queue`) and
+ * BullMQ drain the same jobs in the same rounds, on the same private Redis, the order reversed
+ * every other round. Not a test, and not part of `npm run bench`: it backs the analysis in
+ * bench/README.md ("Where the time goes").
+ *
+ *   npm run bench:record-cost                     # 30,000 jobs, 3 rounds, c16 and c100
+ *   npm run bench:record-cost -- --jobs 10000 --rounds 1 --concurrency 16
+ */
+import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
+import { parseArgs } from "node:util";
+import { Effect } from "effect";
+import { PRIORITIES, type Priority } from "../src/domain/priority.js";
+import type { Claim, ClaimedJob, CompleteOutcome, Completion, Queue } from "../src/queue/queue.js";
+import { Worker } from "../src/queue/worker.js";
+import { connectRedis, type RedisClient } from "../src/redis/connection.js";
+import { PrivateRedis } from "../src/redis/private-server.js";
+import { median, payload } from "./harness.js";
+import { formatNumber } from "./report.js";
+import { Bullmq } from "./systems/bullmq.js";
+import { Ratatoskr } from "./systems/ratatoskr.js";
+
+/** Each step adds its calls to every step before it. */
+const STEPS = [
+  "streams only (no job record)",
+  "+ claim reads the job hash (HMGET, 9 fields)",
+  "+ claim writes it (HSET, 5 fields)",
+  "+ completion reads, writes and expires it (HMGET, HSET, EXPIRE)",
+  "+ 9 values per claimed job in the reply, as claim.lua sends",
+] as const;
+
+/**
+ * KEYS[1] prefix; ARGV group, consumer, want, step, n, then n completed job ids
+ * (`<priority>/<entry id>`). -> { {id, data, [7 more values from step 4]}..., n × 'ok', short }
+ */
+const CLAIM = `
+local base, group, consumer, want, step = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
+local entries, done = {}, {}
+for a = 6, 5 + n do
+  local id = ARGV[a]
+  local slash = string.find(id, '/', 1, true)
+  local prio = string.sub(id, 1, slash - 1)
+  entries[prio] = entries[prio] or {}
+  table.insert(entries[prio], string.sub(id, slash + 1))
+  if step >= 3 then
+    local key = base .. 'j:' .. id
+    redis.call('HMGET', key, 'state', 'attempt', 'prio', 'entry', 'user', 'due', 'cancel')
+    redis.call('HSET', key, 'state', 'completed', 'ended', 1, 'entry', '', 'owner', '', 'result', '')
+    redis.call('EXPIRE', key, 86400)
+  end
+  done[#done + 1] = 'ok'
+end
+for prio, list in pairs(entries) do
+  redis.call('XACK', base .. 's:' .. prio, group, unpack(list))
+  redis.call('XDEL', base .. 's:' .. prio, unpack(list))
+end
+local jobs, got = {}, 0
+for _, prio in ipairs({ 'urgent', 'high', 'normal', 'low' }) do
+  if got >= want then break end
+  local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want - got, 'STREAMS', base .. 's:' .. prio, '>')
+  for _, e in ipairs(reply and reply[1][2] or {}) do
+    local id = prio .. '/' .. e[1]
+    local key = base .. 'j:' .. id
+    if step >= 1 then
+      redis.call('HMGET', key, 'state', 'entry', 'attempt', 'max', 'meta', 'user', 'created', 'spent', 'prio')
+    end
+    if step >= 2 then
+      redis.call('HSET', key, 'state', 'running', 'attempt', 1, 'owner', consumer, 'started', 1, 'prio', prio)
+    end
+    jobs[#jobs + 1] = id
+    jobs[#jobs + 1] = e[2][4]
+    if step >= 4 then
+      for _ = 1, 7 do jobs[#jobs + 1] = '1' end
+    end
+    got = got + 1
+  end
+end
+return { jobs, done, got < want and 1 or 0 }
+`;
+
+const PREFIX = "cost:";
+
+/**
+ * The queue the Worker sees. A drain of no-op jobs calls only these members of `Queue`: the
+ * claim (carrying completions), the completion alone, the wait once the streams run dry, the
+ * lease renewal (every 10 s) and the connection to duplicate for that wait.
+ */
+class RecordCostQueue {
+  private sha = "";
+
+  constructor(
+    readonly redis: RedisClient,
+    private readonly step: number,
+  ) {}
+
+  async prepare(jobs: number, data: string) {
+    this.sha = (await this.redis.script("LOAD", CLAIM)) as string;
+    for (const p of PRIORITIES) await this.redis.xgroup("CREATE", `${PREFIX}s:${p}`, "g", "0", "MKSTREAM");
+    for (let from = 0; from < jobs; from += 1_000) {
+      const adds = this.redis.pipeline();
+      for (let i = from; i < Math.min(jobs, from + 1_000); i++)
+        adds.xadd(`${PREFIX}s:normal`, "*", "i", `j${i}`, "d", data);
+      const entries = (await adds.exec()) ?? [];
+      if (this.step === 0) continue;
+      // The fields enqueue.lua writes for a job with no user, meta or spent attempts.
+      const hashes = this.redis.pipeline();
+      for (const [, entry] of entries)
+        hashes.hset(`${PREFIX}j:normal/${String(entry)}`, {
+          state: "queued",
+          entry: String(entry),
+          prio: "normal",
+          attempt: 0,
+          max: 1,
+          created: Date.now(),
+        });
+      await hashes.exec();
+    }
+  }
+
+  async claimNow(
+    consumer: string,
+    _priorities: readonly Priority[],
+    want: number,
+    done: readonly Completion[] = [],
+  ): Promise<Claim> {
+    const args = ["g", consumer, want, this.step, done.length, ...done.map((d) => d.id)];
+    const [flat, completed, short] = (await this.redis.evalsha(this.sha, 1, PREFIX, ...args)) as [
+      string[],
+      CompleteOutcome[],
+      number,
+    ];
+    const width = this.step >= 4 ? 9 : 2;
+    const jobs: ClaimedJob[] = [];
+    for (let i = 0; i < flat.length; i += width) {
+      jobs.push({
+        id: flat[i]!,
+        attempt: 1,
+        priority: "normal",
+        maxAttempts: 1,
+        data: flat[i + 1]!,
+        userId: undefined,
+        createdAt: 0,
+        runAttempt: 1,
+        meta: {},
+      });
+    }
+    // A short claim means the drain is over: the wait below then ends the Worker's dry spell.
+    return { jobs, cursors: short ? [[`${PREFIX}s:normal`, "$"]] : [], completed };
+  }
+
+  async completeNow(done: readonly Completion[]): Promise<readonly CompleteOutcome[]> {
+    return (await this.claimNow("completions", [], 0, done)).completed;
+  }
+
+  async waitForWork(_blocking: RedisClient, _claim: Claim, timeoutMs: number): Promise<void> {
+    await sleep(Math.min(timeoutMs, 50));
+  }
+
+  renew() {
+    return Effect.succeed([]);
+  }
+
+  /** Every job acknowledged and deleted; from step 3 on, every job's record says completed. */
+  async verify(jobs: number) {
+    const left = await this.redis.xlen(`${PREFIX}s:normal`);
+    const pending = (await this.redis.xpending(`${PREFIX}s:normal`, "g")) as [number, ...unknown[]];
+    if (left !== 0 || pending[0] !== 0)
+      throw new Error(`step ${this.step}: ${left} entries left, ${pending[0]} pending`);
+    if (this.step < 3) return;
+    let completed = 0;
+    let cursor = "0";
+    do {
+      const [next, keys] = await this.redis.scan(cursor, "MATCH", `${PREFIX}j:*`, "COUNT", 1_000);
+      cursor = next;
+      const states = await Promise.all(keys.map((key) => this.redis.hget(key, "state")));
+      completed += states.filter((s) => s === "completed").length;
+    } while (cursor !== "0");
+    if (completed !== jobs) throw new Error(`step ${this.step}: ${completed}/${jobs} records completed`);
+  }
+}
+
+const drain = async (url: string, step: number, jobs: number, concurrency: number): Promise<number> => {
+  const redis = connectRedis(url, { name: "record-cost" });
+  try {
+    const queue = new RecordCostQueue(redis, step);
+    await queue.prepare(jobs, JSON.stringify(payload()));
+    let completed = 0;
+    let finishedAt = Number.NaN;
+    let problem: string | undefined;
+    const started = performance.now();
+    const worker = new Worker({
+      // Only the members RecordCostQueue has are reached (see there).
+      queue: queue as unknown as Queue,
+      consumer: "w",
+      priorities: PRIORITIES,
+      concurrency,
+      handler: async () => undefined,
+      onEvent: (event) => {
+        if (event.type !== "completed") problem ??= event.type;
+        else if (++completed === jobs) finishedAt = performance.now();
+      },
+    }).start();
+    while (completed < jobs && problem === undefined) await sleep(5);
+    await worker.stop();
+    if (problem !== undefined) throw new Error(`step ${step}: a worker event ${problem}`);
+    await queue.verify(jobs);
+    return jobs / ((finishedAt - started) / 1000);
+  } finally {
+    redis.disconnect();
+  }
+};
+
+const main = async () => {
+  const { values } = parseArgs({
+    options: {
+      jobs: { type: "string", default: "30000" },
+      rounds: { type: "string", default: "3" },
+      concurrency: { type: "string", default: "16,100" },
+    },
+  });
+  const jobs = Number(values.jobs);
+  const rounds = Number(values.rounds);
+  const levels = values.concurrency.split(",").map(Number);
+  if (![jobs, rounds, ...levels].every((n) => Number.isInteger(n) && n > 0))
+    throw new Error("--jobs, --rounds and --concurrency take positive whole numbers");
+  const server = await PrivateRedis.start();
+  const admin = connectRedis(server.url, { name: "bench-admin" });
+  try {
+    const target = { url: server.url, port: server.port, admin };
+    const ours = new Ratatoskr(target);
+    const bullmq = new Bullmq(target);
+    const sides = ["ours", ...STEPS.map((_, step) => `step ${step}`), "BullMQ"];
+    for (const concurrency of levels) {
+      const figures = new Map<string, number[]>(sides.map((side) => [side, []]));
+      for (let round = 0; round < rounds; round++) {
+        for (const side of round % 2 === 0 ? sides : [...sides].reverse()) {
+          await admin.flushall();
+          const jobsPerSecond =
+            side === "ours"
+              ? (await ours.drainMain(jobs, concurrency, "single")).jobsPerSecond!
+              : side === "BullMQ"
+                ? (await bullmq.drainMain(jobs, concurrency, "single")).jobsPerSecond!
+                : await drain(server.url, Number(side.slice(5)), jobs, concurrency);
+          figures.get(side)!.push(jobsPerSecond);
+        }
+      }
+      const theirs = median(figures.get("BullMQ")!);
+      console.log(`\nconcurrency ${concurrency}, ${jobs.toLocaleString("en-US")} jobs, ${rounds} rounds`);
+      console.log("| drain | jobs/s median (min-max) | ÷ BullMQ |\n|---|---|---|");
+      for (const side of sides) {
+        const values = figures.get(side)!;
+        const label = side.startsWith("step ") ? `${side}: ${STEPS[Number(side.slice(5))]}` : side;
+        const spread = `${formatNumber(median(values))} (${formatNumber(Math.min(...values))}-${formatNumber(Math.max(...values))})`;
+        console.log(`| ${label} | ${spread} | ${(median(values) / theirs).toFixed(2)} |`);
+      }
+    }
+  } finally {
+    admin.disconnect();
+    await server.stop();
+  }
+};
+
+main().then(
+  // BullMQ's closed connections can leave a timer behind: do not wait for it.
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error instanceof Error ? (error.stack ?? error.message) : error);
+    process.exit(1);
+  },
+);
