@@ -11,7 +11,6 @@ import type { Observation } from "./rules.js";
 export const observeQueue = (deps: {
   readonly queue: Queue;
   readonly health: RedisHealth;
-  readonly heartbeatMs: number;
   readonly windowMinutes: number;
 }): Effect.Effect<Observation, RedisError> => {
   const admin = new QueueAdmin(deps.queue);
@@ -22,8 +21,7 @@ export const observeQueue = (deps: {
       admin.oldestWaiting(),
       admin.history(deps.windowMinutes),
       registry.list(),
-      // A registration renewed every beat and kept three: older than that, the process is gone.
-      registry.lapsed(deps.heartbeatMs * 3),
+      registry.lapsed(),
     ],
     { concurrency: "unbounded" },
   ).pipe(

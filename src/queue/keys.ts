@@ -21,6 +21,11 @@ export interface QueueKeys {
   metrics(minute: number): string;
   /** Live worker processes: zset of worker id by last heartbeat (ms). */
   readonly workers: string;
+  /**
+   * The same workers by the moment their registration lapses (ms): its last beat plus its own
+   * lease, so each is judged by its own heartbeat interval.
+   */
+  readonly workersLapse: string;
   /** A worker process's registration (host, pid, groups, ...), expiring unless renewed. */
   worker(id: string): string;
   /** Set to `database` by `tasks rollback-to-db`: every process then queues in the database. */
@@ -55,6 +60,7 @@ export const queueKeys = (prefix: string, queue: string): QueueKeys => {
     events: `${base}events`,
     metrics: (minute) => `${base}m:${minute}`,
     workers: `${base}workers`,
+    workersLapse: `${base}workers:lapse`,
     worker: (id) => `${base}w:${id}`,
     backend: `${base}backend`,
     alerts: `${base}alerts`,

@@ -31,6 +31,9 @@ export interface WorkerInfo {
   readonly lastBeatAt: number;
 }
 
+/** How long after its registration lapsed a worker is forgotten (see `prune`). */
+const FORGET_AFTER_MS = 60_000;
+
 const redisCall = <A>(operation: string, f: () => Promise<A>) =>
   Effect.tryPromise({ try: f, catch: (cause) => new RedisError({ operation, cause }) });
 
@@ -57,7 +60,7 @@ export class WorkerRegistry {
   remove(id: string): Effect.Effect<void, RedisError> {
     const { keys, redis } = this.queue;
     return redisCall("worker remove", () =>
-      redis.multi().del(keys.worker(id)).zrem(keys.workers, id).exec(),
+      redis.multi().del(keys.worker(id)).zrem(keys.workers, id).zrem(keys.workersLapse, id).exec(),
     ).pipe(Effect.asVoid);
   }
 
@@ -91,18 +94,18 @@ export class WorkerRegistry {
   }
 
   /**
-   * Workers still in the registry whose last beat is older than `maxAgeMs`: they stopped (a
-   * crash, a hang) without leaving; the janitor forgets them once their registration expires.
+   * Workers still in the registry whose registration has lapsed: no beat within their own ttl
+   * (three of their own heartbeat intervals), so they stopped (a crash, a hang) without leaving.
+   * Each is judged by the interval it beats at, not by the caller's. The janitor forgets them once
+   * their registration has expired.
    */
-  lapsed(maxAgeMs: number): Effect.Effect<string[], RedisError> {
+  lapsed(): Effect.Effect<string[], RedisError> {
     const { keys, redis } = this.queue;
-    return redisCall("worker lapsed", () =>
-      redis.zrangebyscore(keys.workers, "-inf", `(${Date.now() - maxAgeMs}`),
-    );
+    return redisCall("worker lapsed", () => redis.zrangebyscore(keys.workersLapse, "-inf", `(${Date.now()}`));
   }
 
   /**
-   * Forgets workers whose registration expired, and removes their consumers from the streams'
+   * Forgets workers whose registration expired a minute ago or more, and removes their consumers from the streams'
    * groups once they hold no pending entries (the reclaimer takes those first).
    */
   prune(): Effect.Effect<{ workers: number; consumers: number }, RedisError> {
@@ -110,8 +113,18 @@ export class WorkerRegistry {
     return redisCall("worker prune", async () => {
       const ids = await redis.zrange(keys.workers, "0", "-1");
       const alive = await Promise.all(ids.map((id) => redis.exists(keys.worker(id))));
-      const gone = ids.filter((_, i) => alive[i] === 0);
-      if (gone.length > 0) await redis.zrem(keys.workers, ...gone);
+      // Forgotten a while after their registration lapsed, not at once: the alert rules, which
+      // look every few seconds, must see a lapsed worker before it goes. A worker with no lapse
+      // time (registered by an older version) goes as soon as its registration has expired.
+      const watched = new Set(await redis.zrange(keys.workersLapse, "0", "-1"));
+      const longLapsed = new Set(
+        await redis.zrangebyscore(keys.workersLapse, "-inf", `(${Date.now() - FORGET_AFTER_MS}`),
+      );
+      const gone = ids.filter((id, i) => alive[i] === 0 && (longLapsed.has(id) || !watched.has(id)));
+      if (gone.length > 0) {
+        await redis.zrem(keys.workers, ...gone);
+        await redis.zrem(keys.workersLapse, ...gone);
+      }
       const live = new Set(ids.filter((_, i) => alive[i] === 1));
       let consumers = 0;
       for (const p of PRIORITIES) {

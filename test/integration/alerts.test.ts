@@ -139,6 +139,45 @@ describe("alert rules", () => {
     await eventually(async () => (await since()).at(-1) === "resolved", 15_000, `${key} resolved`);
   }, 60_000);
 
+  it("heartbeat: each process is judged by its own interval, not the evaluator's", async () => {
+    // The evaluator beats every 200 ms (FAST); this process every second, its registration kept
+    // five seconds (room for a slow machine). Judged by the evaluator's interval it would lapse
+    // 600 ms after each beat.
+    const runtime = await startRuntime();
+    const registry = new WorkerRegistry(runtime.queue);
+    const key = "heartbeat_lapsed:patient";
+    const beat = () =>
+      run(
+        registry.beat(
+          {
+            id: "patient",
+            host: "h",
+            pid: 1,
+            groups: [],
+            startedAt: 0,
+            active: 0,
+            jobs: [],
+            rssMb: 1,
+            mode: "redis",
+            outages: 0,
+            restarts: 0,
+          },
+          5_000,
+        ),
+      );
+    for (let i = 0; i < 3; i++) {
+      await beat();
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+    }
+    expect(await states(runtime, key)).toEqual([]);
+    // It stops beating: five seconds later its registration lapses, and it fires,
+    // though its hash has expired by then (the janitor forgets it only a minute later).
+    await until(runtime, key, "firing");
+    expect((await run(registry.list())).some((w) => w.id === "patient")).toBe(false);
+    await run(registry.remove("patient"));
+    await until(runtime, key, "resolved");
+  });
+
   it("restarts: a process whose actors keep restarting fires; it resolves when the process leaves", async () => {
     const runtime = await startRuntime({ RT_ALERT_RESTARTS: "3" });
     const registry = new WorkerRegistry(runtime.queue);
