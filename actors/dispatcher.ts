@@ -2,7 +2,7 @@ import { Effect, Runtime } from "effect";
 import { jobTimeoutsMs, type WorkerGroup } from "../config/profiles.js";
 import { throttleProgress } from "../src/jobs/throttle-progress.js";
 import { describeFailure, JobPostponed } from "../src/queue/failures.js";
-import { LedgerOutage } from "../src/tasks/ledger-outage.js";
+import { isLedgerUnreachable, LedgerOutage } from "../src/tasks/ledger-outage.js";
 import type { TaskLedger } from "../src/tasks/ledger.js";
 import { isSkip, skipResult } from "../src/tasks/skip.js";
 import type { ClaimedJob } from "../src/queue/queue.js";
@@ -42,16 +42,19 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
      */
     const startInLedger = async (ledger: TaskLedger, job: ClaimedJob) => {
       let row: string | undefined;
+      const startedAt = Date.now();
       try {
         row = (await ledger.markRunning(job.id, job.attempt)) ? "started" : await ledger.status(job.id);
       } catch (error) {
+        // Anything else (a statement refused, a fault of this row) fails the job as before.
+        if (!isLedgerUnreachable(error)) throw error;
         const { delayMs, began } = outage.failed();
         const why = describeFailure(error);
         if (began)
           log(Effect.logWarning(`ledger unreachable, job starts postponed until it answers: ${why}`));
         throw new JobPostponed(delayMs, `the task ledger could not be reached: ${why}`);
       }
-      const over = outage.answered();
+      const over = outage.answered(startedAt);
       if (over) {
         const seconds = (over.lastedMs / 1000).toFixed(1);
         log(

@@ -20,19 +20,21 @@ export class JobFailure extends Error {
   }
 }
 
+const MIN_POSTPONE_MS = 100;
+
 /**
  * Thrown by a handler before the job's own work began, when something outside the job (the task
  * ledger, say) is unreachable: the worker gives the job back for `delayMs`, and the attempt is
  * not charged to it. An outage of a dependency must not use up a task's attempts.
  */
 export class JobPostponed extends Error {
-  constructor(
-    readonly delayMs: number,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
+  /** At least MIN_POSTPONE_MS: a job given back for no time at all would come straight back. */
+  readonly delayMs: number;
+
+  constructor(delayMs: number, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "JobPostponed";
+    this.delayMs = Number.isFinite(delayMs) ? Math.max(MIN_POSTPONE_MS, delayMs) : MIN_POSTPONE_MS;
   }
 }
 

@@ -428,12 +428,13 @@ export class Queue {
   /**
    * Gives a running job back, uncharged: to its stream at once (the worker is shutting down and
    * stopped it), or after `delayMs` (it could not start for want of something outside it, such
-   * as the task ledger). 'stale' if the attempt is no longer this consumer's, or a cancel waits.
+   * as the task ledger). 'cancel' if a cancel waits (it is not given back: a failure reported
+   * ends it cancelled), 'stale' if the attempt is no longer this consumer's.
    */
-  release(consumer: string, lease: Lease, delayMs = 0): Effect.Effect<"ok" | "stale", RedisError> {
+  release(consumer: string, lease: Lease, delayMs = 0): Effect.Effect<"ok" | "cancel" | "stale", RedisError> {
     const delay = Number.isFinite(delayMs) ? Math.max(0, Math.round(delayMs)) : 0;
     return this.run(scripts.release, [this.group, consumer, lease.id, lease.attempt, delay]).pipe(
-      Effect.map((reply) => (reply === "ok" ? "ok" : "stale")),
+      Effect.map((reply) => (reply === "ok" || reply === "cancel" ? reply : "stale")),
     );
   }
 

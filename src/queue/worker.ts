@@ -411,9 +411,8 @@ export class Worker {
   }
 
   /**
-   * Gives the job back for a while, uncharged. Refused ('stale') when a cancel waits or the
-   * attempt is no longer ours: reported as a failure then, which ends a cancelled job as cancelled
-   * and is refused in turn for an attempt another worker owns.
+   * Gives the job back for a while, uncharged. A job with a cancel waiting is reported as failed
+   * instead, which ends it cancelled; an attempt no longer ours is left to its owner.
    */
   private async postpone(job: ClaimedJob, message: string, delayMs: number) {
     const answer = await this.retryingRedis(() =>
@@ -422,7 +421,8 @@ export class Worker {
       ),
     );
     if (answer === "ok") this.emit({ type: "postponed", job, error: message, delayMs });
-    else if (answer === "stale") await this.reportFailure(job, message, "transient");
+    else if (answer === "cancel") await this.reportFailure(job, message, "transient");
+    else if (answer === "stale") this.emit({ type: "stale", job });
   }
 
   private async reportFailure(job: ClaimedJob, message: string, kind: ReturnType<typeof failureKindOf>) {

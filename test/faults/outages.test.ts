@@ -194,7 +194,7 @@ describe("faults", () => {
           charged,
           ...result,
         });
-        expect(result).toMatchObject({ tasks: 60, lost: 0, unbacked: 0 });
+        expect(result).toMatchObject({ tasks: 60, lost: 0, duplicates: 0, unbacked: 0 });
         expect(charged).toBe(0);
         const counted = runtime.metrics.ended
           .samples()

@@ -60,6 +60,9 @@ describe("leases, reclaim and fencing", () => {
       delayMs: 200,
       error: "the ledger could not be reached: ECONNREFUSED",
     });
+    // The same release again (a resend after a dropped reply) is acknowledged and changes nothing.
+    expect(await run(queue.release("w", { id: job.id, attempt: 1 }, 200))).toBe("ok");
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "delayed", uncounted: 1 });
     // Its user keeps the slot while it waits: the task is still the active one.
     expect(await run(new QueueAdmin(queue).activeTaskOf("8"))).toBe(job.id);
     // Nothing to claim before it is due; the scheduler's promotion brings it back.
@@ -99,6 +102,8 @@ describe("leases, reclaim and fencing", () => {
     }).start();
     await running;
     expect(await run(queue.cancel(cancelled.id))).toMatchObject({ outcome: "flagged" });
+    // Not given back with a cancel waiting: the worker reports a failure instead.
+    expect(await run(queue.release("w", { id: cancelled.id, attempt: 1 }, 5_000))).toBe("cancel");
     go();
     await eventually(() => log.count("cancelled") === 1, 5_000, "the cancel");
     await worker.stop();

@@ -5,6 +5,7 @@ import {
   failureKindOf,
   invalidInput,
   JobFailure,
+  JobPostponed,
   retryDelayMs,
   unavailable,
 } from "../../src/queue/failures.js";
@@ -259,5 +260,16 @@ describe("describeFailure", () => {
       }).not.toThrow();
       expect(typeof text).toBe("string");
     }
+  });
+});
+
+describe("JobPostponed", () => {
+  it("waits at least 100 ms, so a job given back for no time does not come straight back", () => {
+    expect(new JobPostponed(5_000, "away").delayMs).toBe(5_000);
+    expect(new JobPostponed(0, "away").delayMs).toBe(100);
+    expect(new JobPostponed(Number.NaN, "away").delayMs).toBe(100);
+    expect(describeFailure(new JobPostponed(1_000, "the task ledger could not be reached"))).toBe(
+      "the task ledger could not be reached",
+    );
   });
 });
