@@ -44,7 +44,8 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
       let row: string | undefined;
       const startedAt = Date.now();
       try {
-        row = (await ledger.markRunning(job.id, job.attempt)) ? "started" : await ledger.status(job.id);
+        const started = await ledger.markRunning(job.id, job.attempt, job.runAttempt);
+        row = started ? "started" : await ledger.status(job.id);
       } catch (error) {
         // Anything else (a statement refused, a fault of this row) fails the job as before.
         if (!isLedgerUnreachable(error)) throw error;
@@ -159,7 +160,8 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         const at = { id: event.job.id, attempt: event.job.attempt, backend: "redis" } as const;
         if (event.type === "completed" && !isSkip(event.result))
           record(`${at.id} completed`, () => ledger.markCompleted(at, event.result || undefined));
-        if (event.type === "retry") record(`${at.id} retrying`, () => ledger.markRetrying(at, event.error));
+        if (event.type === "retry")
+          record(`${at.id} retrying`, () => ledger.markRetrying(at, event.error, event.job.runAttempt));
         if (event.type === "dead") record(`${at.id} failed`, () => ledger.markFailed(at, event.error));
         if (event.type === "released") record(`${at.id} released`, () => ledger.markReleased(at));
         if (event.type === "cancelled")

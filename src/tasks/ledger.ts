@@ -60,9 +60,11 @@ export class TaskLedger {
    * never over an attempt a database-fallback dispatcher is running. A task waiting in the
    * database queue is taken over: Redis delivered it, so Redis runs it. It also counts the
    * attempts before it as retries, because the previous attempt's own "retrying" write may land
-   * after this one (the writes race) and would then find the row moved on.
+   * after this one (the writes race) and would then find the row moved on: those of its run that
+   * were charged (`runAttempt` is this attempt's number within its run; attempts given back by a
+   * shutdown or postponed, and those of an earlier run, are not retries).
    */
-  markRunning(id: string, attempt: number): Promise<boolean> {
+  markRunning(id: string, attempt: number, runAttempt = attempt): Promise<boolean> {
     return this.transition({
       id,
       from: ["queued", "running"],
@@ -71,7 +73,7 @@ export class TaskLedger {
         status: "running",
         queueBackend: "redis",
         attempt,
-        retryCount: attempt - 1,
+        retryCount: runAttempt - 1,
         startedAt: new Date(),
         progressPercent: 0,
         currentStep: "Starting",
@@ -119,15 +121,18 @@ export class TaskLedger {
     });
   }
 
-  /** The attempt failed and the queue will run the task again. */
-  markRetrying(at: AttemptOf, error: string): Promise<boolean> {
+  /**
+   * The attempt failed and the queue will run the task again; `runAttempt` as for `markRunning`
+   * (the database queue's attempts are all charged: its attempt number).
+   */
+  markRetrying(at: AttemptOf, error: string, runAttempt = at.attempt): Promise<boolean> {
     return this.transition({
       id: at.id,
       from: ["running"],
       where: { attempt: at.attempt, queueBackend: at.backend },
       set: {
         status: "queued",
-        retryCount: at.attempt,
+        retryCount: runAttempt,
         errorMessage: error.slice(0, 2000),
         currentStep: "Waiting to retry",
       },

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
 import { Effect } from "effect";
+import { CaptionTask as CaptionTaskRow } from "../../src/db/entities.js";
 import { PRIORITIES } from "../../src/domain/priority.js";
 import { connectRedis } from "../../src/redis/connection.js";
 import type { RuntimeHandle } from "../../src/runtime.js";
@@ -196,6 +197,9 @@ describe("faults", () => {
         });
         expect(result).toMatchObject({ tasks: 60, lost: 0, duplicates: 0, unbacked: 0 });
         expect(charged).toBe(0);
+        // What the task shows: no retries.
+        const rows = await db.orm.em.fork().find(CaptionTaskRow, { id: { $in: ids } });
+        expect(rows.filter((r) => r.retryCount !== 0).map((r) => r.retryCount)).toEqual([]);
         const counted = runtime.metrics.ended
           .samples()
           .filter((sample) => sample.labels?.outcome === "postponed")

@@ -204,9 +204,16 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       const attempt = (n: number) => ({ id, attempt: n, backend: "redis" }) as const;
       expect(await service.ledger.markRetrying(attempt(1), "late")).toBe(false);
       expect(await row(id)).toMatchObject({ status: "running", attempt: 2, retryCount: 1 });
+      // Attempts given back uncharged (a shutdown, a postponement) are no retries: attempt 4 of
+      // Redis, the second of its run.
+      expect(await service.ledger.markRunning(id, 4, 2)).toBe(true);
+      expect(await row(id)).toMatchObject({ status: "running", attempt: 4, retryCount: 1 });
+      expect(await service.ledger.markRetrying(attempt(4), "flaky", 2)).toBe(true);
+      expect(await row(id)).toMatchObject({ status: "queued", attempt: 4, retryCount: 2 });
+      expect(await service.ledger.markRunning(id, 5, 3)).toBe(true);
       expect(await service.ledger.markCompleted(attempt(1), "{}")).toBe(false);
-      expect(await service.ledger.markFailed(attempt(2), "broken")).toBe(true);
-      expect(await service.ledger.markCompleted(attempt(2), "{}")).toBe(false);
+      expect(await service.ledger.markFailed(attempt(5), "broken")).toBe(true);
+      expect(await service.ledger.markCompleted(attempt(5), "{}")).toBe(false);
       await run(Effect.ignore(queue.cancel(id)));
       const again = await service.retry(id, { userId });
       expect(Either.isRight(again)).toBe(true);
