@@ -63,6 +63,7 @@ export const alertsActor = (ctx: RuntimeContext): ChildSpec => ({
           const observed = yield* observeQueue({
             queue: ctx.queue,
             health: ctx.health,
+            heartbeatMs: ctx.config.RT_HEARTBEAT_MS,
             windowMinutes: thresholds.windowMinutes,
           }).pipe(Effect.timeout(Duration.millis(interval)), Effect.either);
           if (observed._tag === "Right") {

@@ -11,6 +11,8 @@ import type { Observation } from "./rules.js";
 export const observeQueue = (deps: {
   readonly queue: Queue;
   readonly health: RedisHealth;
+  /** This process's: how a worker registered by an older version, with no lapse time, is judged. */
+  readonly heartbeatMs: number;
   readonly windowMinutes: number;
 }): Effect.Effect<Observation, RedisError> => {
   const admin = new QueueAdmin(deps.queue);
@@ -21,7 +23,7 @@ export const observeQueue = (deps: {
       admin.oldestWaiting(),
       admin.history(deps.windowMinutes),
       registry.list(),
-      registry.lapsed(),
+      registry.lapsed(deps.heartbeatMs * 3),
     ],
     { concurrency: "unbounded" },
   ).pipe(

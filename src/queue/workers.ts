@@ -1,6 +1,7 @@
 import { Effect } from "effect";
 import { PRIORITIES } from "../domain/priority.js";
 import { RedisError } from "./errors.js";
+import type { RedisClient } from "../redis/connection.js";
 import type { Queue } from "./queue.js";
 import { scripts } from "./scripts.js";
 
@@ -33,6 +34,12 @@ export interface WorkerInfo {
 
 /** How long after its registration lapsed a worker is forgotten (see `prune`). */
 const FORGET_AFTER_MS = 60_000;
+
+/** Redis's clock in ms: the beats' times are its, and this process's clock may differ. */
+const redisNow = async (redis: RedisClient): Promise<number> => {
+  const [seconds, micros] = await redis.time();
+  return Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+};
 
 const redisCall = <A>(operation: string, f: () => Promise<A>) =>
   Effect.tryPromise({ try: f, catch: (cause) => new RedisError({ operation, cause }) });
@@ -96,34 +103,48 @@ export class WorkerRegistry {
   /**
    * Workers still in the registry whose registration has lapsed: no beat within their own ttl
    * (three of their own heartbeat intervals), so they stopped (a crash, a hang) without leaving.
-   * Each is judged by the interval it beats at, not by the caller's. The janitor forgets them once
-   * their registration has expired.
+   * Each is judged by the interval it beats at, not by the caller's; only a worker registered by
+   * an older version, which writes no lapse time, is judged by `fallbackMaxAgeMs` since its last
+   * beat. In Redis's time, as the beats are. The janitor forgets them a minute after they lapsed.
    */
-  lapsed(): Effect.Effect<string[], RedisError> {
+  lapsed(fallbackMaxAgeMs: number): Effect.Effect<string[], RedisError> {
     const { keys, redis } = this.queue;
-    return redisCall("worker lapsed", () => redis.zrangebyscore(keys.workersLapse, "-inf", `(${Date.now()}`));
+    return redisCall("worker lapsed", async () => {
+      const now = await redisNow(redis);
+      const lapsed = await redis.zrangebyscore(keys.workersLapse, "-inf", `(${now}`);
+      const watched = new Set(await redis.zrange(keys.workersLapse, "0", "-1"));
+      const silent = await redis.zrangebyscore(keys.workers, "-inf", `(${now - fallbackMaxAgeMs}`);
+      return [...lapsed, ...silent.filter((id) => !watched.has(id))];
+    });
   }
 
   /**
-   * Forgets workers whose registration expired a minute ago or more, and removes their consumers from the streams'
-   * groups once they hold no pending entries (the reclaimer takes those first).
+   * Forgets workers whose registration expired and lapsed a minute ago or more (not at once: the
+   * alert rules, which look every few seconds, must see a lapsed worker before it goes), and
+   * removes their consumers from the streams' groups once they hold no pending entries (the
+   * reclaimer takes those first). A worker with no lapse time (registered by an older version)
+   * goes as soon as its registration has expired; a lapse time left with no registry entry goes
+   * too.
    */
   prune(): Effect.Effect<{ workers: number; consumers: number }, RedisError> {
     const { keys, redis, group } = this.queue;
     return redisCall("worker prune", async () => {
-      const ids = await redis.zrange(keys.workers, "0", "-1");
+      const now = await redisNow(redis);
+      const lapseAt = new Map<string, number>();
+      const scores = await redis.zrange(keys.workersLapse, "0", "-1", "WITHSCORES");
+      for (let i = 0; i + 1 < scores.length; i += 2) lapseAt.set(scores[i]!, Number(scores[i + 1]));
+      const ids = [...new Set([...(await redis.zrange(keys.workers, "0", "-1")), ...lapseAt.keys()])];
       const alive = await Promise.all(ids.map((id) => redis.exists(keys.worker(id))));
-      // Forgotten a while after their registration lapsed, not at once: the alert rules, which
-      // look every few seconds, must see a lapsed worker before it goes. A worker with no lapse
-      // time (registered by an older version) goes as soon as its registration has expired.
-      const watched = new Set(await redis.zrange(keys.workersLapse, "0", "-1"));
-      const longLapsed = new Set(
-        await redis.zrangebyscore(keys.workersLapse, "-inf", `(${Date.now() - FORGET_AFTER_MS}`),
-      );
-      const gone = ids.filter((id, i) => alive[i] === 0 && (longLapsed.has(id) || !watched.has(id)));
+      const gone = ids.filter((id, i) => {
+        const at = lapseAt.get(id);
+        return alive[i] === 0 && (at === undefined || at < now - FORGET_AFTER_MS);
+      });
       if (gone.length > 0) {
-        await redis.zrem(keys.workers, ...gone);
-        await redis.zrem(keys.workersLapse, ...gone);
+        await redis
+          .multi()
+          .zrem(keys.workers, ...gone)
+          .zrem(keys.workersLapse, ...gone)
+          .exec();
       }
       const live = new Set(ids.filter((_, i) => alive[i] === 1));
       let consumers = 0;

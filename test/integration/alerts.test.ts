@@ -8,7 +8,7 @@ import { freePort } from "../../src/redis/private-server.js";
 import { type RuntimeHandle, start } from "../../src/runtime.js";
 import { openLedgerDb } from "../support/ledger.js";
 import { supervisors } from "../support/processes.js";
-import { eventually } from "../support/queue.js";
+import { eventually, makeQueue } from "../support/queue.js";
 import { run, useRedis } from "../support/redis.js";
 import { testConfig, testJob } from "../support/runtime.js";
 
@@ -176,6 +176,47 @@ describe("alert rules", () => {
     expect((await run(registry.list())).some((w) => w.id === "patient")).toBe(false);
     await run(registry.remove("patient"));
     await until(runtime, key, "resolved");
+  }, 60_000);
+
+  it("registry: an older version's worker is judged by the evaluator's interval; the janitor forgets a worker a minute after it lapsed", async () => {
+    const queue = await makeQueue(redis);
+    const registry = new WorkerRegistry(queue);
+    const direct = redis.client();
+    const now = Number((await direct.time())[0]) * 1000;
+    // Each with its registration expired: one of an older version (a beat 10 s ago, no lapse
+    // time), one lapsed 10 s ago, one 2 min ago, and a lapse time with no registry entry.
+    await direct.zadd(queue.keys.workers, now - 10_000, "old", now - 20_000, "recent", now - 200_000, "long");
+    await direct.zadd(
+      queue.keys.workersLapse,
+      now - 10_000,
+      "recent",
+      now - 120_000,
+      "long",
+      now - 120_000,
+      "orphan",
+    );
+    await run(
+      registry.beat(
+        {
+          id: "alive",
+          host: "h",
+          pid: 1,
+          groups: [],
+          startedAt: 0,
+          active: 0,
+          jobs: [],
+          rssMb: 1,
+          mode: "redis",
+          outages: 0,
+          restarts: 0,
+        },
+        60_000,
+      ),
+    );
+    expect((await run(registry.lapsed(3_000))).sort()).toEqual(["long", "old", "orphan", "recent"]);
+    expect(await run(registry.prune())).toMatchObject({ workers: 3 });
+    expect((await direct.zrange(queue.keys.workers, "0", "-1")).sort()).toEqual(["alive", "recent"]);
+    expect((await direct.zrange(queue.keys.workersLapse, "0", "-1")).sort()).toEqual(["alive", "recent"]);
   });
 
   it("restarts: a process whose actors keep restarting fires; it resolves when the process leaves", async () => {
