@@ -11,6 +11,11 @@ export interface DatabaseClaim {
   readonly priority: Priority;
   readonly userId: number;
   readonly maxRetries: number;
+  /**
+   * The attempts of this run charged before this one: the row's retry count. Attempts given back
+   * (a shutdown, a postponement in Redis) are not among them, nor those of an earlier run.
+   */
+  readonly retries: number;
   readonly row: CaptionTask;
 }
 
@@ -54,7 +59,7 @@ export class DatabaseQueue {
         order by ${rank}, created_at, id
         limit ?`;
     // The audit columns make the table's trigger log each claim as the task's start.
-    const set = `set status = 'running', attempt = attempt + 1, retry_count = attempt, started_at = ?,
+    const set = `set status = 'running', attempt = attempt + 1, started_at = ?,
         lease_until = ?, lease_owner = ?, progress_percent = 0, current_step = 'Starting',
         audit_seq = audit_seq + 1, audit_action = 'started', audit_actor = ?,
         audit_reason = 'from the database queue'`;
@@ -80,6 +85,7 @@ export class DatabaseQueue {
         priority: row.priority,
         userId: row.userId,
         maxRetries: row.maxRetries,
+        retries: row.retryCount,
         row,
       }));
   }
@@ -94,15 +100,24 @@ export class DatabaseQueue {
     return changed > 0;
   }
 
-  /** The attempt failed and the task runs again after `delayMs`, from the database queue. */
-  retryLater(id: string, attempt: number, error: string, delayMs: number): Promise<boolean> {
+  /**
+   * The attempt failed and the task runs again after `delayMs`, from the database queue; it was
+   * the run's `runAttempt`-th charged attempt, which is now its retry count.
+   */
+  retryLater(
+    id: string,
+    attempt: number,
+    runAttempt: number,
+    error: string,
+    delayMs: number,
+  ): Promise<boolean> {
     return auditedUpdate(this.em(), {
       id,
       where: { status: "running", attempt, queueBackend: "database" },
       set: {
         status: "queued",
         availableAt: new Date(Date.now() + delayMs),
-        retryCount: attempt,
+        retryCount: runAttempt,
         errorMessage: error.slice(0, 2000),
         currentStep: "Waiting to retry",
         leaseUntil: null,
@@ -148,8 +163,10 @@ export class DatabaseQueue {
         id: row.id,
         where: { status: "running", attempt: row.attempt, queueBackend: "database" },
       };
-      if (row.attempt > row.maxRetries) {
-        const error = `its worker stopped answering on attempt ${row.attempt} of ${row.maxRetries + 1}`;
+      // A lapsed lease is charged: the attempt may have been what stopped its worker.
+      const runAttempt = row.retryCount + 1;
+      if (runAttempt > row.maxRetries) {
+        const error = `its worker stopped answering on attempt ${runAttempt} of ${row.maxRetries + 1}`;
         const landed = await auditedUpdate(this.em(), {
           ...move,
           set: {
@@ -170,6 +187,7 @@ export class DatabaseQueue {
           ...move,
           set: {
             status: "queued",
+            retryCount: runAttempt,
             currentStep: "Requeued: its worker stopped answering",
             leaseUntil: null,
             leaseOwner: null,

@@ -194,9 +194,12 @@ export class DatabaseRunner {
 
   private async fail(claim: DatabaseClaim, error: string, kind: ReturnType<typeof failureKindOf>) {
     const { id, attempt, maxRetries, priority } = claim;
-    const delay = retryDelayMs(kind, attempt);
-    if (delay !== undefined && attempt <= maxRetries) {
-      await this.options.queue.retryLater(id, attempt, error, delay);
+    // Judged by the run's charged attempts, as the Redis queue judges it: attempts given back
+    // uncharged (a shutdown, a postponement) do not use up the task's retries.
+    const runAttempt = claim.retries + 1;
+    const delay = retryDelayMs(kind, runAttempt);
+    if (delay !== undefined && runAttempt <= maxRetries) {
+      await this.options.queue.retryLater(id, attempt, runAttempt, error, delay);
       this.emit({ type: "retry", id, attempt, priority, error });
     } else {
       await this.options.ledger.markFailed({ id, attempt, backend: "database" }, error);

@@ -78,7 +78,7 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       const ledger = new TaskLedger(fork);
       const [claim] = await queue.claim("me", ["normal"], 1, 30_000);
       expect(claim?.id).toBe(id);
-      expect(await queue.retryLater(id!, 1, "model away", 60_000)).toBe(true);
+      expect(await queue.retryLater(id!, 1, 1, "model away", 60_000)).toBe(true);
       expect(await row(id!)).toMatchObject({ status: "queued", retryCount: 1, errorMessage: "model away" });
       // Not due for a minute: the other task comes first.
       const [next] = await queue.claim("me", ["normal"], 1, 1);
@@ -115,6 +115,30 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       ]);
     });
 
+    it("judges a task by its charged attempts: those given back uncharged in Redis do not use up its retries", async () => {
+      await clearTasks();
+      // Redis ran it to attempt 6: one charged retry, four attempts postponed while the ledger
+      // was away (uncharged). Then Redis went down and the database queue took it over.
+      const [id] = await submitDown(["normal"]);
+      await fork().nativeUpdate(CaptionTask, { id: id! }, { attempt: 6, retryCount: 1, maxRetries: 2 });
+      const queue = new DatabaseQueue(fork);
+      const lapse = async (attempt: number) => {
+        const [claim] = await queue.claim("me", ["normal"], 1, 1);
+        expect(claim).toMatchObject({ id, attempt, retries: attempt - 6 });
+        await new Promise((r) => setTimeout(r, 20));
+        return queue.recoverExpired();
+      };
+      // Its second charged attempt lapses: one retry is left, so it waits again.
+      expect(await lapse(7)).toEqual({ requeued: 1, failed: 0 });
+      expect(await row(id!)).toMatchObject({ status: "queued", attempt: 7, retryCount: 2 });
+      // Its third, the last of 1 + 2 retries, lapses too: failed, named as the third.
+      expect(await lapse(8)).toEqual({ requeued: 0, failed: 1 });
+      expect(await row(id!)).toMatchObject({
+        status: "failed",
+        errorMessage: "its worker stopped answering on attempt 3 of 3",
+      });
+    });
+
     it("moves waiting tasks to Redis exactly once with two reconcilers racing, attempts continuing", async () => {
       await clearTasks();
       const ids = await submitDown(["low", "urgent", "normal", "high", "normal"]);
@@ -124,7 +148,7 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       // One of them already ran once from the database queue and waits to retry.
       const dbQueue = new DatabaseQueue(fork);
       await dbQueue.claim("me", ["urgent"], 1, 30_000);
-      await dbQueue.retryLater(ids[1]!, 1, "flaky", 0);
+      await dbQueue.retryLater(ids[1]!, 1, 1, "flaky", 0);
       const queue = await makeQueue(redis);
       const ledger = new TaskLedger(fork);
       const reconcilers = [1, 2].map(() => new Reconciler(fork, queue, dbQueue, ledger, { graceMs: 0 }));
