@@ -26,6 +26,21 @@ const FAST = {
   RT_LOG_LEVEL: "error",
 };
 
+/** A worker process's registration as its heartbeat writes it, for a process that is not there. */
+const fakeWorker = (id: string, restarts = 0) => ({
+  id,
+  host: "h",
+  pid: 1,
+  groups: [],
+  startedAt: 0,
+  active: 0,
+  jobs: [],
+  rssMb: 1,
+  mode: "redis",
+  outages: 0,
+  restarts,
+});
+
 describe("alert rules", () => {
   const redis = useRedis();
   const runtimes: RuntimeHandle[] = [];
@@ -146,25 +161,7 @@ describe("alert rules", () => {
     const runtime = await startRuntime();
     const registry = new WorkerRegistry(runtime.queue);
     const key = "heartbeat_lapsed:patient";
-    const beat = () =>
-      run(
-        registry.beat(
-          {
-            id: "patient",
-            host: "h",
-            pid: 1,
-            groups: [],
-            startedAt: 0,
-            active: 0,
-            jobs: [],
-            rssMb: 1,
-            mode: "redis",
-            outages: 0,
-            restarts: 0,
-          },
-          5_000,
-        ),
-      );
+    const beat = () => run(registry.beat(fakeWorker("patient"), 5_000));
     for (let i = 0; i < 3; i++) {
       await beat();
       await new Promise((resolve) => setTimeout(resolve, 1_000));
@@ -195,24 +192,7 @@ describe("alert rules", () => {
       now - 120_000,
       "orphan",
     );
-    await run(
-      registry.beat(
-        {
-          id: "alive",
-          host: "h",
-          pid: 1,
-          groups: [],
-          startedAt: 0,
-          active: 0,
-          jobs: [],
-          rssMb: 1,
-          mode: "redis",
-          outages: 0,
-          restarts: 0,
-        },
-        60_000,
-      ),
-    );
+    await run(registry.beat(fakeWorker("alive"), 60_000));
     expect((await run(registry.lapsed(3_000))).sort()).toEqual(["long", "old", "orphan", "recent"]);
     expect(await run(registry.prune())).toMatchObject({ workers: 3 });
     expect((await direct.zrange(queue.keys.workers, "0", "-1")).sort()).toEqual(["alive", "recent"]);
@@ -222,25 +202,7 @@ describe("alert rules", () => {
   it("restarts: a process whose actors keep restarting fires; it resolves when the process leaves", async () => {
     const runtime = await startRuntime({ RT_ALERT_RESTARTS: "3" });
     const registry = new WorkerRegistry(runtime.queue);
-    const beat = (restarts: number) =>
-      run(
-        registry.beat(
-          {
-            id: "flaky",
-            host: "h",
-            pid: 1,
-            groups: [],
-            startedAt: 0,
-            active: 0,
-            jobs: [],
-            rssMb: 1,
-            mode: "redis",
-            outages: 0,
-            restarts,
-          },
-          60_000,
-        ),
-      );
+    const beat = (restarts: number) => run(registry.beat(fakeWorker("flaky", restarts), 60_000));
     await beat(1);
     await eventually(
       async () => (await run(registry.list())).some((w) => w.id === "flaky"),
