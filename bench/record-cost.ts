@@ -20,7 +20,7 @@ import type { Claim, ClaimedJob, CompleteOutcome, Completion, Queue } from "../s
 import { Worker } from "../src/queue/worker.js";
 import { connectRedis, type RedisClient } from "../src/redis/connection.js";
 import { PrivateRedis } from "../src/redis/private-server.js";
-import { median, payload } from "./harness.js";
+import { median, payload, STALL_MS } from "./harness.js";
 import { formatNumber } from "./report.js";
 import { Bullmq } from "./systems/bullmq.js";
 import { Ratatoskr } from "./systems/ratatoskr.js";
@@ -43,7 +43,8 @@ const BULK = 5;
  * KEYS[1] prefix; ARGV group, consumer, want, step, n, then n completed job ids
  * (`<priority>/<entry id>`). -> { {id, data, [7 more values from step 4]}..., n × 'ok', short }
  * In step 5 a completion whose entry is no longer pending is an error: a drain has none, and
- * the proposal would check such a batch job by job against the hashes.
+ * the proposal would check such a batch job by job against the hashes. A job hash not in the
+ * state its step expects is an error too (the claim and the completion read the real records).
  */
 const CLAIM = `
 local base, group, consumer, want, step = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -57,7 +58,8 @@ for a = 6, 5 + n do
   table.insert(entries[prio], string.sub(id, slash + 1))
   if step == 3 or step == 4 then
     local key = base .. 'j:' .. id
-    redis.call('HMGET', key, 'state', 'attempt', 'prio', 'entry', 'user', 'due', 'cancel')
+    local job = redis.call('HMGET', key, 'state', 'attempt', 'prio', 'entry', 'user', 'due', 'cancel')
+    if job[1] ~= 'running' then return redis.error_reply('ERR completing a job that is not running') end
     redis.call('HSET', key, 'state', 'completed', 'ended', 1, 'entry', '', 'owner', '', 'result', '')
     redis.call('EXPIRE', key, 86400)
   end
@@ -88,7 +90,8 @@ for _, prio in ipairs({ 'urgent', 'high', 'normal', 'low' }) do
     local id = prio .. '/' .. e[1]
     local key = base .. 'j:' .. id
     if step >= 1 then
-      redis.call('HMGET', key, 'state', 'entry', 'attempt', 'max', 'meta', 'user', 'created', 'spent', 'prio')
+      local job = redis.call('HMGET', key, 'state', 'entry', 'attempt', 'max', 'meta', 'user', 'created', 'spent', 'prio')
+      if job[1] ~= 'queued' then return redis.error_reply('ERR claiming a job that is not queued') end
     end
     if step >= 2 then
       redis.call('HSET', key, 'state', 'running', 'attempt', 1, 'owner', consumer, 'started', 1, 'prio', prio)
@@ -206,16 +209,23 @@ class RecordCostQueue {
         throw new Error(`step 5: ${results}/${jobs} results kept, ${records} job hashes left`);
       return;
     }
-    if (this.step < 3) return;
-    let completed = 0;
+    // Every job's own record, in the state the step leaves it: none kept at step 0, read only at
+    // step 1 (still queued), written running at step 2, completed at steps 3 and 4. A key name in
+    // the script that differed from prepare's would leave other hashes, or none.
+    const expected = [undefined, "queued", "running", "completed", "completed"][this.step];
+    const states = new Map<string | null, number>();
     let cursor = "0";
     do {
       const [next, keys] = await this.redis.scan(cursor, "MATCH", `${PREFIX}j:*`, "COUNT", 1_000);
       cursor = next;
-      const states = await Promise.all(keys.map((key) => this.redis.hget(key, "state")));
-      completed += states.filter((s) => s === "completed").length;
+      for (const state of await Promise.all(keys.map((key) => this.redis.hget(key, "state"))))
+        states.set(state, (states.get(state) ?? 0) + 1);
     } while (cursor !== "0");
-    if (completed !== jobs) throw new Error(`step ${this.step}: ${completed}/${jobs} records completed`);
+    const want = expected === undefined ? [] : [[expected, jobs]];
+    if (JSON.stringify([...states]) !== JSON.stringify(want))
+      throw new Error(
+        `step ${this.step}: job records ${JSON.stringify([...states])}, expected ${JSON.stringify(want)}`,
+      );
   }
 }
 
@@ -240,7 +250,14 @@ const drain = async (url: string, step: number, jobs: number, concurrency: numbe
         else if (++completed === jobs) finishedAt = performance.now();
       },
     }).start();
-    while (completed < jobs && problem === undefined) await sleep(5);
+    // A drain that stops moving has lost a job: fail rather than hang.
+    let seen = -1;
+    let movedAt = performance.now();
+    while (completed < jobs && problem === undefined) {
+      await sleep(5);
+      if (completed !== seen) [seen, movedAt] = [completed, performance.now()];
+      else if (performance.now() - movedAt > STALL_MS) problem = `stall: ${completed}/${jobs} completed`;
+    }
     await worker.stop();
     if (problem !== undefined) throw new Error(`step ${step}: a worker event ${problem}`);
     await queue.verify(jobs);
