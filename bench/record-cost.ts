@@ -19,10 +19,10 @@ import { PRIORITIES, type Priority } from "../src/domain/priority.js";
 import type { Claim, ClaimedJob, CompleteOutcome, Completion, Queue } from "../src/queue/queue.js";
 import { Worker } from "../src/queue/worker.js";
 import { connectRedis, type RedisClient } from "../src/redis/connection.js";
-import { PrivateRedis } from "../src/redis/private-server.js";
-import { median, payload, STALL_MS } from "./harness.js";
+import { median, payload, waitFor } from "./harness.js";
 import { formatNumber } from "./report.js";
 import { Bullmq } from "./systems/bullmq.js";
+import { runStandalone, wholeNumbers } from "./standalone.js";
 import { Ratatoskr } from "./systems/ratatoskr.js";
 
 /**
@@ -250,16 +250,15 @@ const drain = async (url: string, step: number, jobs: number, concurrency: numbe
         else if (++completed === jobs) finishedAt = performance.now();
       },
     }).start();
-    // A drain that stops moving has lost a job: fail rather than hang.
-    let seen = -1;
-    let movedAt = performance.now();
-    while (completed < jobs && problem === undefined) {
-      await sleep(5);
-      if (completed !== seen) [seen, movedAt] = [completed, performance.now()];
-      else if (performance.now() - movedAt > STALL_MS) problem = `stall: ${completed}/${jobs} completed`;
+    try {
+      await waitFor(`step ${step}`, {
+        done: () => completed >= jobs,
+        progress: () => completed,
+        failure: () => (problem === undefined ? undefined : `a worker event ${problem}`),
+      });
+    } finally {
+      await worker.stop();
     }
-    await worker.stop();
-    if (problem !== undefined) throw new Error(`step ${step}: a worker event ${problem}`);
     await queue.verify(jobs);
     return jobs / ((finishedAt - started) / 1000);
   } finally {
@@ -267,7 +266,7 @@ const drain = async (url: string, step: number, jobs: number, concurrency: numbe
   }
 };
 
-const main = async () => {
+runStandalone(async (target) => {
   const { values } = parseArgs({
     options: {
       jobs: { type: "string", default: "30000" },
@@ -275,53 +274,36 @@ const main = async () => {
       concurrency: { type: "string", default: "16,100" },
     },
   });
-  const jobs = Number(values.jobs);
-  const rounds = Number(values.rounds);
-  const levels = values.concurrency.split(",").map(Number);
-  if (![jobs, rounds, ...levels].every((n) => Number.isInteger(n) && n > 0))
-    throw new Error("--jobs, --rounds and --concurrency take positive whole numbers");
-  const server = await PrivateRedis.start();
-  const admin = connectRedis(server.url, { name: "bench-admin" });
-  try {
-    const target = { url: server.url, port: server.port, admin };
-    const ours = new Ratatoskr(target);
-    const bullmq = new Bullmq(target);
-    const sides = ["ours", ...STEPS.map((_, step) => `step ${step}`), "BullMQ"];
-    for (const concurrency of levels) {
-      const figures = new Map<string, number[]>(sides.map((side) => [side, []]));
-      for (let round = 0; round < rounds; round++) {
-        for (const side of round % 2 === 0 ? sides : [...sides].reverse()) {
-          await admin.flushall();
-          const jobsPerSecond =
-            side === "ours"
-              ? (await ours.drainMain(jobs, concurrency, "single")).jobsPerSecond!
-              : side === "BullMQ"
-                ? (await bullmq.drainMain(jobs, concurrency, "single")).jobsPerSecond!
-                : await drain(server.url, Number(side.slice(5)), jobs, concurrency);
-          figures.get(side)!.push(jobsPerSecond);
-        }
-      }
-      const theirs = median(figures.get("BullMQ")!);
-      console.log(`\nconcurrency ${concurrency}, ${jobs.toLocaleString("en-US")} jobs, ${rounds} rounds`);
-      console.log("| drain | jobs/s median (min-max) | ÷ BullMQ |\n|---|---|---|");
-      for (const side of sides) {
-        const values = figures.get(side)!;
-        const label = side.startsWith("step ") ? `${side}: ${STEPS[Number(side.slice(5))]}` : side;
-        const spread = `${formatNumber(median(values))} (${formatNumber(Math.min(...values))}-${formatNumber(Math.max(...values))})`;
-        console.log(`| ${label} | ${spread} | ${(median(values) / theirs).toFixed(2)} |`);
+  const [jobs, rounds, ...levels] = wholeNumbers("--jobs, --rounds and --concurrency", [
+    values.jobs,
+    values.rounds,
+    ...values.concurrency.split(","),
+  ]) as [number, number, ...number[]];
+  const ours = new Ratatoskr(target);
+  const bullmq = new Bullmq(target);
+  const sides = ["ours", ...STEPS.map((_, step) => `step ${step}`), "BullMQ"];
+  for (const concurrency of levels) {
+    const figures = new Map<string, number[]>(sides.map((side) => [side, []]));
+    for (let round = 0; round < rounds; round++) {
+      for (const side of round % 2 === 0 ? sides : [...sides].reverse()) {
+        await target.admin.flushall();
+        const jobsPerSecond =
+          side === "ours"
+            ? (await ours.drainMain(jobs, concurrency, "single")).jobsPerSecond!
+            : side === "BullMQ"
+              ? (await bullmq.drainMain(jobs, concurrency, "single")).jobsPerSecond!
+              : await drain(target.url, Number(side.slice(5)), jobs, concurrency);
+        figures.get(side)!.push(jobsPerSecond);
       }
     }
-  } finally {
-    admin.disconnect();
-    await server.stop();
+    const theirs = median(figures.get("BullMQ")!);
+    console.log(`\nconcurrency ${concurrency}, ${jobs.toLocaleString("en-US")} jobs, ${rounds} rounds`);
+    console.log("| drain | jobs/s median (min-max) | ÷ BullMQ |\n|---|---|---|");
+    for (const side of sides) {
+      const values = figures.get(side)!;
+      const label = side.startsWith("step ") ? `${side}: ${STEPS[Number(side.slice(5))]}` : side;
+      const spread = `${formatNumber(median(values))} (${formatNumber(Math.min(...values))}-${formatNumber(Math.max(...values))})`;
+      console.log(`| ${label} | ${spread} | ${(median(values) / theirs).toFixed(2)} |`);
+    }
   }
-};
-
-main().then(
-  // BullMQ's closed connections can leave a timer behind: do not wait for it.
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error instanceof Error ? (error.stack ?? error.message) : error);
-    process.exit(1);
-  },
-);
+});

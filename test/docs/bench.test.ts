@@ -30,6 +30,7 @@ const SHRINK: Record<string, string> = {
   bench: "--jobs 60 --rounds 1 --seconds 1",
   "bench:http": "--seconds 1 --rate 20",
   "bench:record-cost": "--jobs 300 --rounds 1 --concurrency 16",
+  "bench:latency-floor": "--seconds 1 --rounds 1",
 };
 
 const runShell = (command: string, timeoutMs: number) =>
@@ -48,13 +49,14 @@ const runShell = (command: string, timeoutMs: number) =>
 describe("the documented benchmark commands", () => {
   const commands = documentedBenchCommands();
 
-  it("are found in the docs: the quick run, the full run, a case list, the HTTP benchmark and the record's cost", () => {
+  it("are found in the docs: the quick run, the full run, a case list, the HTTP benchmark and the two floors", () => {
     expect(commands).toEqual(
       expect.arrayContaining([
         "npm run bench -- --quick",
         "npm run bench",
         "npm run bench:http",
         "npm run bench:record-cost",
+        "npm run bench:latency-floor",
       ]),
     );
   });
@@ -67,6 +69,8 @@ describe("the documented benchmark commands", () => {
     it(`runs: ${command}`, { timeout: 240_000 }, async () => {
       const { status, output } = await runShell(shrunk, 230_000);
       expect(status, output).toBe(0);
+      if (script === "bench:latency-floor")
+        expect(output).toMatch(/\| ours \|.*\| streams only \|.*\| BullMQ \|/s);
       if (script === "bench:record-cost")
         expect(output).toMatch(/\| step 0: streams only .*\| step 5: .*\| BullMQ \|/s);
       if (script === "bench" && !command.includes("--list")) {

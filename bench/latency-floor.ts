@@ -1,0 +1,144 @@
+/**
+ * The least latency a queue on Redis Streams could have on this machine, against ours and
+ * BullMQ's in the same rounds: the `latency-500` case of bench/main.ts (an open-loop load, single
+ * enqueues, a worker at concurrency 16, enqueue→start and enqueue→completion per job), with a
+ * third side that keeps no job record at all. Its enqueue is one `XADD`; its idle worker blocks
+ * in `XREADGROUP` itself, so an entry arrives already claimed (no wake, then claim); its
+ * completion is one `XACK` + `XDEL`. That is one round trip after the enqueue where ours and
+ * BullMQ take three (wake, claim, completion). Not a test, and not part of `npm run bench`: it
+ * backs the latency paragraph of bench/README.md ("Where the time goes").
+ *
+ *   npm run bench:latency-floor                          # 500 jobs/s for 10 s, 3 rounds
+ *   npm run bench:latency-floor -- --rate 2000 --seconds 5 --rounds 2
+ */
+import { performance } from "node:perf_hooks";
+import { setTimeout as sleep } from "node:timers/promises";
+import { parseArgs } from "node:util";
+import { connectRedis, duplicateConnection } from "../src/redis/connection.js";
+import { type Figures, latencyFigures, median, openLoop, payload, waitFor } from "./harness.js";
+import { formatNumber } from "./report.js";
+import { Bullmq } from "./systems/bullmq.js";
+import { runStandalone, wholeNumbers } from "./standalone.js";
+import { Ratatoskr } from "./systems/ratatoskr.js";
+
+const STREAM = "floor:s:normal";
+const GROUP = "g";
+
+/** One run of the streams-only side: the same load, latencies and checks as the other two. */
+const floorLatency = async (url: string, rate: number, seconds: number): Promise<Figures> => {
+  const commands = connectRedis(url, { name: "latency-floor" });
+  const blocking = duplicateConnection(commands);
+  const total = Math.round(rate * seconds);
+  const startLatencies: number[] = [];
+  const doneLatencies: number[] = [];
+  let stopping = false;
+  let problem: string | undefined;
+  try {
+    await commands.xgroup("CREATE", STREAM, GROUP, "0", "MKSTREAM");
+    const worker = (async () => {
+      while (!stopping) {
+        const reply = (await blocking.xreadgroup(
+          "GROUP",
+          GROUP,
+          "w",
+          "COUNT",
+          16,
+          "BLOCK",
+          200,
+          "STREAMS",
+          STREAM,
+          ">",
+        )) as Array<[string, Array<[string, string[]]>]> | null;
+        const entries = reply?.[0]?.[1] ?? [];
+        if (entries.length === 0) continue;
+        const sent: number[] = [];
+        for (const [, fields] of entries) {
+          // The handler's first line: a no-op job that notes when it started.
+          const sentAt = (JSON.parse(fields[1]!) as { sentAt: number }).sentAt;
+          startLatencies.push(performance.now() - sentAt);
+          sent.push(sentAt);
+        }
+        const ids = entries.map(([id]) => id);
+        // Not awaited: the next read goes out at once, as a worker with free slots would.
+        void commands
+          .multi()
+          .xack(STREAM, GROUP, ...ids)
+          .xdel(STREAM, ...ids)
+          .exec()
+          .then(
+            (answers) => {
+              if (answers?.[0]?.[1] !== ids.length) problem ??= `acknowledged ${String(answers?.[0]?.[1])}`;
+              const now = performance.now();
+              for (const at of sent) doneLatencies.push(now - at);
+            },
+            (error: unknown) => (problem ??= String(error)),
+          );
+      }
+    })();
+    // Cut short by the disconnect below when the run fails: that error is the run's, not this.
+    worker.catch(() => {});
+    await sleep(200);
+    await openLoop(rate, seconds, (_i, due) => {
+      commands
+        .xadd(STREAM, "*", "d", JSON.stringify(payload({ sentAt: due })))
+        .catch((error: unknown) => (problem ??= `enqueue: ${String(error)}`));
+    });
+    await waitFor("floor latency", {
+      done: () => doneLatencies.length >= total,
+      progress: () => doneLatencies.length,
+      failure: () => problem,
+    });
+    stopping = true;
+    await worker;
+    const left = await commands.xlen(STREAM);
+    if (startLatencies.length !== total || left !== 0)
+      throw new Error(`floor latency: ${startLatencies.length}/${total} started, ${left} entries left`);
+    return { ...latencyFigures("start", startLatencies), ...latencyFigures("done", doneLatencies) };
+  } finally {
+    stopping = true;
+    blocking.disconnect();
+    commands.disconnect();
+  }
+};
+
+runStandalone(async (target) => {
+  const { values } = parseArgs({
+    options: {
+      rate: { type: "string", default: "500" },
+      seconds: { type: "string", default: "10" },
+      rounds: { type: "string", default: "3" },
+    },
+  });
+  const [rate, seconds, rounds] = wholeNumbers("--rate, --seconds and --rounds", [
+    values.rate,
+    values.seconds,
+    values.rounds,
+  ]) as [number, number, number];
+  const ours = new Ratatoskr(target);
+  const bullmq = new Bullmq(target);
+  const sides = ["ours", "streams only", "BullMQ"];
+  const runs = new Map<string, Figures[]>(sides.map((side) => [side, []]));
+  for (let round = 0; round < rounds; round++) {
+    for (const side of round % 2 === 0 ? sides : [...sides].reverse()) {
+      await target.admin.flushall();
+      const figures =
+        side === "ours"
+          ? await ours.latency(rate, seconds)
+          : side === "BullMQ"
+            ? await bullmq.latency(rate, seconds)
+            : await floorLatency(target.url, rate, seconds);
+      runs.get(side)!.push(figures);
+    }
+  }
+  const med = (side: string, key: string) => median(runs.get(side)!.map((f) => f[key]!));
+  console.log(`\n${rate} jobs/s for ${seconds} s, ${rounds} rounds; medians over the rounds, in ms`);
+  console.log("| side | start p50 | start p99 | done p50 | done p95 | done p99 | done p99 ÷ BullMQ |");
+  console.log("|---|---|---|---|---|---|---|");
+  for (const side of sides) {
+    const cells = ["startP50Ms", "startP99Ms", "doneP50Ms", "doneP95Ms", "doneP99Ms"].map((key) =>
+      formatNumber(med(side, key)),
+    );
+    const ratio = (med(side, "doneP99Ms") / med("BullMQ", "doneP99Ms")).toFixed(2);
+    console.log(`| ${side} | ${cells.join(" | ")} | ${ratio} |`);
+  }
+});

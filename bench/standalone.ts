@@ -1,0 +1,37 @@
+/**
+ * What the benchmark's standalone measurements (record-cost.ts, latency-floor.ts) share: a
+ * private redis-server for the run, a connection of their own to it, and the process's exit.
+ */
+import { connectRedis } from "../src/redis/connection.js";
+import { PrivateRedis } from "../src/redis/private-server.js";
+import type { Target } from "./systems/system.js";
+
+/** Positive whole numbers from the command line, or an error naming the options. */
+export const wholeNumbers = (names: string, values: readonly string[]): number[] => {
+  const numbers = values.map(Number);
+  if (!numbers.every((n) => Number.isInteger(n) && n > 0))
+    throw new Error(`${names} take positive whole numbers`);
+  return numbers;
+};
+
+/** Runs `body` against a private Redis, stops it, and exits (0, or 1 with the error). */
+export const runStandalone = (body: (target: Target) => Promise<void>): void => {
+  const run = async () => {
+    const server = await PrivateRedis.start();
+    const admin = connectRedis(server.url, { name: "bench-admin" });
+    try {
+      await body({ url: server.url, port: server.port, admin });
+    } finally {
+      admin.disconnect();
+      await server.stop();
+    }
+  };
+  run().then(
+    // BullMQ's closed connections can leave a timer behind: do not wait for it.
+    () => process.exit(0),
+    (error: unknown) => {
+      console.error(error instanceof Error ? (error.stack ?? error.message) : error);
+      process.exit(1);
+    },
+  );
+};
