@@ -110,7 +110,7 @@ describe("leases, reclaim and fencing", () => {
     expect(log.count("postponed")).toBe(0);
     expect(await run(queue.getJob(cancelled.id))).toMatchObject({ state: "cancelled" });
 
-    // An attempt another worker owns now: its postponement is refused, and so is the failure.
+    // An attempt another worker owns now: its release is refused and changes nothing.
     const stale = newJob("normal");
     await run(queue.enqueue(stale));
     const claimed = (await run(queue.claim("A", ALL, 1))).jobs[0]!;
