@@ -1,4 +1,4 @@
-import { errorCodes } from "../captions/network-errors.js";
+import { errorCodes, UNREACHABLE_CODES } from "../captions/network-errors.js";
 
 const MIN_MS = 1_000;
 const MAX_MS = 30_000;
@@ -52,18 +52,8 @@ export class LedgerOutage {
   }
 }
 
-/** Socket-level codes: the database is not there, or the connection to it broke. */
-const CONNECTION_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "ETIMEDOUT",
-  "EPIPE",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "EHOSTDOWN",
-]);
+/** Socket-level codes: the database is not there (as for any peer), or the connection broke. */
+const CONNECTION_CODES = new Set([...UNREACHABLE_CODES, "ECONNRESET", "ETIMEDOUT", "EPIPE"]);
 
 /**
  * PostgreSQL's SQLSTATEs for the same: class 08 (connection exception), 53300 (too many
