@@ -34,7 +34,7 @@ const STEPS = [
   "+ claim reads the job hash (HMGET, 9 fields)",
   "+ claim writes it (HSET, 5 fields)",
   "+ completion reads, writes and expires it (HMGET, HSET, EXPIRE)",
-  "+ 9 values per claimed job in the reply, as claim.lua sends",
+  "+ 9 values per claimed job in the reply (claim.lua sends 10 since it returns the entry)",
   "step 4, the completion in bulk: XACK's count as the fence, the batch's results in one HSET, their hashes in one DEL",
 ] as const;
 const BULK = 5;
@@ -171,6 +171,8 @@ class RecordCostQueue {
         createdAt: 0,
         runAttempt: 1,
         meta: {},
+        // The stand-in's id carries its entry (see CLAIM).
+        entry: "",
       });
     }
     // A short claim means the drain is over: the wait below then ends the Worker's dry spell.

@@ -123,7 +123,8 @@ export const DESCRIPTIONS: Readonly<Record<keyof typeof EnvSchema.fields, string
   RT_LEASE_MS: "A job not renewed for this long is taken from its worker and run again.",
   RT_MAX_RECLAIMS: "A job reclaimed more often than this is dead-lettered as poison.",
   RT_DEAD_LETTER_MAX: "Dead letters kept per priority.",
-  RT_KEEP_COMPLETED_S: "How long a completed job's data stays in Redis, in seconds.",
+  RT_KEEP_COMPLETED_S:
+    "How long a completed job's record stays in Redis, in seconds: at least this, at most twice this (0: until purged).",
   RT_KEEP_FAILED_S: "How long a failed job's data stays in Redis, in seconds.",
   RT_KEEP_CANCELLED_S: "How long a cancelled job's data stays in Redis, in seconds.",
   DATABASE_URL: "`postgresql://...` for PostgreSQL; unset: a SQLite file in RT_DATA_DIR.",

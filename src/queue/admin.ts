@@ -288,10 +288,6 @@ export class QueueAdmin {
   }
 
   /**
-   * Frees the user's slot whatever holds it, so a new task can be submitted. The old task keeps
-   * running: use it when the lock is wrong, not to cancel.
-   */
-  /**
    * Deletes the data of completed jobs now rather than at the end of their retention (memory
    * pressure, or an operator's cleanup). Only completed ones: failed and cancelled jobs explain
    * themselves to whoever looks. Returns how many were deleted.
@@ -300,10 +296,12 @@ export class QueueAdmin {
     return this.redis("purge finished jobs", async () => {
       const { redis, keys } = this.queue;
       const prefix = keys.job("");
-      let removed = 0;
+      // The records first (one step for all), then the hashes of jobs completed before records
+      // moved out of them.
+      let removed = Number(await Effect.runPromise(this.queue.run(scripts.purgeCompleted, [1])));
       for await (const found of scanKeys(redis, `${prefix}*`)) {
         const ids = found.map((key) => key.slice(prefix.length));
-        removed += Number(await Effect.runPromise(this.queue.run(scripts.purgeCompleted, ids)));
+        removed += Number(await Effect.runPromise(this.queue.run(scripts.purgeCompleted, [0, ...ids])));
       }
       return removed;
     });
@@ -336,6 +334,10 @@ export class QueueAdmin {
     });
   }
 
+  /**
+   * Frees the user's slot whatever holds it, so a new task can be submitted. The old task keeps
+   * running: use it when the lock is wrong, not to cancel.
+   */
   releaseUser(userId: string): Effect.Effect<boolean, RedisError> {
     return this.redis(
       "release user",

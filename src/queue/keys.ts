@@ -17,6 +17,11 @@ export interface QueueKeys {
   readonly signal: string;
   /** Pub/sub channel of JSON events: cancel requests and progress (state changes later). */
   readonly events: string;
+  /**
+   * The buckets of completed jobs' records (hashes of id -> record, one per retention period),
+   * scored by when each expires.
+   */
+  readonly completed: string;
   /** Per-minute counters (completed/failed/retried/dead by priority), kept two hours. */
   metrics(minute: number): string;
   /** Live worker processes: zset of worker id by last heartbeat (ms). */
@@ -58,6 +63,7 @@ export const queueKeys = (prefix: string, queue: string): QueueKeys => {
     paused: `${base}paused`,
     signal: `${base}signal`,
     events: `${base}events`,
+    completed: `${base}done`,
     metrics: (minute) => `${base}m:${minute}`,
     workers: `${base}workers`,
     workersLapse: `${base}workers:lapse`,

@@ -109,6 +109,8 @@ export interface ClaimedJob {
   readonly createdAt: number;
   /** Where the job came from, for logs and traces. */
   readonly meta: JobMeta;
+  /** The stream entry this attempt was read from: its completion's fence. */
+  readonly entry: string;
 }
 
 export interface Claim {
@@ -127,8 +129,12 @@ export interface Lease {
   readonly attempt: number;
 }
 
-/** A finished attempt and the result to keep with the job. */
-export type Completion = Lease & { readonly result?: string };
+/**
+ * A finished attempt and the result to keep with the job. With `job`, what its claim handed out,
+ * the completion is fenced by its stream entry and needs no read of the job's hash (see
+ * complete-jobs.lua); a bare lease is checked against the hash.
+ */
+export type Completion = Lease & { readonly result?: string; readonly job?: ClaimedJob };
 
 /** `stale`: another attempt owns the job now, and this answer changed nothing. */
 export type CompleteOutcome = "ok" | "stale";
@@ -208,6 +214,8 @@ export class Queue {
   readonly group: string;
   readonly deadLetterMax: number;
   readonly retention: Retention;
+  /** Claimed jobs that reported progress (see `progress`); weak, as a job that fails leaves it here. */
+  private readonly progressed = new WeakSet<Lease>();
 
   constructor(
     readonly redis: RedisClient,
@@ -345,11 +353,11 @@ export class Queue {
       ordered.length,
       ...ordered,
     ];
-    for (const d of done) args.push(d.id, d.attempt, d.result ?? "");
+    pushCompletions(args, done, this.progressed);
     return this.runNow(scripts.claim, args).then((reply) => {
       const [flat, cursorPairs, completed] = reply as [Array<string | number>, string[], CompleteOutcome[]];
       const jobs: ClaimedJob[] = [];
-      for (let i = 0; i < flat.length; i += 9) {
+      for (let i = 0; i < flat.length; i += 10) {
         const userId = String(flat[i + 5]);
         jobs.push({
           id: String(flat[i]),
@@ -361,6 +369,7 @@ export class Queue {
           createdAt: Number(flat[i + 6]),
           runAttempt: Number(flat[i + 7]),
           meta: parseMeta(String(flat[i + 8])),
+          entry: String(flat[i + 9]),
         });
       }
       // The script sends cursors only for a claim that came back short.
@@ -446,7 +455,7 @@ export class Queue {
   async completeNow(done: readonly Completion[]): Promise<CompleteOutcome[]> {
     if (done.length === 0) return [];
     const args: Array<string | number> = [this.group, this.retention.completedSeconds];
-    for (const d of done) args.push(d.id, d.attempt, d.result ?? "");
+    pushCompletions(args, done, this.progressed);
     return (await this.runNow(scripts.complete, args)) as CompleteOutcome[];
   }
 
@@ -533,20 +542,21 @@ export class Queue {
     );
   }
 
-  /** Records a running attempt's progress; false when the attempt is no longer current. */
+  /**
+   * Records a running attempt's progress; false when the attempt is no longer current. Given the
+   * claimed job itself as its lease, its completion keeps the progress history in its record.
+   */
   progress(
     lease: Lease,
     progress: { readonly percent: number; readonly step: string; readonly details?: Record<string, unknown> },
   ): Effect.Effect<boolean, RedisError> {
     const percent = Math.max(0, Math.min(100, Math.round(progress.percent)));
     const details = JSON.stringify(progress.details ?? {});
-    return this.run(scripts.progress, [
-      lease.id,
-      lease.attempt,
-      percent,
-      progress.step.slice(0, 500),
-      details,
-    ]).pipe(Effect.map((recorded) => recorded === 1));
+    const args = [lease.id, lease.attempt, percent, progress.step.slice(0, 500), details];
+    return Effect.suspend(() => {
+      this.progressed.add(lease);
+      return this.run(scripts.progress, args);
+    }).pipe(Effect.map((recorded) => recorded === 1));
   }
 
   /** Drops dead letters older than `maxAgeMs` (entry ids are times); returns how many. */
@@ -568,21 +578,37 @@ export class Queue {
   /**
    * A waiting or running job's data is read from its stream entry, where it lives until the job
    * ends; an ended job's data is no longer in Redis (the ledger and the dead letters keep theirs).
+   * A completed job's view comes from its record (complete-jobs.lua), which keeps less than a
+   * hash: no start time, owner, reclaims, progress or meta.
    */
   getJob(id: string): Effect.Effect<JobView | undefined, RedisError> {
     return Effect.tryPromise({
-      try: async () => {
+      try: async (): Promise<JobView | undefined> => {
         const h = await this.redis.hgetall(this.keys.job(id));
+        if (h.state === undefined) {
+          const record = await this.completedRecord(id);
+          return record === undefined ? undefined : fromCompletedRecord(id, record);
+        }
         if (h.data === undefined && h.entry && isPriority(h.prio)) {
           const [found] = await this.redis.xrange(this.keys.stream(h.prio), h.entry, h.entry);
           const fields = found?.[1] ?? [];
           const at = fields.findIndex((f, i) => i % 2 === 0 && f === "d");
-          if (at >= 0) return { ...h, data: fields[at + 1] ?? "" };
+          if (at >= 0) return toJobView(id, { ...h, data: fields[at + 1] ?? "" });
         }
-        return h;
+        return toJobView(id, h);
       },
       catch: (cause) => new RedisError({ operation: "get job", cause }),
-    }).pipe(Effect.map((h) => (h.state ? toJobView(id, h) : undefined)));
+    });
+  }
+
+  /** A completed job's record, newest bucket first (the id may have completed again), as done_record reads it. */
+  private async completedRecord(id: string): Promise<Buffer | undefined> {
+    const buckets = await this.redis.zrange(this.keys.completed, "0", "-1");
+    for (const bucket of buckets.reverse()) {
+      const record = await this.redis.hgetBuffer(bucket, id);
+      if (record !== null) return record;
+    }
+    return undefined;
   }
 
   private get retentionArgs(): [number, number] {
@@ -596,6 +622,25 @@ const fromNow = <A>(now: () => Promise<A>, operation: string): Effect.Effect<A, 
     try: now,
     catch: (cause) => (cause instanceof RedisError ? cause : new RedisError({ operation, cause })),
   });
+
+/**
+ * A completion's nine arguments to complete-jobs.lua, each pushed (no array per job). A job that
+ * reported progress names no priority, so that its hash is read and its record keeps the history.
+ */
+const pushCompletions = (
+  args: Array<string | number>,
+  done: readonly Completion[],
+  progressed: WeakSet<Lease>,
+) => {
+  for (const { id, attempt, result = "", job } of done) {
+    if (job === undefined) args.push(id, attempt, "", "", "", 0, 1, 0, result);
+    else {
+      const { entry, userId = "", runAttempt, maxAttempts, createdAt } = job;
+      const priority = progressed.has(job) ? "" : job.priority;
+      args.push(id, attempt, priority, entry, userId, attempt - runAttempt, maxAttempts, createdAt, result);
+    }
+  }
+};
 
 /** Jobs per script call in a bulk enqueue: big enough to amortise the call, small enough not to block Redis long. */
 const BULK_CHUNK = 500;
@@ -662,6 +707,42 @@ const toJobView = (id: string, h: Record<string, string>): JobView => ({
   step: optionalString(h.step),
   steps: parseSteps(h.steps),
 });
+
+/**
+ * A record as done_record_of writes it: six values and two lengths in bytes (the user's, the
+ * progress history's), each followed by a space; then the user, the history and the result.
+ * Bytes, as Lua counts them.
+ */
+const fromCompletedRecord = (id: string, record: Buffer): JobView => {
+  const head: string[] = [];
+  let from = 0;
+  for (let n = 0; n < 8; n++) {
+    const space = record.indexOf(0x20, from);
+    if (space < 0) break;
+    // The head is ASCII: numbers and a priority.
+    head.push(record.toString("latin1", from, space));
+    from = space + 1;
+  }
+  const [attempt, prio, ended, spent, max, created, userBytes, stepsBytes] = head;
+  const userEnd = from + Number(userBytes ?? 0);
+  const stepsEnd = userEnd + Number(stepsBytes ?? 0);
+  const whole = head.length === 8 && stepsEnd <= record.length;
+  const steps = whole ? record.toString("utf8", userEnd, stepsEnd) : "";
+  const last = parseSteps(steps).at(-1);
+  return toJobView(id, {
+    state: "completed",
+    attempt: attempt ?? "0",
+    prio: prio ?? "",
+    ended: ended ?? "",
+    spent: spent ?? "0",
+    max: max ?? "1",
+    created: created ?? "0",
+    user: whole ? record.toString("utf8", from, userEnd) : "",
+    steps,
+    ...(last === undefined ? {} : { progress: String(last.percent), step: last.step }),
+    result: whole ? record.toString("utf8", stepsEnd) : "",
+  });
+};
 
 const parseSteps = (value: string | undefined): JobView["steps"] => {
   if (!value) return [];

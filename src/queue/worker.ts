@@ -98,6 +98,7 @@ const toCompletion = (c: PendingCompletion): Completion => ({
   id: c.job.id,
   attempt: c.job.attempt,
   result: c.result,
+  job: c.job,
 });
 
 const LEASE_LOST = "lease lost";

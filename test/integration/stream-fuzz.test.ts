@@ -554,7 +554,7 @@ describe(`malformed stream entries, thrown at a worker (seed ${SEED})`, () => {
     // with odd but harmless fields.
     const notRun = [...completedIds].filter((id) => handled.get(id) !== 1);
     expect(notRun, `jobs not run exactly once (seed ${SEED})`).toEqual([]);
-    for (const id of completedIds) expect(await raw.hget(queue.keys.job(id), "state"), id).toBe("completed");
+    for (const id of completedIds) expect((await run(queue.getJob(id)))?.state, id).toBe("completed");
     // Nothing else ran: a corrupt task or bad payload never reaches the handler.
     expect([...handled.keys()].filter((id) => !completedIds.has(id))).toEqual([]);
 

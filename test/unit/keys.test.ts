@@ -37,6 +37,10 @@ const allKeys = (keys: QueueKeys): string[] => {
     keys.paused,
     keys.signal,
     keys.events,
+    keys.completed,
+    // The buckets complete-jobs.lua derives from it: retention and period.
+    `${keys.completed}:0`,
+    `${keys.completed}:86400:20422`,
     ...PRIORITIES.flatMap((p) => [keys.stream(p), keys.delayed(p), keys.dead(p)]),
     ...ids.flatMap((id) => [keys.job(id), keys.user(id)]),
     ...minutes.map((m) => keys.metrics(m)),

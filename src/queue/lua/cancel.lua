@@ -10,7 +10,7 @@ local base, id, reason, ttl = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local key = job_key(base, id)
 local job = redis.call('HMGET', key, 'state', 'prio', 'entry', 'user', 'attempt')
 local state, prio = job[1], job[2]
-if not state then return { 'missing' } end
+if not state then return done_record(base, id) and { 'ended', 'completed' } or { 'missing' } end
 local now = now_ms()
 if state == 'queued' then
   -- Never delivered, so not pending: deleting the entry is enough.

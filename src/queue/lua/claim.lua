@@ -2,8 +2,9 @@
 -- drained before the next is read; paused priorities are skipped. Each claimed job's attempt
 -- counter goes up by one: that number is the fencing token of every later transition.
 -- Entries that name no task, or a task whose data is gone (or is not a hash), are dead-lettered
--- with a reason; entries left behind by a cancel or a requeue are dropped. A task whose counters
--- or priority are not what enqueue writes is failed unrun and dead-lettered with the reason.
+-- with a reason; entries left behind by a cancel or a requeue, or of a completed task, are
+-- dropped. A task whose counters or priority are not what enqueue writes is failed unrun and
+-- dead-lettered with the reason.
 -- None of them stops the claim.
 -- When fewer than `want` jobs were found, the newest entry id of each stream read is returned,
 -- with the signal stream's, so the caller can block (XREAD) for anything newer without missing
@@ -12,8 +13,8 @@
 -- that its slots are free and its users' locks released before the claim.
 -- KEYS[1] base
 -- ARGV group, consumer, want, dead_max, ttl_failed, ttl_completed, n_prio, prio (n_prio times),
---      (id, attempt, result)... of the completions
--- -> { {id, attempt, prio, max, data, user, created, run_attempt, meta, ...}, {prio, cursor, ...},
+--      (id, attempt, prio, entry, user, spent, max, created, result)... of the completions
+-- -> { {id, attempt, prio, max, data, user, created, run_attempt, meta, entry, ...}, {prio, cursor, ...},
 --      {'ok' | 'stale', ...} for the completions, in their order }
 -- @include common
 -- @include complete-jobs
@@ -96,8 +97,11 @@ for a = 8, last_prio do
             'corrupt stream entry ' .. entry .. ': its task key is not a hash', 0, 1, '', '', now)
           ack_and_delete(base, prio, group, entry)
         elseif not job[1] then
-          dead_letter(base, prio, dead_max, id, 'orphan stream entry ' .. entry .. ': the task data is gone', 0,
-            1, '', '', now)
+          -- A completed job keeps no hash: an entry of it left behind is dropped, as for any ended job.
+          if not done_record(base, id) then
+            dead_letter(base, prio, dead_max, id, 'orphan stream entry ' .. entry .. ': the task data is gone',
+              0, 1, '', '', now)
+          end
           ack_and_delete(base, prio, group, entry)
         elseif job[1] ~= 'queued' or job[2] ~= entry then
           ack_and_delete(base, prio, group, entry)
@@ -124,6 +128,7 @@ for a = 8, last_prio do
           jobs[#jobs + 1] = job[7] or '0'
           jobs[#jobs + 1] = attempt - tonumber(job[8] or '0')
           jobs[#jobs + 1] = job[5] or ''
+          jobs[#jobs + 1] = entry
         end
       end
     end

@@ -10,7 +10,8 @@
 -- a person to look at. Deleting it would silently destroy data the queue did not write; failing
 -- with WRONGTYPE would give the caller an untyped Lua error instead of a refusal it handles.
 -- Many jobs may come in one call (a bulk enqueue): each is judged on its own, in order, and a
--- refusal of one leaves the others as they are.
+-- refusal of one leaves the others as they are. A completed job is one whose hash is gone and
+-- whose record is kept (complete-jobs): a duplicate too, or replaced like any ended job.
 -- KEYS[1] base
 -- ARGV (id, user ('' = no user rule), prio, data, max_attempts, delay_ms, after_attempt, replace_ended,
 --      meta (request id and trace context, for logs and traces; '' = none))...
@@ -19,6 +20,28 @@
 
 local base = KEYS[1]
 local now = now_ms()
+
+-- The ids of this call that have a completed record (a completed job keeps no hash), and in
+-- which buckets: read once per call, a call per bucket for all its jobs, so a bulk enqueue does
+-- not pay a lookup per job.
+local buckets, remembered
+local function completed_before(id)
+  if not remembered then
+    buckets, remembered = redis.call('ZRANGE', done_index(base), 0, -1), {}
+    local ids = {}
+    for a = 1, #ARGV, 9 do ids[#ids + 1] = ARGV[a] end
+    for _, bucket in ipairs(buckets) do
+      for i = 1, #ids, 1000 do
+        local last = math.min(i + 999, #ids)
+        local found = redis.call('HMGET', bucket, unpack(ids, i, last))
+        for n = 1, last - i + 1 do
+          if found[n] then remembered[ids[i + n - 1]] = true end
+        end
+      end
+    end
+  end
+  return remembered[id]
+end
 
 local function enqueue(id, user, prio, data, max, delay, after, replace_ended, meta)
   local key = job_key(base, id)
@@ -29,6 +52,13 @@ local function enqueue(id, user, prio, data, max, delay, after, replace_ended, m
     local ended = existing == 'completed' or existing == 'failed' or existing == 'cancelled'
     if not (replace_ended and ended) then return 'DUPLICATE', id end
     redis.call('DEL', key)
+  elseif completed_before(id) and not replace_ended then
+    return 'DUPLICATE', id
+  end
+  if replace_ended and completed_before(id) then
+    -- Gone, so that no reader takes an old run's record for this run's once this one's hash goes.
+    for _, bucket in ipairs(buckets) do redis.call('HDEL', bucket, id) end
+    remembered[id] = nil
   end
 
   if user ~= '' then

@@ -46,9 +46,12 @@ for p, prio in ipairs(PRIORITIES) do
           1, '', '', now)
         dead = dead + 1
       elseif not job[1] then
-        dead_letter(base, prio, dead_max, id, 'orphan stream entry ' .. entry .. ': the task data is gone', 0, 1,
-          '', '', now)
-        dead = dead + 1
+        -- A completed job keeps no hash: an entry of it left behind is dropped (acknowledged above).
+        if not done_record(base, id) then
+          dead_letter(base, prio, dead_max, id, 'orphan stream entry ' .. entry .. ': the task data is gone',
+            0, 1, '', '', now)
+          dead = dead + 1
+        end
       elseif job[1] == 'running' and job[2] == entry then
         -- The count is arithmetic here. A value reclaim never writes (damaged or forged data) would
         -- fail this reclaim, for every priority, on each call while the entry stays pending: the

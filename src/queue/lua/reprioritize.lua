@@ -10,7 +10,7 @@ if not PRIORITY[to] then return redis.error_reply('ERR unknown priority ' .. tos
 local key = job_key(base, id)
 local job = redis.call('HMGET', key, 'state', 'prio', 'entry', 'due')
 local state, from = job[1], job[2]
-if not state then return { 'missing' } end
+if not state then return done_record(base, id) and { 'state', 'completed' } or { 'missing' } end
 if state == 'queued' then
   local data = job_data(base, id, from, job[3])
   if job[3] and job[3] ~= '' then redis.call('XDEL', stream_key(base, from), job[3]) end

@@ -73,8 +73,8 @@ end
 local function count(base, now, field, n)
   if n > 0 then
     local key = base .. 'm:' .. math.floor(now / 60000)
-    redis.call('HINCRBY', key, field, n)
-    redis.call('EXPIRE', key, 7200)
+    -- The expiry goes on with a field's first count (so with the key's): not a call per batch.
+    if redis.call('HINCRBY', key, field, n) == n then redis.call('EXPIRE', key, 7200) end
   end
 end
 
@@ -120,4 +120,58 @@ local function requeue(base, id, prio, data, ...)
   local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id, 'd', data or '')
   redis.call('HSET', job_key(base, id), 'state', 'queued', 'entry', entry, 'owner', '', ...)
   return entry
+end
+
+-- A completed job keeps no hash of its own: its record is a field of the hash of the retention
+-- period it ended in (a "bucket"), so a batch of completions writes one HSET and one DEL in all
+-- instead of three calls per job. `done` lists the buckets by the moment they expire: a bucket
+-- spans ttl seconds and expires ttl seconds after its span ends, so a record stays for ttl to
+-- twice ttl. With ttl 0 (kept until purged) there is one bucket that never expires. Readers need
+-- no ttl: they look in every bucket listed, newest first (an expired one is just absent).
+local function done_index(base) return base .. 'done' end
+
+-- A record: attempt, priority, ended (ms), spent, max, created (ms), and the lengths in bytes of
+-- the user and of the progress history, each with one space after it (none of them holds a
+-- space); then the user, the history (only of a job that reported progress, read from its hash)
+-- and the result, back to back.
+local function done_record_of(attempt, prio, now, spent, max, created, user, steps, result)
+  return attempt .. ' ' .. prio .. ' ' .. now .. ' ' .. spent .. ' ' .. max .. ' ' .. created .. ' ' .. #user
+    .. ' ' .. #steps .. ' ' .. user .. steps .. result
+end
+
+-- A value read from a hash, for a record's head: a damaged one (with a space) is left out.
+local function spaceless(value, default)
+  if not value or string.find(value, ' ', 1, true) then return default end
+  return value
+end
+
+-- Writes records, given flat as (id, record)...
+local function keep_done_records(base, now, ttl, records)
+  if #records == 0 then return end
+  local span = ttl * 1000
+  local bucket, expires = base .. 'done:0', '+inf'
+  if span > 0 then
+    local g = math.floor(now / span)
+    bucket = base .. 'done:' .. ttl .. ':' .. g
+    expires = (g + 2) * span
+  end
+  local index = done_index(base)
+  local fresh = redis.call('ZADD', index, 'NX', expires, bucket) == 1
+  for i = 1, #records, 1000 do
+    redis.call('HSET', bucket, unpack(records, i, math.min(i + 999, #records)))
+  end
+  if fresh then
+    if span > 0 then redis.call('PEXPIREAT', bucket, expires) end
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. now)
+  end
+end
+
+-- The completed record of a job, or nil. Newest bucket first: the id may have completed again.
+local function done_record(base, id)
+  local buckets = redis.call('ZRANGE', done_index(base), 0, -1)
+  for i = #buckets, 1, -1 do
+    local found = redis.call('HGET', buckets[i], id)
+    if found then return found end
+  end
+  return nil
 end

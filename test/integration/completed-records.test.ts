@@ -1,0 +1,177 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { describe, expect, it } from "vitest";
+import { QueueAdmin } from "../../src/queue/admin.js";
+import type { Queue } from "../../src/queue/queue.js";
+import { ALL, eventually, makeQueue, newJob } from "../support/queue.js";
+import { run, runFailure, useRedis } from "../support/redis.js";
+
+/**
+ * A completed job keeps no hash: its record goes into the bucket of its retention period, and a
+ * completion that carries its claim is fenced by its stream entry alone (complete-jobs.lua).
+ */
+describe("completed records", () => {
+  const redis = useRedis();
+
+  const completedLastHour = async (queue: Queue) =>
+    (await run(new QueueAdmin(queue).stats())).reduce((n, s) => n + s.completedLastHour, 0);
+
+  const pending = async (queue: Queue) => {
+    let n = 0;
+    for (const p of ALL) {
+      const summary = (await queue.redis.xpending(queue.keys.stream(p), queue.group).catch(() => [0])) as [
+        number,
+      ];
+      n += Number(summary[0]);
+    }
+    return n;
+  };
+
+  it("a completion fenced by its entry leaves no hash; its record answers getJob, a resend, cancel, reprioritize and enqueue", async () => {
+    const queue = await makeQueue(redis);
+    const jobs = [newJob("high", { userId: "u1", maxAttempts: 3 }), newJob("normal"), newJob("low")];
+    await run(queue.enqueueMany(jobs));
+    const claimed = (await run(queue.claim("w", ALL, 3))).jobs;
+    expect(claimed.map((j) => j.id)).toEqual(jobs.map((j) => j.id));
+
+    const done = claimed.map((job) => ({ id: job.id, attempt: job.attempt, result: `r ${job.id}`, job }));
+    await queue.redis.config("RESETSTAT");
+    expect(await run(queue.complete(done))).toEqual(["ok", "ok", "ok"]);
+    // No job's hash was read: one XACK for each of the three streams was the whole fence.
+    const calls = (command: string) =>
+      Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+    const stats = await queue.redis.info("commandstats");
+    expect([calls("hmget"), calls("hget"), calls("hgetall"), calls("xack")]).toEqual([0, 0, 0, 3]);
+    expect(await queue.redis.exists(...jobs.map((j) => queue.keys.job(j.id)))).toBe(0);
+    expect(await pending(queue)).toBe(0);
+    for (const p of ALL) expect(await queue.redis.xlen(queue.keys.stream(p))).toBe(0);
+
+    const view = await run(queue.getJob(jobs[0]!.id));
+    expect(view).toMatchObject({
+      state: "completed",
+      priority: "high",
+      attempt: 1,
+      maxAttempts: 3,
+      userId: "u1",
+      createdAt: claimed[0]!.createdAt,
+      uncounted: 0,
+      result: `r ${jobs[0]!.id}`,
+    });
+    expect(Math.abs(view!.endedAt! - Date.now())).toBeLessThan(5_000);
+    // The user's slot is free again.
+    expect(await run(new QueueAdmin(queue).activeTaskOf("u1"))).toBeUndefined();
+    await run(queue.enqueue(newJob("normal", { userId: "u1" })));
+
+    // The per-minute counter keeps its expiry though the batch set it only with its first count.
+    for (const key of await queue.redis.keys(`${queue.keys.base}m:*`))
+      expect(await queue.redis.ttl(key)).toBeGreaterThan(0);
+
+    // A resend (the reply was lost) is acknowledged, changes nothing and is not counted twice.
+    expect(await run(queue.complete([{ ...done[1]!, result: "again" }]))).toEqual(["ok"]);
+    expect(await run(queue.getJob(jobs[1]!.id))).toMatchObject({ result: `r ${jobs[1]!.id}` });
+    expect(await completedLastHour(queue)).toBe(3);
+    // So is a bare lease's, checked against the record.
+    expect(await run(queue.complete([{ id: jobs[1]!.id, attempt: 1 }]))).toEqual(["ok"]);
+    expect(await run(queue.complete([{ id: jobs[1]!.id, attempt: 2 }]))).toEqual(["stale"]);
+
+    expect(await run(queue.cancel(jobs[2]!.id))).toEqual({ outcome: "ended", state: "completed" });
+    expect(await run(queue.reprioritize(jobs[2]!.id, "urgent"))).toEqual({ state: "completed" });
+    expect(await runFailure(queue.enqueue(jobs[2]!))).toMatchObject({ _tag: "DuplicateTask" });
+    const bulk = await run(queue.enqueueMany([jobs[2]!, newJob("low")]));
+    expect(bulk.map((b) => b.outcome)).toEqual(["duplicate", "ok"]);
+
+    // A new run of the id replaces the record: once it ends otherwise, the old result is not shown.
+    await run(queue.enqueue({ ...jobs[2]!, replaceEnded: true, afterAttempt: 1 }));
+    expect(await run(queue.getJob(jobs[2]!.id))).toMatchObject({ state: "queued", attempt: 1 });
+    expect(await run(queue.cancel(jobs[2]!.id))).toEqual({ outcome: "cancelled" });
+    await queue.redis.del(queue.keys.job(jobs[2]!.id));
+    expect(await run(queue.getJob(jobs[2]!.id))).toBeUndefined();
+  });
+
+  it("a stale answer in a fenced batch is refused, and the rest of the batch completes", async () => {
+    const queue = await makeQueue(redis);
+    const [a, b] = [newJob("normal"), newJob("normal")];
+    await run(queue.enqueueMany([a, b]));
+    const first = (await run(queue.claim("A", ALL, 2))).jobs;
+    await sleep(150);
+    // a's lease lapses (b was renewed); B runs a's next attempt.
+    await run(queue.renew("A", [{ id: b.id, attempt: 1 }]));
+    expect(await run(queue.reclaim("reclaimer", { leaseMs: 100 }))).toMatchObject({ requeued: 1 });
+    const [again] = (await run(queue.claim("B", ALL, 1))).jobs;
+    expect(again).toMatchObject({ id: a.id, attempt: 2 });
+
+    const answers = await run(
+      queue.complete(first.map((job) => ({ id: job.id, attempt: job.attempt, job }))),
+    );
+    expect(answers).toEqual(["stale", "ok"]);
+    expect(await run(queue.getJob(a.id))).toMatchObject({ state: "running", attempt: 2, owner: "B" });
+    expect(await run(queue.getJob(b.id))).toMatchObject({ state: "completed" });
+    // a's new entry is still B's to answer for.
+    expect(await pending(queue)).toBe(1);
+    expect(await run(queue.complete([{ id: a.id, attempt: 2, result: "B", job: again! }]))).toEqual(["ok"]);
+    expect(await run(queue.getJob(a.id))).toMatchObject({ state: "completed", attempt: 2, result: "B" });
+    expect(await completedLastHour(queue)).toBe(2);
+  });
+
+  it("a job that reported progress keeps its history in its record", async () => {
+    const queue = await makeQueue(redis);
+    const job = newJob("urgent", { userId: "who@example.org" });
+    await run(queue.enqueue(job));
+    const [claimed] = (await run(queue.claim("w", ALL, 1))).jobs;
+    for (const [percent, step] of [
+      [10, "downloading"],
+      [100, "a step with spaces and ünïcode"],
+    ] as const)
+      expect(await run(queue.progress(claimed!, { percent, step }))).toBe(true);
+    const result = JSON.stringify({ alt: "a cat, in the sun" });
+    expect(await run(queue.complete([{ id: job.id, attempt: 1, result, job: claimed! }]))).toEqual(["ok"]);
+    expect(await queue.redis.exists(queue.keys.job(job.id))).toBe(0);
+    const view = await run(queue.getJob(job.id));
+    expect(view).toMatchObject({
+      state: "completed",
+      userId: "who@example.org",
+      progress: 100,
+      step: "a step with spaces and ünïcode",
+      result,
+    });
+    expect(view!.steps.map((s) => [s.attempt, s.percent, s.step])).toEqual([
+      [1, 10, "downloading"],
+      [1, 100, "a step with spaces and ünïcode"],
+    ]);
+  });
+
+  it("records expire with their retention period, and the index forgets the expired buckets", async () => {
+    const queue = await makeQueue(redis, { retention: { completedSeconds: 1 } });
+    const finish = async () => {
+      const job = newJob("normal");
+      await run(queue.enqueue(job));
+      const [claimed] = (await run(queue.claim("w", ALL, 1))).jobs;
+      expect(await run(queue.complete([{ id: job.id, attempt: 1, job: claimed! }]))).toEqual(["ok"]);
+      return job.id;
+    };
+    const id = await finish();
+    expect(await run(queue.getJob(id))).toMatchObject({ state: "completed" });
+    const [bucket] = await queue.redis.zrange(queue.keys.completed, "0", "-1");
+    const ttl = await queue.redis.pttl(bucket!);
+    // A period of one second, kept one second after it ends.
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(2_000);
+    await eventually(async () => (await run(queue.getJob(id))) === undefined, 5_000, "the record to expire");
+    await finish();
+    expect(await queue.redis.zrange(queue.keys.completed, "0", "-1")).not.toContain(bucket);
+  });
+
+  it("with retention 0 records stay until purged; the purge counts them", async () => {
+    const queue = await makeQueue(redis, { retention: { completedSeconds: 0 } });
+    const jobs = [newJob("normal"), newJob("urgent", { userId: "p" })];
+    await run(queue.enqueueMany(jobs));
+    const claimed = (await run(queue.claim("w", ALL, 2))).jobs;
+    await run(queue.complete(claimed.map((job) => ({ id: job.id, attempt: job.attempt, job }))));
+    const buckets = await queue.redis.zrange(queue.keys.completed, "0", "-1");
+    expect(buckets).toHaveLength(1);
+    expect(await queue.redis.pttl(buckets[0]!)).toBe(-1);
+
+    expect(await run(new QueueAdmin(queue).purgeFinished())).toBe(2);
+    for (const job of jobs) expect(await run(queue.getJob(job.id))).toBeUndefined();
+    expect(await queue.redis.exists(queue.keys.completed, buckets[0]!)).toBe(0);
+  });
+});
