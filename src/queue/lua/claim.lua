@@ -24,6 +24,9 @@ local want, dead_max, ttl_failed = tonumber(ARGV[3]), ARGV[4], ARGV[5]
 local last_prio = 7 + tonumber(ARGV[7])
 local now = now_ms()
 local completed = complete_jobs(base, group, tonumber(ARGV[6]), now, ARGV, last_prio + 1)
+-- A number handed to redis.call is formatted with printf, a cost per job: the start time is
+-- formatted once, and each attempt number once (most jobs of a claim share theirs).
+local started, attempt_text = tostring(now), {}
 
 -- Why a queued task's hash cannot be run, or nil. The attempt is the fencing token every later
 -- script compares as a string and the worker echoes as an integer; attempt, spent and max are
@@ -114,10 +117,15 @@ for a = 8, last_prio do
           count(base, now, 'failed:' .. prio, 1)
         else
           local attempt = tonumber(job[3] or '0') + 1
+          local text = attempt_text[attempt]
+          if not text then
+            text = tostring(attempt)
+            attempt_text[attempt] = text
+          end
           -- prio: the entry being run is in this stream, whatever priority the task recorded; the
           -- scripts that end or renew the attempt acknowledge it where it is.
-          redis.call('HSET', job_key(base, id), 'state', 'running', 'attempt', attempt, 'owner', consumer,
-            'started', now, 'prio', prio)
+          redis.call('HSET', job_key(base, id), 'state', 'running', 'attempt', text, 'owner', consumer,
+            'started', started, 'prio', prio)
           got = got + 1
           jobs[#jobs + 1] = id
           jobs[#jobs + 1] = attempt

@@ -20,6 +20,8 @@
 
 local base = KEYS[1]
 local now = now_ms()
+-- Formatted once: a number handed to redis.call is a printf each time.
+local created = tostring(now)
 
 -- The ids of this call that have a completed record (a completed job keeps no hash), and in
 -- which buckets: read once per call, a call per bucket for all its jobs, so a bulk enqueue does
@@ -77,7 +79,7 @@ local function enqueue(id, user, prio, data, max, delay, after, replace_ended, m
 
   -- Fields at their default (no user, nothing spent, no meta) are left out: every script reads
   -- a missing one as its default, and each costs memory in every waiting job.
-  local fields = { 'prio', prio, 'attempt', after, 'max', max, 'created', now }
+  local fields = { 'prio', prio, 'attempt', after == 0 and '0' or after, 'max', max, 'created', created }
   if user ~= '' then fields[#fields + 1] = 'user'; fields[#fields + 1] = user end
   if after ~= 0 then fields[#fields + 1] = 'spent'; fields[#fields + 1] = after end
   if meta ~= '' then fields[#fields + 1] = 'meta'; fields[#fields + 1] = meta end

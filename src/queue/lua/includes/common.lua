@@ -134,9 +134,10 @@ local function done_index(base) return base .. 'done' end
 -- the user and of the progress history, each with one space after it (none of them holds a
 -- space); then the user, the history (only of a job that reported progress, read from its hash)
 -- and the result, back to back.
-local function done_record_of(attempt, prio, now, spent, max, created, user, steps, result)
-  return attempt .. ' ' .. prio .. ' ' .. now .. ' ' .. spent .. ' ' .. max .. ' ' .. created .. ' ' .. #user
-    .. ' ' .. #steps .. ' ' .. user .. steps .. result
+-- (An empty user or history is written '0' without formatting a number: that is a printf.)
+local function done_record_of(attempt, prio, ended, spent, max, created, user, steps, result)
+  return attempt .. ' ' .. prio .. ' ' .. ended .. ' ' .. spent .. ' ' .. max .. ' ' .. created .. ' '
+    .. (user == '' and '0' or #user) .. ' ' .. (steps == '' and '0' or #steps) .. ' ' .. user .. steps .. result
 end
 
 -- A value read from a hash, for a record's head: a damaged one (with a space) is left out.

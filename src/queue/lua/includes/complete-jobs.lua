@@ -20,6 +20,8 @@
 local function complete_jobs(base, group, ttl, now, args, from)
   local answers, records, keys, entries, acked_entries, done, ended = {}, {}, {}, {}, {}, {}, {}
   local fast, slow = {}, {}
+  -- Formatted once: a number turned into a string is a printf in Redis, and a record has one.
+  local ended_at = tostring(now)
 
   -- entry: one still to acknowledge, or nil (the fast path's are acknowledged already)
   local function keep(prio, entry, id, attempt, record, key, user)
@@ -61,7 +63,7 @@ local function complete_jobs(base, group, ttl, now, args, from)
       for _, a in ipairs(group_of.at) do
         local id, attempt, user = args[a], args[a + 1], args[a + 4]
         keep(prio, nil, id, attempt,
-          done_record_of(attempt, prio, now, args[a + 5], args[a + 6], args[a + 7], user, '', args[a + 8]),
+          done_record_of(attempt, prio, ended_at, args[a + 5], args[a + 6], args[a + 7], user, '', args[a + 8]),
           job_key(base, id), user)
         answers[a] = 'ok'
       end
@@ -78,7 +80,7 @@ local function complete_jobs(base, group, ttl, now, args, from)
     if job[1] == 'running' and job[2] == attempt and (entry == '' or entry == job[4]) then
       -- claim writes the stream a running job was read from; a hash damaged since cannot name one.
       keep(job[3], job[4], id, attempt,
-        done_record_of(attempt, PRIORITY[job[3]] and job[3] or '', now, spaceless(job[6], '0'),
+        done_record_of(attempt, PRIORITY[job[3]] and job[3] or '', ended_at, spaceless(job[6], '0'),
           spaceless(job[7], '1'), spaceless(job[8], '0'), job[5] or '', job[9] or '', args[a + 8]),
         key, job[5])
       answers[a] = 'ok'
