@@ -250,7 +250,7 @@ const ENDED_AS = {
 const throttledProgress = (ctx: RuntimeContext, job: ClaimedJob) =>
   throttleProgress((progress) => {
     // Progress is advisory: a failed write is dropped, the job goes on.
-    Effect.runPromise(ctx.queue.progress(job, progress)).catch(() => {});
+    Effect.runPromise(ctx.queue.progress({ id: job.id, attempt: job.attempt }, progress)).catch(() => {});
     ctx.ledger
       ?.markProgress({ id: job.id, attempt: job.attempt, backend: "redis" }, progress.percent, progress.step)
       .catch(() => {});

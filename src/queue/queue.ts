@@ -131,8 +131,7 @@ export interface Lease {
 
 /**
  * A finished attempt and the result to keep with the job. With `job`, what its claim handed out,
- * the completion is fenced by its stream entry and needs no read of the job's hash (see
- * complete-jobs.lua); a bare lease is checked against the hash.
+ * the completion reads only the job's state, attempt and progress history (complete-jobs.lua).
  */
 export type Completion = Lease & { readonly result?: string; readonly job?: ClaimedJob };
 
@@ -214,8 +213,6 @@ export class Queue {
   readonly group: string;
   readonly deadLetterMax: number;
   readonly retention: Retention;
-  /** Claimed jobs that reported progress (see `progress`); weak, as a job that fails leaves it here. */
-  private readonly progressed = new WeakSet<Lease>();
 
   constructor(
     readonly redis: RedisClient,
@@ -353,7 +350,7 @@ export class Queue {
       ordered.length,
       ...ordered,
     ];
-    pushCompletions(args, done, this.progressed);
+    pushCompletions(args, done);
     return this.runNow(scripts.claim, args).then((reply) => {
       const [flat, cursorPairs, completed] = reply as [Array<string | number>, string[], CompleteOutcome[]];
       const jobs: ClaimedJob[] = [];
@@ -455,7 +452,7 @@ export class Queue {
   async completeNow(done: readonly Completion[]): Promise<CompleteOutcome[]> {
     if (done.length === 0) return [];
     const args: Array<string | number> = [this.group, this.retention.completedSeconds];
-    pushCompletions(args, done, this.progressed);
+    pushCompletions(args, done);
     return (await this.runNow(scripts.complete, args)) as CompleteOutcome[];
   }
 
@@ -542,21 +539,20 @@ export class Queue {
     );
   }
 
-  /**
-   * Records a running attempt's progress; false when the attempt is no longer current. Given the
-   * claimed job itself as its lease, its completion keeps the progress history in its record.
-   */
+  /** Records a running attempt's progress; false when the attempt is no longer current. */
   progress(
     lease: Lease,
     progress: { readonly percent: number; readonly step: string; readonly details?: Record<string, unknown> },
   ): Effect.Effect<boolean, RedisError> {
     const percent = Math.max(0, Math.min(100, Math.round(progress.percent)));
     const details = JSON.stringify(progress.details ?? {});
-    const args = [lease.id, lease.attempt, percent, progress.step.slice(0, 500), details];
-    return Effect.suspend(() => {
-      this.progressed.add(lease);
-      return this.run(scripts.progress, args);
-    }).pipe(Effect.map((recorded) => recorded === 1));
+    return this.run(scripts.progress, [
+      lease.id,
+      lease.attempt,
+      percent,
+      progress.step.slice(0, 500),
+      details,
+    ]).pipe(Effect.map((recorded) => recorded === 1));
   }
 
   /** Drops dead letters older than `maxAgeMs` (entry ids are times); returns how many. */
@@ -624,20 +620,26 @@ const fromNow = <A>(now: () => Promise<A>, operation: string): Effect.Effect<A, 
   });
 
 /**
- * A completion's nine arguments to complete-jobs.lua, each pushed (no array per job). A job that
- * reported progress names no priority, so that its hash is read and its record keeps the history.
+ * A completion's nine arguments to complete-jobs.lua, each pushed (no array per job). With its
+ * claimed job, the lease is the job's own, so the record cannot pair one attempt with another's
+ * entry.
  */
-const pushCompletions = (
-  args: Array<string | number>,
-  done: readonly Completion[],
-  progressed: WeakSet<Lease>,
-) => {
+const pushCompletions = (args: Array<string | number>, done: readonly Completion[]) => {
   for (const { id, attempt, result = "", job } of done) {
     if (job === undefined) args.push(id, attempt, "", "", "", 0, 1, 0, result);
     else {
-      const { entry, userId = "", runAttempt, maxAttempts, createdAt } = job;
-      const priority = progressed.has(job) ? "" : job.priority;
-      args.push(id, attempt, priority, entry, userId, attempt - runAttempt, maxAttempts, createdAt, result);
+      const { priority, entry, userId = "", runAttempt, maxAttempts, createdAt } = job;
+      args.push(
+        job.id,
+        job.attempt,
+        priority,
+        entry,
+        userId,
+        job.attempt - runAttempt,
+        maxAttempts,
+        createdAt,
+        result,
+      );
     }
   }
 };

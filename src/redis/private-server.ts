@@ -74,6 +74,8 @@ export class PrivateRedis {
   private async spawn(): Promise<void> {
     const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"];
     args.push("--dir", this.dir, "--logfile", "", "--loglevel", "warning");
+    // A bucket of completed jobs' records expires as one key: freed in the background, not in line.
+    args.push("--lazyfree-lazy-expire", "yes");
     const child = spawn(this.binary, args, { stdio: ["ignore", "ignore", "pipe"] });
     reapOnExit(child);
     let stderr = "";

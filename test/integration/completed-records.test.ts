@@ -6,8 +6,8 @@ import { ALL, eventually, makeQueue, newJob } from "../support/queue.js";
 import { run, runFailure, useRedis } from "../support/redis.js";
 
 /**
- * A completed job keeps no hash: its record goes into the bucket of its retention period, and a
- * completion that carries its claim is fenced by its stream entry alone (complete-jobs.lua).
+ * A completed job keeps no hash: its record goes into the bucket of its retention period, written
+ * for a whole batch at once (complete-jobs.lua).
  */
 describe("completed records", () => {
   const redis = useRedis();
@@ -26,7 +26,7 @@ describe("completed records", () => {
     return n;
   };
 
-  it("a completion fenced by its entry leaves no hash; its record answers getJob, a resend, cancel, reprioritize and enqueue", async () => {
+  it("a completion leaves no hash; its record answers getJob, a resend, cancel, reprioritize and enqueue", async () => {
     const queue = await makeQueue(redis);
     const jobs = [newJob("high", { userId: "u1", maxAttempts: 3 }), newJob("normal"), newJob("low")];
     await run(queue.enqueueMany(jobs));
@@ -36,11 +36,13 @@ describe("completed records", () => {
     const done = claimed.map((job) => ({ id: job.id, attempt: job.attempt, result: `r ${job.id}`, job }));
     await queue.redis.config("RESETSTAT");
     expect(await run(queue.complete(done))).toEqual(["ok", "ok", "ok"]);
-    // No job's hash was read: one XACK for each of the three streams was the whole fence.
+    // One read per job (its state, attempt and progress history); the rest of the batch's work is
+    // one call per kind: one HSET of the records and its expiry, one DEL of the job hashes (and
+    // one of the user's lock), and an XACK and XDEL per stream.
+    const stats = await queue.redis.info("commandstats");
     const calls = (command: string) =>
       Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
-    const stats = await queue.redis.info("commandstats");
-    expect([calls("hmget"), calls("hget"), calls("hgetall"), calls("xack")]).toEqual([0, 0, 0, 3]);
+    expect(["hmget", "hset", "pexpireat", "del", "xack", "xdel"].map(calls)).toEqual([3, 1, 1, 2, 3, 3]);
     expect(await queue.redis.exists(...jobs.map((j) => queue.keys.job(j.id)))).toBe(0);
     expect(await pending(queue)).toBe(0);
     for (const p of ALL) expect(await queue.redis.xlen(queue.keys.stream(p))).toBe(0);
@@ -87,7 +89,7 @@ describe("completed records", () => {
     expect(await run(queue.getJob(jobs[2]!.id))).toBeUndefined();
   });
 
-  it("a stale answer in a fenced batch is refused, and the rest of the batch completes", async () => {
+  it("a stale answer in a batch is refused, and the rest of the batch completes", async () => {
     const queue = await makeQueue(redis);
     const [a, b] = [newJob("normal"), newJob("normal")];
     await run(queue.enqueueMany([a, b]));
@@ -137,6 +139,101 @@ describe("completed records", () => {
       [1, 10, "downloading"],
       [1, 100, "a step with spaces and ünïcode"],
     ]);
+  });
+
+  it("a stale attempt's completion is refused after its job's hash was lost and the job enqueued again", async () => {
+    const queue = await makeQueue(redis);
+    const job = newJob("normal");
+    await run(queue.enqueue(job));
+    const [first] = (await run(queue.claim("w", ALL, 1))).jobs;
+    // Redis forgets the running job (its entry stays pending); the reconciler enqueues it again.
+    await queue.redis.del(queue.keys.job(job.id));
+    await run(queue.enqueue({ ...job, replaceEnded: true, afterAttempt: 1 }));
+    const late = { id: job.id, attempt: 1, result: "stale", job: first! };
+    expect(await run(queue.complete([late]))).toEqual(["stale"]);
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "queued", attempt: 1 });
+    const [second] = (await run(queue.claim("w2", ALL, 1))).jobs;
+    expect(second).toMatchObject({ id: job.id, attempt: 2 });
+    expect(await run(queue.complete([late]))).toEqual(["stale"]);
+    expect(await run(queue.renew("w2", [second!]))).toEqual(["ok"]);
+    expect(await run(queue.complete([{ id: job.id, attempt: 2, result: "fresh", job: second! }]))).toEqual([
+      "ok",
+    ]);
+    expect(await run(queue.getJob(job.id))).toMatchObject({
+      state: "completed",
+      attempt: 2,
+      result: "fresh",
+    });
+  });
+
+  it("the same completion twice in one batch completes once, with the first result", async () => {
+    const queue = await makeQueue(redis);
+    const job = newJob("normal");
+    await run(queue.enqueue(job));
+    const [claimed] = (await run(queue.claim("w", ALL, 1))).jobs;
+    const answers = await run(
+      queue.complete([
+        { id: job.id, attempt: 1, result: "first", job: claimed! },
+        { id: job.id, attempt: 1, result: "second" },
+      ]),
+    );
+    expect(answers).toEqual(["ok", "ok"]);
+    expect(await completedLastHour(queue)).toBe(1);
+    expect(await run(queue.getJob(job.id))).toMatchObject({ result: "first" });
+  });
+
+  it("keeps the progress history of earlier attempts when the last reports none", async () => {
+    const queue = await makeQueue(redis);
+    const job = newJob("normal", { maxAttempts: 3 });
+    await run(queue.enqueue(job));
+    const [first] = (await run(queue.claim("w", ALL, 1))).jobs;
+    await run(queue.progress(first!, { percent: 50, step: "half" }));
+    await run(queue.fail({ id: job.id, attempt: 1, error: "x", retriable: true, delayMs: 0 }));
+    const [second] = (await run(queue.claim("w", ALL, 1))).jobs;
+    await run(queue.complete([{ id: job.id, attempt: 2, job: second! }]));
+    const view = await run(queue.getJob(job.id));
+    expect(view?.steps.map((s) => [s.attempt, s.percent, s.step])).toEqual([[1, 50, "half"]]);
+  });
+
+  it("a redrive after a later run completed starts above that run's attempt, and replaces its record", async () => {
+    const queue = await makeQueue(redis);
+    const admin = new QueueAdmin(queue);
+    const job = newJob("normal", { maxAttempts: 1 });
+    await run(queue.enqueue(job));
+    await run(queue.claim("w", ALL, 1));
+    await run(queue.fail({ id: job.id, attempt: 1, error: "boom", retriable: false, delayMs: 0 }));
+    // The task comes back (from the ledger) and completes at attempt 2; its hash is gone.
+    await run(queue.enqueue({ ...job, replaceEnded: true, afterAttempt: 1 }));
+    const [second] = (await run(queue.claim("w", ALL, 1))).jobs;
+    await run(queue.complete([{ id: job.id, attempt: 2, result: "old", job: second! }]));
+    const [letter] = await run(admin.listDead({ priority: "normal" }));
+    expect(await run(admin.redriveDead("normal", [letter!.entryId]))).toEqual(["ok"]);
+    const [third] = (await run(queue.claim("w", ALL, 1))).jobs;
+    expect(third).toMatchObject({ id: job.id, attempt: 3 });
+    // attempt 2's late resend cannot complete the new run.
+    expect(await run(queue.complete([{ id: job.id, attempt: 2, result: "old" }]))).toEqual(["stale"]);
+    await run(queue.cancel(job.id));
+    await run(queue.fail({ id: job.id, attempt: 3, error: "stopped", retriable: false, delayMs: 0 }));
+    await queue.redis.del(queue.keys.job(job.id));
+    expect(await run(queue.getJob(job.id))).toBeUndefined();
+  });
+
+  it("a bucket emptied by a new run of its only job keeps its expiry when written again", async () => {
+    const queue = await makeQueue(redis, { retention: { completedSeconds: 600 } });
+    const finish = async (job = newJob("normal")) => {
+      await run(queue.enqueue(job));
+      const [claimed] = (await run(queue.claim("w", ALL, 1))).jobs;
+      expect(await run(queue.complete([{ id: job.id, attempt: claimed!.attempt, job: claimed! }]))).toEqual([
+        "ok",
+      ]);
+      return job;
+    };
+    const first = await finish();
+    const [bucket] = await queue.redis.zrange(queue.keys.completed, "0", "-1");
+    await run(queue.enqueue({ ...first, replaceEnded: true, afterAttempt: 1 }));
+    expect(await queue.redis.exists(bucket!)).toBe(0);
+    await finish();
+    expect(await queue.redis.pttl(bucket!)).toBeGreaterThan(0);
   });
 
   it("records expire with their retention period, and the index forgets the expired buckets", async () => {

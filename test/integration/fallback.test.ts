@@ -251,6 +251,10 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       // No fencing token repeats: the lost attempts were 1, their successors are 2.
       expect(attempts).toEqual({ [live]: 1, [lost]: 2, [running]: 2 });
       // The first worker of `running` answers late: refused by Redis and by the ledger.
+      const late = claim.jobs.find((j) => j.id === running)!;
+      expect(await run(queue.complete([{ id: running, attempt: 1, result: "{}", job: late }]))).toEqual([
+        "stale",
+      ]);
       expect(await ledger.markCompleted({ id: running, attempt: 1, backend: "redis" }, "{}")).toBe(false);
       expect(await reconciler.run()).toMatchObject({ reenqueued: 0, settled: 0, locksRestored: 0 });
     });

@@ -33,6 +33,13 @@ for a = 2, #ARGV do
     local job = id ~= '' and redis.pcall('HMGET', key, 'state', 'attempt')
     local state = job and not job.err and job[1]
     local attempt = job and not job.err and job[2] or f['attempt'] or '0'
+    -- A run that completed after the letter was written (its task came back and ran) keeps no
+    -- hash: its record's attempt is the highest handed out, and the new run starts above it.
+    local record = id ~= '' and not state and done_record(base, id)
+    local completed_attempt = record and string.match(record, '^(%d+) ')
+    if completed_attempt and whole(attempt) and tonumber(completed_attempt) > tonumber(attempt) then
+      attempt = completed_attempt
+    end
     -- A key of another type under the lock's name reads as no lock; the redrive's SET replaces it.
     local active = user ~= '' and user_lock(base, user)
     -- pcall: a lock can name a task whose key is not a hash (claim dead-letters such a task without
@@ -50,6 +57,7 @@ for a = 2, #ARGV do
       out[#out + 1] = 'corrupt'
     else
       redis.call('DEL', key)
+      if record then forget_done_records(base, id) end
       redis.call('HSET', key, 'user', user, 'prio', prio, 'attempt', attempt, 'spent', attempt,
         'max', f['max'] or '1', 'created', now)
       requeue(base, id, prio, f['data'])

@@ -124,7 +124,7 @@ end
 
 -- A completed job keeps no hash of its own: its record is a field of the hash of the retention
 -- period it ended in (a "bucket"), so a batch of completions writes one HSET and one DEL in all
--- instead of three calls per job. `done` lists the buckets by the moment they expire: a bucket
+-- instead of a write and an expiry per job. `done` lists the buckets by the moment they expire: a bucket
 -- spans ttl seconds and expires ttl seconds after its span ends, so a record stays for ttl to
 -- twice ttl. With ttl 0 (kept until purged) there is one bucket that never expires. Readers need
 -- no ttl: they look in every bucket listed, newest first (an expired one is just absent).
@@ -132,8 +132,7 @@ local function done_index(base) return base .. 'done' end
 
 -- A record: attempt, priority, ended (ms), spent, max, created (ms), and the lengths in bytes of
 -- the user and of the progress history, each with one space after it (none of them holds a
--- space); then the user, the history (only of a job that reported progress, read from its hash)
--- and the result, back to back.
+-- space); then the user, the history (the hash's `steps`, JSON) and the result, back to back.
 -- (An empty user or history is written '0' without formatting a number: that is a printf.)
 local function done_record_of(attempt, prio, ended, spent, max, created, user, steps, result)
   return attempt .. ' ' .. prio .. ' ' .. ended .. ' ' .. spent .. ' ' .. max .. ' ' .. created .. ' '
@@ -161,10 +160,10 @@ local function keep_done_records(base, now, ttl, records)
   for i = 1, #records, 1000 do
     redis.call('HSET', bucket, unpack(records, i, math.min(i + 999, #records)))
   end
-  if fresh then
-    if span > 0 then redis.call('PEXPIREAT', bucket, expires) end
-    redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. now)
-  end
+  -- Every time, not only when the index is new: a bucket emptied meanwhile (its last record
+  -- replaced by a new run) is gone, and this HSET made it again.
+  if span > 0 then redis.call('PEXPIREAT', bucket, expires) end
+  if fresh then redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. now) end
 end
 
 -- The completed record of a job, or nil. Newest bucket first: the id may have completed again.
@@ -175,4 +174,10 @@ local function done_record(base, id)
     if found then return found end
   end
   return nil
+end
+
+-- Forgets an id's completed records: a new run of it replaces them, so that no reader takes an
+-- old run's record for the new one's once the new one's hash is gone.
+local function forget_done_records(base, id)
+  for _, bucket in ipairs(redis.call('ZRANGE', done_index(base), 0, -1)) do redis.call('HDEL', bucket, id) end
 end
