@@ -575,7 +575,8 @@ export class Queue {
    * A waiting or running job's data is read from its stream entry, where it lives until the job
    * ends; an ended job's data is no longer in Redis (the ledger and the dead letters keep theirs).
    * A completed job's view comes from its record (complete-jobs.lua), which keeps less than a
-   * hash: no start time, owner, reclaims, progress or meta.
+   * hash: no start time, owner, reclaims, meta, or error of an earlier attempt; its progress and
+   * step are the last of its history.
    */
   getJob(id: string): Effect.Effect<JobView | undefined, RedisError> {
     return Effect.tryPromise({

@@ -236,6 +236,99 @@ describe("completed records", () => {
     expect(await queue.redis.pttl(bucket!)).toBeGreaterThan(0);
   });
 
+  it("a bare lease's completion writes the same record, read from the hash", async () => {
+    const queue = await makeQueue(redis);
+    const job = newJob("high", { userId: "bare", maxAttempts: 5 });
+    await run(queue.enqueue({ ...job, afterAttempt: 2 }));
+    const [claimed] = (await run(queue.claim("w", ALL, 1))).jobs;
+    expect(await run(queue.complete([{ id: job.id, attempt: 3, result: "r" }]))).toEqual(["ok"]);
+    expect(await run(queue.getJob(job.id))).toMatchObject({
+      state: "completed",
+      priority: "high",
+      attempt: 3,
+      maxAttempts: 5,
+      userId: "bare",
+      createdAt: claimed!.createdAt,
+      uncounted: 2,
+      result: "r",
+    });
+    expect(await pending(queue)).toBe(0);
+    expect(await queue.redis.xlen(queue.keys.stream("high"))).toBe(0);
+  });
+
+  it("a key of another type in a batch is answered stale; the batch's other jobs complete and free their users", async () => {
+    const queue = await makeQueue(redis);
+    const [a, b] = [newJob("normal", { userId: "ua" }), newJob("normal")];
+    await run(queue.enqueueMany([a, b]));
+    const claimed = (await run(queue.claim("w", ALL, 2))).jobs;
+    await queue.redis.del(queue.keys.job(b.id));
+    await queue.redis.set(queue.keys.job(b.id), "not a job");
+    const answers = await run(
+      queue.complete(claimed.map((job) => ({ id: job.id, attempt: job.attempt, job }))),
+    );
+    expect(answers).toEqual(["ok", "stale"]);
+    expect(await run(queue.getJob(a.id))).toMatchObject({ state: "completed" });
+    expect(await run(new QueueAdmin(queue).activeTaskOf("ua"))).toBeUndefined();
+    expect(await queue.redis.get(queue.keys.job(b.id))).toBe("not a job");
+  });
+
+  it("keeps an attempt number of 15 digits exact through claim, renew and completion", async () => {
+    const queue = await makeQueue(redis);
+    const job = newJob("normal");
+    await run(queue.enqueue({ ...job, afterAttempt: 99_999_999_999_999 }));
+    const [claimed] = (await run(queue.claim("w", ALL, 1))).jobs;
+    expect(claimed?.attempt).toBe(100_000_000_000_000);
+    expect(await queue.redis.hget(queue.keys.job(job.id), "attempt")).toBe("100000000000000");
+    expect(await run(queue.renew("w", [claimed!]))).toEqual(["ok"]);
+    expect(await run(queue.complete([{ id: job.id, attempt: claimed!.attempt, job: claimed! }]))).toEqual([
+      "ok",
+    ]);
+    expect(await run(queue.getJob(job.id))).toMatchObject({
+      state: "completed",
+      attempt: 100_000_000_000_000,
+    });
+  });
+
+  it("drops a leftover entry of a completed job at the claim and at the reclaim, and still dead-letters an orphan", async () => {
+    const queue = await makeQueue(redis);
+    const admin = new QueueAdmin(queue);
+    const job = newJob("normal");
+    await run(queue.enqueue(job));
+    const [claimed] = (await run(queue.claim("w", ALL, 1))).jobs;
+    await run(queue.complete([{ id: job.id, attempt: 1, job: claimed! }]));
+    const stream = queue.keys.stream("normal");
+    // Copies of its entry (a retried write, a bad client) and one naming no task at all.
+    await queue.redis.xadd(stream, "*", "i", job.id, "d", "{}");
+    await queue.redis.xadd(stream, "*", "i", "nobody", "d", "{}");
+    expect((await run(queue.claim("w", ALL, 5))).jobs).toEqual([]);
+    // Another copy, delivered outside the claim so that only the reclaimer meets it.
+    await queue.redis.xadd(stream, "*", "i", job.id, "d", "{}");
+    await queue.redis.xreadgroup("GROUP", queue.group, "ghost", "COUNT", 1, "STREAMS", stream, ">");
+    await sleep(60);
+    expect(await run(queue.reclaim("reclaimer", { leaseMs: 50 }))).toMatchObject({ requeued: 0, dead: 0 });
+    const dead = await run(admin.listDead({ priority: "normal" }));
+    expect(dead.map((d) => [d.taskId, d.reason.replace(/entry \S+:/, "entry <id>:")])).toEqual([
+      ["nobody", "orphan stream entry <id>: the task data is gone"],
+    ]);
+    expect(await queue.redis.xlen(stream)).toBe(0);
+    expect(await pending(queue)).toBe(0);
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "completed", attempt: 1 });
+  });
+
+  it("a bulk enqueue judges repeated ids in order, against records and each other", async () => {
+    const queue = await makeQueue(redis);
+    const done = newJob("normal");
+    await run(queue.enqueue(done));
+    const [claimed] = (await run(queue.claim("w", ALL, 1))).jobs;
+    await run(queue.complete([{ id: done.id, attempt: 1, job: claimed! }]));
+    const fresh = newJob("low");
+    const outcomes = await run(
+      queue.enqueueMany([done, { ...done, replaceEnded: true, afterAttempt: 1 }, done, fresh, fresh]),
+    );
+    expect(outcomes.map((o) => o.outcome)).toEqual(["duplicate", "ok", "duplicate", "ok", "duplicate"]);
+    expect(await run(queue.getJob(done.id))).toMatchObject({ state: "queued", attempt: 1 });
+  });
+
   it("records expire with their retention period, and the index forgets the expired buckets", async () => {
     const queue = await makeQueue(redis, { retention: { completedSeconds: 1 } });
     const finish = async () => {

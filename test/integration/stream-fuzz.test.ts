@@ -14,7 +14,8 @@ import { run, useRedis } from "../support/redis.js";
  *
  * The contract asserted, per entry (claim.lua, then the worker):
  * - no `i` field: dead letter "corrupt stream entry <entry>: no task id" (the fields kept as data);
- * - `i` naming no key, or a hash without a state: dead letter "orphan stream entry <entry>: ...";
+ * - `i` naming no key, or a hash without a state: dead letter "orphan stream entry <entry>: ...",
+ *   unless the task completed (its record kept, its hash gone): then dropped, as a leftover;
  * - `i` naming a key that is not a hash: dead letter "corrupt stream entry <entry>: ...";
  * - `i` naming a task that is not queued from this very entry (a leftover, a duplicate): dropped,
  *   the task untouched;

@@ -26,7 +26,7 @@ local now = now_ms()
 local completed = complete_jobs(base, group, tonumber(ARGV[6]), now, ARGV, last_prio + 1)
 -- A number handed to redis.call is formatted with printf, a cost per job: the start time is
 -- formatted once, and each attempt number once (most jobs of a claim share theirs).
-local started, attempt_text = tostring(now), {}
+local started, attempt_text = string.format('%d', now), {}
 
 -- Why a queued task's hash cannot be run, or nil. The attempt is the fencing token every later
 -- script compares as a string and the worker echoes as an integer; attempt, spent and max are
@@ -119,7 +119,8 @@ for a = 8, last_prio do
           local attempt = tonumber(job[3] or '0') + 1
           local text = attempt_text[attempt]
           if not text then
-            text = tostring(attempt)
+            -- %d, not tostring's %.14g: an attempt of 15 digits (enqueue allows them) stays exact.
+            text = string.format('%d', attempt)
             attempt_text[attempt] = text
           end
           -- prio: the entry being run is in this stream, whatever priority the task recorded; the

@@ -21,7 +21,7 @@
 local base = KEYS[1]
 local now = now_ms()
 -- Formatted once: a number handed to redis.call is a printf each time.
-local created = tostring(now)
+local created = string.format('%d', now)
 
 -- The ids of this call that have a completed record (a completed job keeps no hash), and in
 -- which buckets: read once per call, a call per bucket for all its jobs, so a bulk enqueue does

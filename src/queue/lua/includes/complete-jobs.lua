@@ -13,20 +13,25 @@
 -- bare lease.
 -- -> {'ok' | 'stale', ...} in the order given
 local function complete_jobs(base, group, ttl, now, args, from)
-  local out, records, keys, entries, done, ended = {}, {}, {}, {}, {}, {}
+  local out, records, keys, entries, done, ended, users = {}, {}, {}, {}, {}, {}, {}
   -- Formatted once: a number turned into a string is a printf in Redis, and a record has one.
-  local ended_at = tostring(now)
+  local ended_at = string.format('%d', now)
   for a = from, #args, 9 do
     local id, attempt, prio = args[a], args[a + 1], args[a + 2]
     local key = job_key(base, id)
     local claimed = PRIORITY[prio]
+    -- pcall: a key of another type under the job's name is no running job of this attempt
+    -- ('stale'), not a reason to fail the batch and leave its other jobs running.
     local job
     if claimed then
-      job = redis.call('HMGET', key, 'state', 'attempt', 'steps')
+      job = redis.pcall('HMGET', key, 'state', 'attempt', 'steps')
     else
-      job = redis.call('HMGET', key, 'state', 'attempt', 'steps', 'prio', 'entry', 'user', 'spent', 'max', 'created')
+      job = redis.pcall('HMGET', key, 'state', 'attempt', 'steps', 'prio', 'entry', 'user', 'spent', 'max',
+        'created')
     end
-    if ended[id] == attempt or (job[1] == 'completed' and job[2] == attempt) then
+    if job.err then
+      out[#out + 1] = 'stale'
+    elseif ended[id] == attempt or (job[1] == 'completed' and job[2] == attempt) then
       -- The same answer again: already done, say so again. (A job completed before records moved
       -- out of the hashes says so in its own.)
       out[#out + 1] = 'ok'
@@ -54,7 +59,8 @@ local function complete_jobs(base, group, ttl, now, args, from)
       records[#records + 1] = record
       keys[#keys + 1] = key
       ended[id] = attempt
-      release_user(base, user, id)
+      users[#users + 1] = user
+      users[#users + 1] = id
       out[#out + 1] = 'ok'
     elseif not job[1] then
       local found = done_record(base, id)
@@ -67,5 +73,7 @@ local function complete_jobs(base, group, ttl, now, args, from)
   for i = 1, #keys, 1000 do redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys))) end
   for prio, list in pairs(entries) do ack_and_delete_all(base, prio, group, list) end
   for prio, n in pairs(done) do count(base, now, 'completed:' .. prio, n) end
+  -- Last: a user's slot frees only once the job it held is recorded as completed.
+  for i = 1, #users, 2 do release_user(base, users[i], users[i + 1]) end
   return out
 end
