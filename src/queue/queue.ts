@@ -109,7 +109,7 @@ export interface ClaimedJob {
   readonly createdAt: number;
   /** Where the job came from, for logs and traces. */
   readonly meta: JobMeta;
-  /** The stream entry this attempt was read from: its completion's fence. */
+  /** The stream entry this attempt was read from, which its completion acknowledges and deletes. */
   readonly entry: string;
 }
 
@@ -598,7 +598,7 @@ export class Queue {
     });
   }
 
-  /** A completed job's record, newest bucket first (the id may have completed again), as done_record reads it. */
+  /** A completed job's record, looked for as done_record (common.lua) looks: newest bucket first. */
   private async completedRecord(id: string): Promise<Buffer | undefined> {
     const buckets = await this.redis.zrange(this.keys.completed, "0", "-1");
     for (const bucket of buckets.reverse()) {
