@@ -664,6 +664,8 @@ const enqueueArgs = (job: NewJob, traceparent: string | undefined): Array<string
   formatMeta(traceparent === undefined ? (job.meta ?? {}) : { ...job.meta, traceparent }),
 ];
 
+const MAX_AFTER_ATTEMPT = 99_999_999_999_999;
+
 const validateJob = (job: NewJob): string | undefined => {
   if (!JOB_ID.test(job.id))
     return `id ${JSON.stringify(job.id)} must be 1-128 characters of A-Z a-z 0-9 _ . : -`;
@@ -677,7 +679,9 @@ const validateJob = (job: NewJob): string | undefined => {
   if (!Number.isInteger(attempts) || attempts < 1 || attempts > 1000)
     return "maxAttempts must be an integer 1-1000";
   const after = job.afterAttempt ?? 0;
-  if (!Number.isInteger(after) || after < 0) return "afterAttempt must be an integer >= 0";
+  // The scripts hold counters to 15 digits (exact as a Lua number); the next claim adds one.
+  if (!Number.isInteger(after) || after < 0 || after > MAX_AFTER_ATTEMPT)
+    return "afterAttempt must be an integer 0-99999999999999";
   const delay = job.delayMs ?? 0;
   if (!Number.isFinite(delay) || delay < 0) return "delayMs must be a finite number >= 0";
   return undefined;

@@ -315,6 +315,40 @@ describe("completed records", () => {
     expect(await run(queue.getJob(job.id))).toMatchObject({ state: "completed", attempt: 1 });
   });
 
+  it("an enqueue refused because its user is busy replaces nothing: the record and an ended hash stay", async () => {
+    const queue = await makeQueue(redis);
+    const [done, failed] = [
+      newJob("normal", { userId: "busy" }),
+      newJob("normal", { userId: "busy", maxAttempts: 1 }),
+    ];
+    await run(queue.enqueue(done));
+    const [first] = (await run(queue.claim("w", ALL, 1))).jobs;
+    await run(queue.complete([{ id: done.id, attempt: 1, result: "kept", job: first! }]));
+    await run(queue.enqueue(failed));
+    await run(queue.claim("w", ALL, 1));
+    await run(queue.fail({ id: failed.id, attempt: 1, error: "boom", retriable: false, delayMs: 0 }));
+    const active = newJob("normal", { userId: "busy" });
+    await run(queue.enqueue(active));
+    for (const job of [done, failed]) {
+      expect(await runFailure(queue.enqueue({ ...job, replaceEnded: true, afterAttempt: 1 }))).toMatchObject({
+        _tag: "ActiveTaskExists",
+        activeTaskId: active.id,
+      });
+    }
+    expect(await run(queue.getJob(done.id))).toMatchObject({ state: "completed", result: "kept" });
+    expect(await run(queue.getJob(failed.id))).toMatchObject({ state: "failed", error: "boom" });
+  });
+
+  it("refuses an afterAttempt beyond the 15 digits the scripts count in", async () => {
+    const queue = await makeQueue(redis);
+    expect(
+      await runFailure(queue.enqueue({ ...newJob("normal"), afterAttempt: 100_000_000_000_000 })),
+    ).toMatchObject({
+      _tag: "InvalidJob",
+      reason: "afterAttempt must be an integer 0-99999999999999",
+    });
+  });
+
   it("a bulk enqueue judges repeated ids in order, against records and each other", async () => {
     const queue = await makeQueue(redis);
     const done = newJob("normal");

@@ -53,14 +53,8 @@ local function enqueue(id, user, prio, data, max, delay, after, replace_ended, m
   if existing then
     local ended = existing == 'completed' or existing == 'failed' or existing == 'cancelled'
     if not (replace_ended and ended) then return 'DUPLICATE', id end
-    redis.call('DEL', key)
   elseif completed_before(id) and not replace_ended then
     return 'DUPLICATE', id
-  end
-  if replace_ended and completed_before(id) then
-    -- Gone, so that no reader takes an old run's record for this run's once this one's hash goes.
-    for _, bucket in ipairs(buckets) do redis.call('HDEL', bucket, id) end
-    remembered[id] = nil
   end
 
   if user ~= '' then
@@ -75,6 +69,14 @@ local function enqueue(id, user, prio, data, max, delay, after, replace_ended, m
       if state == 'queued' or state == 'delayed' or state == 'running' then return 'ACTIVE', active end
     end
     redis.call('SET', lock, id)
+  end
+
+  -- What this run replaces goes only now, once nothing can refuse it: a refusal changes nothing.
+  if existing then redis.call('DEL', key) end
+  if replace_ended and completed_before(id) then
+    -- Gone, so that no reader takes an old run's record for this run's once this one's hash goes.
+    for _, bucket in ipairs(buckets) do redis.call('HDEL', bucket, id) end
+    remembered[id] = nil
   end
 
   -- Fields at their default (no user, nothing spent, no meta) are left out: every script reads
