@@ -14,8 +14,8 @@
 -- KEYS[1] base
 -- ARGV group, consumer, want, dead_max, ttl_failed, ttl_completed, n_prio, prio (n_prio times),
 --      (id, attempt, prio, entry, user, spent, max, created, result)... of the completions
--- -> { {id, attempt, prio, max, data, user, created, run_attempt, meta, entry, ...}, {prio, cursor, ...},
---      {'ok' | 'stale', ...} for the completions, in their order }
+-- -> { {id, attempt, prio, max, data, user, created, run_attempt, meta, entry, ...},
+--      {prio, cursor, ...}, {'ok' | 'stale', ...} for the completions, in their order }
 -- @include common
 -- @include complete-jobs
 
@@ -100,7 +100,8 @@ for a = 8, last_prio do
             'corrupt stream entry ' .. entry .. ': its task key is not a hash', 0, 1, '', '', now)
           ack_and_delete(base, prio, group, entry)
         elseif not job[1] then
-          -- A completed job keeps no hash: an entry of it left behind is dropped, as for any ended job.
+          -- A completed job keeps no hash: an entry of it left behind is dropped, as for any ended
+          -- job.
           if not done_record(base, id) then
             dead_letter(base, prio, dead_max, id, 'orphan stream entry ' .. entry .. ': the task data is gone',
               0, 1, '', '', now)

@@ -46,7 +46,8 @@ for p, prio in ipairs(PRIORITIES) do
           1, '', '', now)
         dead = dead + 1
       elseif not job[1] then
-        -- A completed job keeps no hash: an entry of it left behind is dropped (acknowledged above).
+        -- A completed job keeps no hash: an entry of it left behind is dropped (acknowledged
+        -- above).
         if not done_record(base, id) then
           dead_letter(base, prio, dead_max, id, 'orphan stream entry ' .. entry .. ': the task data is gone',
             0, 1, '', '', now)

@@ -126,8 +126,9 @@ end
 -- period it ended in (a "bucket"), so a batch of completions writes one HSET and one DEL in all
 -- instead of a write and an expiry per job. `done` lists the buckets by the moment they expire:
 -- a bucket spans ttl seconds and expires ttl seconds after its span ends, so a record stays for
--- ttl to twice ttl. With ttl 0 (kept until purged) there is one bucket that never expires. Readers need
--- no ttl: they look in every bucket listed, newest first (an expired one is just absent).
+-- ttl to twice ttl. With ttl 0 (kept until purged) there is one bucket that never expires.
+-- Readers need no ttl: they look in every bucket listed, newest first (an expired one is just
+-- absent).
 local function done_index(base) return base .. 'done' end
 
 -- A record: attempt, priority, ended (ms), spent, max, created (ms), and the lengths in bytes of

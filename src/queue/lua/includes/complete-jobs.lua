@@ -42,7 +42,8 @@ local function complete_jobs(base, group, ttl, now, args, from)
         record = done_record_of(attempt, prio, ended_at, args[a + 5], args[a + 6], args[a + 7], user,
           job[3] or '', args[a + 8])
       else
-        -- claim writes the stream a running job was read from; a hash damaged since cannot name one.
+        -- claim writes the stream a running job was read from; a hash damaged since cannot name
+        -- one.
         prio, entry, user = job[4], job[5], job[6] or ''
         record = done_record_of(attempt, PRIORITY[prio] and prio or '', ended_at, spaceless(job[7], '0'),
           spaceless(job[8], '1'), spaceless(job[9], '0'), user, job[3] or '', args[a + 8])
