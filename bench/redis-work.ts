@@ -17,25 +17,11 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { connectRedis } from "../src/redis/connection.js";
-import { PrivateRedis } from "../src/redis/private-server.js";
 import { formatNumber } from "./report.js";
-import { wholeNumbers } from "./standalone.js";
+import { exitAfter, wholeNumbers, withPrivateRedis } from "./standalone.js";
 import { Bullmq } from "./systems/bullmq.js";
 import { Ratatoskr } from "./systems/ratatoskr.js";
 import type { System, Target } from "./systems/system.js";
-
-/** A redis-server under callgrind: a wrapper PrivateRedis starts as its binary. */
-const countingServer = async (dir: string, run: number) => {
-  const counts = join(dir, `callgrind.${run}`);
-  const wrapper = join(dir, `redis-server-${run}`);
-  writeFileSync(
-    wrapper,
-    `#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=${counts} redis-server "$@"\n`,
-  );
-  chmodSync(wrapper, 0o755);
-  return { server: await PrivateRedis.start({ binary: wrapper }), counts };
-};
 
 /** Instructions the server executed from its start to its exit (callgrind's `totals:` line). */
 const totalOf = (counts: string): number => {
@@ -51,14 +37,17 @@ const instructions = async (
   jobs: number,
   concurrency: number,
 ) => {
-  const { server, counts } = await countingServer(dir, run);
-  const admin = connectRedis(server.url, { name: "bench-admin" });
-  try {
-    await side({ url: server.url, port: server.port, admin }).drainMain(jobs, concurrency, "single");
-  } finally {
-    admin.disconnect();
-    await server.stop();
-  }
+  // A redis-server under callgrind: a wrapper the private server starts as its binary.
+  const counts = join(dir, `callgrind.${run}`);
+  const wrapper = join(dir, `redis-server-${run}`);
+  writeFileSync(
+    wrapper,
+    `#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=${counts} redis-server "$@"\n`,
+  );
+  chmodSync(wrapper, 0o755);
+  await withPrivateRedis({ binary: wrapper }, (target) =>
+    side(target).drainMain(jobs, concurrency, "single"),
+  );
   return totalOf(counts);
 };
 
@@ -102,11 +91,4 @@ const main = async () => {
   }
 };
 
-main().then(
-  // BullMQ's closed connections can leave a timer behind: do not wait for it.
-  () => process.exit(0),
-  (error: unknown) => {
-    console.error(error instanceof Error ? (error.stack ?? error.message) : error);
-    process.exit(1);
-  },
-);
+exitAfter(main());

@@ -1,5 +1,5 @@
 /**
- * What the benchmark's standalone measurements (record-cost.ts, latency-floor.ts) share: a
+ * What the benchmark's standalone measurements (record-cost.ts, latency-floor.ts, redis-work.ts)
  * private redis-server for the run, a connection of their own to it, and the process's exit.
  */
 import { connectRedis } from "../src/redis/connection.js";
@@ -14,19 +14,24 @@ export const wholeNumbers = (names: string, values: readonly string[]): number[]
   return numbers;
 };
 
-/** Runs `body` against a private Redis, stops it, and exits (0, or 1 with the error). */
-export const runStandalone = (body: (target: Target) => Promise<void>): void => {
-  const run = async () => {
-    const server = await PrivateRedis.start();
-    const admin = connectRedis(server.url, { name: "bench-admin" });
-    try {
-      await body({ url: server.url, port: server.port, admin });
-    } finally {
-      admin.disconnect();
-      await server.stop();
-    }
-  };
-  run().then(
+/** Runs `body` against a private Redis of its own (a `binary` in place of redis-server), then stops it. */
+export const withPrivateRedis = async <A>(
+  options: { binary?: string },
+  body: (target: Target) => Promise<A>,
+): Promise<A> => {
+  const server = await PrivateRedis.start(options);
+  const admin = connectRedis(server.url, { name: "bench-admin" });
+  try {
+    return await body({ url: server.url, port: server.port, admin });
+  } finally {
+    admin.disconnect();
+    await server.stop();
+  }
+};
+
+/** Exits once `run` settles: 0, or 1 with the error. */
+export const exitAfter = (run: Promise<unknown>): void => {
+  run.then(
     // BullMQ's closed connections can leave a timer behind: do not wait for it.
     () => process.exit(0),
     (error: unknown) => {
@@ -35,3 +40,7 @@ export const runStandalone = (body: (target: Target) => Promise<void>): void => 
     },
   );
 };
+
+/** Runs `body` against a private Redis, stops it, and exits (0, or 1 with the error). */
+export const runStandalone = (body: (target: Target) => Promise<void>): void =>
+  exitAfter(withPrivateRedis({}, body));
