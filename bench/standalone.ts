@@ -1,6 +1,7 @@
 /**
  * What the benchmark's standalone measurements (record-cost.ts, latency-floor.ts, redis-work.ts)
- * private redis-server for the run, a connection of their own to it, and the process's exit.
+ * share: a private redis-server for the run, a connection of their own to it, and the process's
+ * exit.
  */
 import { connectRedis } from "../src/redis/connection.js";
 import { PrivateRedis } from "../src/redis/private-server.js";
