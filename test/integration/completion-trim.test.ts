@@ -1,0 +1,101 @@
+import { describe, expect, it } from "vitest";
+import type { ClaimedJob, Queue } from "../../src/queue/queue.js";
+import { ALL, makeQueue, newJob } from "../support/queue.js";
+import { run, useRedis } from "../support/redis.js";
+
+/**
+ * A batch of completions drops its stream entries with one XTRIM MINID below the group's oldest
+ * pending entry, and deletes one by one only those at or above it (includes/common.lua,
+ * ack_and_delete_all). These hold what the trim must never take: a waiting entry, a running
+ * job's entry, or a later entry held back behind a long job.
+ */
+describe("completions trim their stream", () => {
+  const redis = useRedis();
+
+  const calls = async (queue: Queue, command: string) => {
+    const stats = await queue.redis.info("commandstats");
+    return Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
+  };
+  const complete = (queue: Queue, jobs: ClaimedJob[]) =>
+    run(queue.complete(jobs.map((job) => ({ id: job.id, attempt: job.attempt, job }))));
+  const entries = async (queue: Queue) =>
+    (await queue.redis.xrange(queue.keys.stream("normal"), "-", "+")).map(([entry]) => entry);
+
+  it("entries completed in order are trimmed; waiting and running ones stay, with their data", async () => {
+    const queue = await makeQueue(redis);
+    const jobs = Array.from({ length: 20 }, () => newJob("normal"));
+    await run(queue.enqueueMany(jobs));
+    const before = await entries(queue);
+    const first = (await run(queue.claim("A", ALL, 5))).jobs;
+    const second = (await run(queue.claim("B", ALL, 5))).jobs;
+
+    await queue.redis.config("RESETSTAT");
+    expect(await complete(queue, first)).toEqual(Array(5).fill("ok"));
+    // B's five are the oldest pending: everything below them went in one trim.
+    expect([await calls(queue, "xtrim"), await calls(queue, "xdel")]).toEqual([1, 0]);
+    expect(await entries(queue)).toEqual(before.slice(5));
+    expect(before.slice(5, 10)).toEqual(second.map((j) => j.entry));
+
+    // Nothing pending: the trim goes up to the newest entry completed, no further.
+    expect(await complete(queue, second)).toEqual(Array(5).fill("ok"));
+    expect(await entries(queue)).toEqual(before.slice(10));
+
+    const rest = (await run(queue.claim("C", ALL, 20))).jobs;
+    expect(rest.map((j) => [j.id, j.data])).toEqual(jobs.slice(10).map((j) => [j.id, j.data]));
+    expect(await complete(queue, rest)).toEqual(Array(10).fill("ok"));
+    expect(await entries(queue)).toEqual([]);
+    for (const job of jobs) expect(await run(queue.getJob(job.id))).toMatchObject({ state: "completed" });
+  });
+
+  it("entries completed ahead of a long job are deleted, not kept behind it", async () => {
+    const queue = await makeQueue(redis);
+    const jobs = Array.from({ length: 6 }, () => newJob("normal"));
+    await run(queue.enqueueMany(jobs));
+    const claimed = (await run(queue.claim("A", ALL, 6))).jobs;
+    const [long, ...quick] = claimed;
+
+    await queue.redis.config("RESETSTAT");
+    expect(await complete(queue, quick)).toEqual(Array(5).fill("ok"));
+    expect(await calls(queue, "xdel")).toBe(1);
+    expect(await entries(queue)).toEqual([long!.entry]);
+    expect(await run(queue.getJob(long!.id))).toMatchObject({ state: "running", attempt: 1 });
+
+    expect(await complete(queue, [long!])).toEqual(["ok"]);
+    expect(await entries(queue)).toEqual([]);
+  });
+
+  it("a batch of one stream split around a running job loses only its own entries", async () => {
+    const queue = await makeQueue(redis);
+    const jobs = Array.from({ length: 8 }, () => newJob("normal"));
+    await run(queue.enqueueMany(jobs));
+    const before = await entries(queue);
+    const claimed = (await run(queue.claim("A", ALL, 6))).jobs;
+    // Completed: 0, 1, 4 and 5; running: 2 and 3; waiting: 6 and 7.
+    const done = [claimed[0]!, claimed[1]!, claimed[4]!, claimed[5]!];
+    expect(await complete(queue, done)).toEqual(Array(4).fill("ok"));
+    expect(await entries(queue)).toEqual([before[2], before[3], before[6], before[7]]);
+
+    const waiting = (await run(queue.claim("B", ALL, 2))).jobs;
+    expect(waiting.map((j) => [j.id, j.data])).toEqual(jobs.slice(6).map((j) => [j.id, j.data]));
+    expect(await complete(queue, [claimed[2]!, claimed[3]!, ...waiting])).toEqual(Array(4).fill("ok"));
+    expect(await entries(queue)).toEqual([]);
+  });
+
+  it("an entry already gone, or a stream whose group is gone, does not fail the batch", async () => {
+    const queue = await makeQueue(redis);
+    const jobs = Array.from({ length: 3 }, () => newJob("normal"));
+    await run(queue.enqueueMany(jobs));
+    const claimed = (await run(queue.claim("A", ALL, 3))).jobs;
+    await queue.redis.xdel(queue.keys.stream("normal"), claimed[1]!.entry);
+    expect(await complete(queue, claimed)).toEqual(["ok", "ok", "ok"]);
+    expect(await entries(queue)).toEqual([]);
+
+    const other = newJob("normal");
+    await run(queue.enqueue(other));
+    const [job] = (await run(queue.claim("A", ALL, 1))).jobs;
+    await queue.redis.xgroup("DESTROY", queue.keys.stream("normal"), queue.group);
+    expect(await complete(queue, [job!])).toEqual(["ok"]);
+    expect(await entries(queue)).toEqual([]);
+    expect(await run(queue.getJob(other.id))).toMatchObject({ state: "completed" });
+  });
+});
