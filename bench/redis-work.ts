@@ -6,8 +6,10 @@
  * main-thread worker (the `drain-main` case of bench/main.ts), once with N jobs and once with 2N,
  * each on a fresh server; the difference over N is one job's life in Redis (enqueue, claim,
  * completion), with start-up and connection set-up cancelled out. Ours and BullMQ at each
- * concurrency. Not a test, and not part of `npm run bench`: it backs bench/README.md ("Where the
- * time goes"). Needs valgrind (Debian `valgrind`); without it, says so and measures nothing.
+ * concurrency. Each run is split where the jobs are all queued (callgrind dumps its counts there),
+ * so the enqueue's share and the drain's (claims and completions, what the drain cases time) are
+ * reported apart. Not a test, and not part of `npm run bench`: it backs bench/README.md ("Where
+ * the time goes"). Needs valgrind (Debian `valgrind`); without it, says so and measures nothing.
  *
  *   npm run bench:redis-work                         # 2,000 and 4,000 jobs, c16 and c100
  *   npm run bench:redis-work -- --jobs 1000 --concurrency 16
@@ -23,13 +25,14 @@ import { Bullmq } from "./systems/bullmq.js";
 import { Ratatoskr } from "./systems/ratatoskr.js";
 import type { System, Target } from "./systems/system.js";
 
-/** Instructions the server executed from its start to its exit (callgrind's `totals:` line). */
+/** Instructions a callgrind counts file holds (its `totals:` line). */
 const totalOf = (counts: string): number => {
   const line = /^totals: (\d+)$/m.exec(readFileSync(counts, "utf8"));
   if (!line) throw new Error(`no totals in ${counts}`);
   return Number(line[1]);
 };
 
+/** Instructions the server executed up to the moment the jobs were queued, and from then to its exit. */
 const instructions = async (
   dir: string,
   run: number,
@@ -45,10 +48,19 @@ const instructions = async (
     `#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file=${counts} redis-server "$@"\n`,
   );
   chmodSync(wrapper, 0o755);
+  // The wrapper execs valgrind, which is the process named with the counts file.
+  const dump = async () => {
+    const pid = spawnSync("pgrep", ["-f", `callgrind-out-file=${counts} `])
+      .stdout.toString()
+      .trim();
+    if (spawnSync("callgrind_control", ["--dump", pid]).status !== 0)
+      throw new Error(`callgrind_control could not dump the counts of process ${pid}`);
+  };
   await withPrivateRedis({ binary: wrapper }, (target) =>
-    side(target).drainMain(jobs, concurrency, "single"),
+    side(target).drainMain(jobs, concurrency, "single", dump),
   );
-  return totalOf(counts);
+  // The dump wrote `<counts>.1` (start to queued); the rest is in `<counts>`, written at exit.
+  return { enqueue: totalOf(`${counts}.1`), drain: totalOf(counts) };
 };
 
 const main = async () => {
@@ -74,17 +86,28 @@ const main = async () => {
   let run = 0;
   try {
     for (const concurrency of levels) {
-      const perJob = new Map<string, number>();
+      const perJob = new Map<string, { enqueue: number; drain: number }>();
       for (const [name, side] of sides) {
         const once = await instructions(dir, run++, side, jobs, concurrency);
         const twice = await instructions(dir, run++, side, 2 * jobs, concurrency);
-        perJob.set(name, (twice - once) / jobs);
+        perJob.set(name, {
+          enqueue: (twice.enqueue - once.enqueue) / jobs,
+          drain: (twice.drain - once.drain) / jobs,
+        });
       }
       const theirs = perJob.get("BullMQ")!;
+      const cell = (n: number, of: number) => `${formatNumber(n)} | ${(n / of).toFixed(2)}`;
       console.log(`\nconcurrency ${concurrency}, ${formatNumber(jobs)} and ${formatNumber(2 * jobs)} jobs`);
-      console.log("| side | Redis instructions per job | ÷ BullMQ |\n|---|---|---|");
-      for (const [name, n] of perJob)
-        console.log(`| ${name} | ${formatNumber(n)} | ${(n / theirs).toFixed(2)} |`);
+      console.log(
+        "| side | Redis instructions per job | ÷ BullMQ | of which the drain | ÷ BullMQ | the enqueue | ÷ BullMQ |",
+      );
+      console.log("|---|---|---|---|---|---|---|");
+      for (const [name, n] of perJob) {
+        const all = n.enqueue + n.drain;
+        console.log(
+          `| ${name} | ${cell(all, theirs.enqueue + theirs.drain)} | ${cell(n.drain, theirs.drain)} | ${cell(n.enqueue, theirs.enqueue)} |`,
+        );
+      }
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -120,10 +120,16 @@ export class Bullmq implements System {
     }
   }
 
-  private async drain(jobs: number, job: () => { data: unknown; priority?: number }, worker: () => Worker) {
+  private async drain(
+    jobs: number,
+    job: () => { data: unknown; priority?: number },
+    worker: () => Worker,
+    queued?: () => Promise<void>,
+  ) {
     const queue = await this.open();
     try {
       await this.prequeue(queue, jobs, job);
+      await queued?.();
       const completions = new Completions(jobs);
       const started = performance.now();
       const running = completions.watch(worker());
@@ -139,10 +145,15 @@ export class Bullmq implements System {
     }
   }
 
-  drainMain(jobs: number, concurrency: number, priorities: "single" | "mixed"): Promise<Figures> {
+  drainMain(
+    jobs: number,
+    concurrency: number,
+    priorities: "single" | "mixed",
+    queued?: () => Promise<void>,
+  ): Promise<Figures> {
     const job =
       priorities === "mixed" ? () => ({ data: DATA, priority: randomPriority() }) : () => ({ data: DATA });
-    return this.drain(jobs, job, () => this.worker(async () => undefined, { concurrency }));
+    return this.drain(jobs, job, () => this.worker(async () => undefined, { concurrency }), queued);
   }
 
   /** Its sandbox: a processor file run in worker threads, one thread per concurrency slot. */

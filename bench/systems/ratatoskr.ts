@@ -137,11 +137,17 @@ export class Ratatoskr implements System {
     }
   }
 
-  async drainMain(jobs: number, concurrency: number, priorities: "single" | "mixed"): Promise<Figures> {
+  async drainMain(
+    jobs: number,
+    concurrency: number,
+    priorities: "single" | "mixed",
+    queued?: () => Promise<void>,
+  ): Promise<Figures> {
     const { queue, close } = await this.open();
     try {
       const priority = priorities === "mixed" ? randomPriority : () => "normal" as const;
       await this.prequeue(queue, jobs, (i) => ({ id: `j${i}`, priority: priority(), data: DATA }));
+      await queued?.();
       const completions = new Completions(jobs);
       const started = performance.now();
       const worker = this.worker(queue, concurrency, noop, completions).start();

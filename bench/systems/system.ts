@@ -21,8 +21,16 @@ export interface System {
   enqueueSingle(jobs: number): Promise<Figures>;
   /** `jobsPerSecond`: N enqueues in calls of BULK_CHUNK, one call at a time. */
   enqueueBulk(jobs: number): Promise<Figures>;
-  /** Drain figures (see drainFigures) of N pre-queued jobs and a main-thread no-op handler. */
-  drainMain(jobs: number, concurrency: number, priorities: "single" | "mixed"): Promise<Figures>;
+  /**
+   * Drain figures (see drainFigures) of N pre-queued jobs and a main-thread no-op handler;
+   * `queued`, if given, runs once they are queued, before the worker starts.
+   */
+  drainMain(
+    jobs: number,
+    concurrency: number,
+    priorities: "single" | "mixed",
+    queued?: () => Promise<void>,
+  ): Promise<Figures>;
   /** Drain figures of N pre-queued jobs run in worker threads. */
   drainThreads(jobs: number, concurrency: number): Promise<Figures>;
   /** `start…`/`done…` percentiles of an open-loop load at `rate` for `seconds`. */
