@@ -12,7 +12,11 @@ export interface QueueOptions {
   readonly prefix?: string;
   /** Queue name, also the Cluster hash tag; default `caption`. */
   readonly name?: string;
-  /** Consumer group on every priority stream; default `ratatoskr`. */
+  /**
+   * Consumer group on every priority stream; default `ratatoskr`. Every process of a queue must
+   * use the same one: a stream is read by one group, and an entry is deleted (or trimmed) once
+   * that group is done with it.
+   */
   readonly group?: string;
   /** Dead letters kept per priority (approximate trim); default 10,000. */
   readonly deadLetterMax?: number;

@@ -22,4 +22,5 @@ export const scripts = {
   reprioritize: LuaScript.fromDirectory(dir, "reprioritize"),
   purgeCompleted: LuaScript.fromDirectory(dir, "purge-completed"),
   alertLock: LuaScript.fromDirectory(dir, "alert-lock"),
+  forgetConsumer: LuaScript.fromDirectory(dir, "forget-consumer"),
 } as const;

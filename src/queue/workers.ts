@@ -157,9 +157,10 @@ export class WorkerRegistry {
           const name = String(info.get("name"));
           // Consumers are named `<worker id>/<role>`: one per dispatcher, one for the reclaimer.
           const owner = name.split("/")[0] ?? name;
+          // The script checks again: the consumer may have claimed since XINFO answered.
           if (!live.has(owner) && Number(info.get("pending") ?? 0) === 0) {
-            await redis.xgroup("DELCONSUMER", stream, group, name);
-            consumers++;
+            const removed = await Effect.runPromise(this.queue.run(scripts.forgetConsumer, [group, p, name]));
+            if (removed === 1) consumers++;
           }
         }
       }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ClaimedJob, Queue } from "../../src/queue/queue.js";
+import { WorkerRegistry } from "../../src/queue/workers.js";
 import { ALL, makeQueue, newJob } from "../support/queue.js";
 import { run, useRedis } from "../support/redis.js";
 
@@ -97,5 +98,52 @@ describe("completions trim their stream", () => {
     expect(await complete(queue, [job!])).toEqual(["ok"]);
     expect(await entries(queue)).toEqual([]);
     expect(await run(queue.getJob(other.id))).toMatchObject({ state: "completed" });
+  });
+
+  it("a consumer pruned while it claims keeps its running job's entry, so no completion trims it", async () => {
+    const queue = await makeQueue(redis);
+    const registry = new WorkerRegistry(queue);
+    const jobs = Array.from({ length: 4 }, () => newJob("normal"));
+    await run(queue.enqueueMany(jobs));
+    const before = await entries(queue);
+    // The worker `gone` (never registered, so not live) ran a job: its consumer holds nothing.
+    const [first] = (await run(queue.claim("gone/main", ALL, 1))).jobs;
+    expect(await complete(queue, [first!])).toEqual(["ok"]);
+    // It claims again just after prune has read the group's consumers and seen none pending.
+    let late: ClaimedJob | undefined;
+    const xinfo = queue.redis.xinfo.bind(queue.redis) as (...args: unknown[]) => Promise<unknown>;
+    Object.assign(queue.redis, {
+      xinfo: async (...args: unknown[]) => {
+        const answer = await xinfo(...args);
+        if (args[1] === queue.keys.stream("normal") && late === undefined)
+          [late] = (await run(queue.claim("gone/main", ["normal"], 1))).jobs;
+        return answer;
+      },
+    });
+    await run(registry.prune());
+    expect(late?.entry).toBe(before[1]);
+    const pending = await queue.redis.xpending(queue.keys.stream("normal"), queue.group, "-", "+", 10);
+    expect(pending.map((p) => (p as unknown[])[0])).toEqual([before[1]]);
+
+    // Another worker's completion leaves the running job's entry, and the job its data.
+    const [, third] = (await run(queue.claim("alive/main", ALL, 2))).jobs;
+    expect(await complete(queue, [third!])).toEqual(["ok"]);
+    expect(await entries(queue)).toEqual([before[1], before[2]]);
+    expect(await run(queue.getJob(late!.id))).toMatchObject({ state: "running", data: jobs[1]!.data });
+  });
+
+  it("prune forgets a gone worker's consumer that holds nothing, and keeps one with a running job", async () => {
+    const queue = await makeQueue(redis);
+    await run(queue.enqueueMany([newJob("normal"), newJob("normal")]));
+    const [done] = (await run(queue.claim("idle/main", ALL, 1))).jobs;
+    expect(await complete(queue, [done!])).toEqual(["ok"]);
+    await run(queue.claim("busy/main", ALL, 1));
+    expect(await run(new WorkerRegistry(queue).prune())).toEqual({ workers: 0, consumers: 1 });
+    const consumers = (await queue.redis.xinfo(
+      "CONSUMERS",
+      queue.keys.stream("normal"),
+      queue.group,
+    )) as unknown[][];
+    expect(consumers.map((c) => c[1])).toEqual(["busy/main"]);
   });
 });
