@@ -122,28 +122,21 @@ end
 -- when it drops as many as were given, all of them went, and no id is parsed (in Lua, a cost
 -- like the XDEL's). Otherwise those at or above the bound (completed ahead of an older running
 -- job, or already gone) are deleted one by one: a long job keeps no later entry in the stream.
+-- The bound is always Redis's own: with nothing pending (a quiet queue, one job a batch) the
+-- entries are deleted one by one, as a bound taken from the ids the worker sent back could reach
+-- past entries still waiting.
 local function ack_and_delete_all(base, prio, group, entries)
   local key = stream_key(base, prio)
   for i = 1, #entries, 1000 do
     redis.call('XACK', key, group, unpack(entries, i, math.min(i + 999, #entries)))
   end
-  local rest, bound = entries, nil
+  local rest = entries
   -- pcall: with the stream or its group gone (XACK answers 0 then), nothing is trimmed.
   local pending = redis.pcall('XPENDING', key, group, '-', '+', 1)
-  if not pending.err and pending[1] then
-    bound = pending[1][1]
-  elseif not pending.err then
-    -- Nothing pending: everything delivered is done, the newest of these entries included.
-    local ms, seq
-    for _, entry in ipairs(entries) do
-      local m, s = entry_id_parts(entry)
-      if m and (not ms or m > ms or (m == ms and s >= seq)) then ms, seq = m, s + 1 end
-    end
-    bound = ms and string.format('%d-%d', ms, seq)
-  end
-  if bound then
-    if redis.call('XTRIM', key, 'MINID', bound) == #entries then return end
-    local ms, seq = entry_id_parts(bound)
+  local oldest = not pending.err and pending[1] and pending[1][1]
+  if oldest then
+    if redis.call('XTRIM', key, 'MINID', oldest) == #entries then return end
+    local ms, seq = entry_id_parts(oldest)
     if ms then rest = entries_from(entries, ms, seq) end
   end
   for i = 1, #rest, 1000 do
