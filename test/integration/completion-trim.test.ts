@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { ClaimedJob, Queue } from "../../src/queue/queue.js";
+import { scripts } from "../../src/queue/scripts.js";
 import { WorkerRegistry } from "../../src/queue/workers.js";
 import { ALL, makeQueue, newJob } from "../support/queue.js";
 import { run, useRedis } from "../support/redis.js";
@@ -147,5 +148,8 @@ describe("completions trim their stream", () => {
       queue.group,
     )) as unknown[][];
     expect(consumers.map((c) => c[1])).toEqual(["busy/main"]);
+    // A consumer already gone (another janitor was first) is not counted again.
+    expect(await run(queue.run(scripts.forgetConsumer, [queue.group, "normal", "idle/main"]))).toBe(0);
+    expect(await run(new WorkerRegistry(queue).prune())).toEqual({ workers: 0, consumers: 0 });
   });
 });

@@ -13,5 +13,8 @@ local base, group, prio, consumer = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local key = stream_key(base, prio)
 local pending = redis.pcall('XPENDING', key, group, '-', '+', 1, consumer)
 if pending.err or pending[1] then return 0 end
+-- DELCONSUMER answers 0 for a consumer that is not there as for an idle one; CREATECONSUMER
+-- tells them apart (1: it was not there), so two janitors at once count a consumer once.
+local absent = redis.call('XGROUP', 'CREATECONSUMER', key, group, consumer) == 1
 redis.call('XGROUP', 'DELCONSUMER', key, group, consumer)
-return 1
+return absent and 0 or 1
