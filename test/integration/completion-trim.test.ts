@@ -9,7 +9,8 @@ import { run, useRedis } from "../support/redis.js";
  * A batch of completions drops its stream entries with one XTRIM MINID below the group's oldest
  * pending entry, and deletes one by one only those at or above it (includes/common.lua,
  * ack_and_delete_all). These hold what the trim must never take: a waiting entry, a running
- * job's entry, or a later entry held back behind a long job.
+ * job's entry, or a later entry held back behind a long job; and the janitor's removal of idle
+ * consumers, which must never drop a pending entry unacknowledged (the trim's premise).
  */
 describe("completions trim their stream", () => {
   const redis = useRedis();
