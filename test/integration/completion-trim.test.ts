@@ -23,12 +23,16 @@ describe("completions trim their stream", () => {
     run(queue.complete(jobs.map((job) => ({ id: job.id, attempt: job.attempt, job }))));
   const entries = async (queue: Queue) =>
     (await queue.redis.xrange(queue.keys.stream("normal"), "-", "+")).map(([entry]) => entry);
+  /** A queue with `n` normal jobs waiting; `before` is their stream entries, oldest first. */
+  const queued = async (n: number) => {
+    const queue = await makeQueue(redis);
+    const jobs = Array.from({ length: n }, () => newJob("normal"));
+    await run(queue.enqueueMany(jobs));
+    return { queue, jobs, before: await entries(queue) };
+  };
 
   it("entries completed in order are trimmed; waiting and running ones stay, with their data", async () => {
-    const queue = await makeQueue(redis);
-    const jobs = Array.from({ length: 20 }, () => newJob("normal"));
-    await run(queue.enqueueMany(jobs));
-    const before = await entries(queue);
+    const { queue, jobs, before } = await queued(20);
     const first = (await run(queue.claim("A", ALL, 5))).jobs;
     const second = (await run(queue.claim("B", ALL, 5))).jobs;
 
@@ -53,9 +57,7 @@ describe("completions trim their stream", () => {
   });
 
   it("entries completed ahead of a long job are deleted, not kept behind it", async () => {
-    const queue = await makeQueue(redis);
-    const jobs = Array.from({ length: 6 }, () => newJob("normal"));
-    await run(queue.enqueueMany(jobs));
+    const { queue } = await queued(6);
     const claimed = (await run(queue.claim("A", ALL, 6))).jobs;
     const [long, ...quick] = claimed;
 
@@ -70,10 +72,7 @@ describe("completions trim their stream", () => {
   });
 
   it("a batch of one stream split around a running job loses only its own entries", async () => {
-    const queue = await makeQueue(redis);
-    const jobs = Array.from({ length: 8 }, () => newJob("normal"));
-    await run(queue.enqueueMany(jobs));
-    const before = await entries(queue);
+    const { queue, jobs, before } = await queued(8);
     const claimed = (await run(queue.claim("A", ALL, 6))).jobs;
     // Completed: 0, 1, 4 and 5; running: 2 and 3; waiting: 6 and 7.
     const done = [claimed[0]!, claimed[1]!, claimed[4]!, claimed[5]!];
@@ -87,9 +86,7 @@ describe("completions trim their stream", () => {
   });
 
   it("an entry already gone, or a stream whose group is gone, does not fail the batch", async () => {
-    const queue = await makeQueue(redis);
-    const jobs = Array.from({ length: 3 }, () => newJob("normal"));
-    await run(queue.enqueueMany(jobs));
+    const { queue } = await queued(3);
     const claimed = (await run(queue.claim("A", ALL, 3))).jobs;
     await queue.redis.xdel(queue.keys.stream("normal"), claimed[1]!.entry);
     expect(await complete(queue, claimed)).toEqual(["ok", "ok", "ok"]);
@@ -105,11 +102,8 @@ describe("completions trim their stream", () => {
   });
 
   it("a consumer pruned while it claims keeps its running job's entry, so no completion trims it", async () => {
-    const queue = await makeQueue(redis);
+    const { queue, jobs, before } = await queued(4);
     const registry = new WorkerRegistry(queue);
-    const jobs = Array.from({ length: 4 }, () => newJob("normal"));
-    await run(queue.enqueueMany(jobs));
-    const before = await entries(queue);
     // The worker `gone` (never registered, so not live) ran a job: its consumer holds nothing.
     const [first] = (await run(queue.claim("gone/main", ALL, 1))).jobs;
     expect(await complete(queue, [first!])).toEqual(["ok"]);
@@ -137,8 +131,7 @@ describe("completions trim their stream", () => {
   });
 
   it("prune forgets a gone worker's consumer that holds nothing, and keeps one with a running job", async () => {
-    const queue = await makeQueue(redis);
-    await run(queue.enqueueMany([newJob("normal"), newJob("normal")]));
+    const { queue } = await queued(2);
     const [done] = (await run(queue.claim("idle/main", ALL, 1))).jobs;
     expect(await complete(queue, [done!])).toEqual(["ok"]);
     await run(queue.claim("busy/main", ALL, 1));
