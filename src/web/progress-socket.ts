@@ -6,6 +6,7 @@ import type { PlainLogger } from "../log.js";
 import { authenticate, type Caller } from "./auth.js";
 import { DASHBOARD_TOPIC, type DashboardFeed } from "./dashboard-feed.js";
 import { frame, type ProgressHub, stateFrames, topicOf } from "./progress-hub.js";
+import { handshakeRefusal } from "./websocket-handshake.js";
 
 interface SocketState {
   caller: Caller | undefined;
@@ -133,6 +134,21 @@ export const progressSocket = (
       const key = req.getHeader("sec-websocket-key");
       const protocol = req.getHeader("sec-websocket-protocol");
       const extensions = req.getHeader("sec-websocket-extensions");
+      const refusal = handshakeRefusal({
+        upgrade: req.getHeader("upgrade"),
+        connection: req.getHeader("connection"),
+        key,
+        version: req.getHeader("sec-websocket-version"),
+      });
+      if (refusal) {
+        res.cork(() => {
+          res.writeStatus(refusal.status === 426 ? "426 Upgrade Required" : "400 Bad Request");
+          for (const [name, value] of Object.entries(refusal.headers)) res.writeHeader(name, value);
+          res.writeHeader("content-type", "application/json");
+          res.end(JSON.stringify({ success: false, error: refusal.message, error_type: "bad_handshake" }));
+        });
+        return;
+      }
       const token = new URLSearchParams(req.getQuery() ?? "").get("token");
       let aborted = false;
       res.onAborted(() => {

@@ -57,6 +57,20 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
   const dashboard = new DashboardFeed(app, options);
   dashboard.start();
   dashboardRoutes(router, options.orm, dashboard);
+  // The socket's path without a handshake at all (uWS upgrades only requests with a key).
+  router.add("GET", "/ws", () =>
+    Promise.reject(
+      new HttpError(
+        426,
+        "upgrade_required",
+        "GET /ws is the progress WebSocket: open it with a WebSocket client",
+        {},
+        {
+          upgrade: "websocket",
+        },
+      ),
+    ),
+  );
   progressSocket(app, options.orm, hub, dashboard, options.logger);
 
   app.any("/*", (res, req) => {

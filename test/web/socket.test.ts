@@ -1,3 +1,4 @@
+import { connect as connectTcp } from "node:net";
 import { afterAll, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { eventually } from "../support/queue.js";
@@ -38,6 +39,42 @@ const connect = async (url: string) => {
 
 const wsUrl = (web: WebFixture, token?: string) =>
   `${web.base.replace("http", "ws")}/ws${token ? `?token=${token}` : ""}`;
+
+/**
+ * A request written by hand on a TCP socket (no WebSocket client would send a broken handshake),
+ * answered with its status line and headers, lower-cased, and its body.
+ */
+const rawGet = (web: WebFixture, headers: string) =>
+  new Promise<{ status: number; head: string; body: string }>((resolve, reject) => {
+    const { hostname, port } = new URL(web.base);
+    const socket = connectTcp(Number(port), hostname, () =>
+      socket.write(`GET /ws HTTP/1.1\r\nHost: ${hostname}\r\n${headers}\r\n`),
+    );
+    let got = "";
+    socket.on("data", (chunk) => {
+      got += String(chunk);
+      const end = got.indexOf("\r\n\r\n");
+      const length = /content-length: (\d+)/i.exec(got)?.[1];
+      // A 101 has no body; a refusal's ends at its length.
+      if (end >= 0 && (got.startsWith("HTTP/1.1 101") || got.length >= end + 4 + Number(length ?? 0))) {
+        socket.destroy();
+        resolve({
+          status: Number(got.slice(9, 12)),
+          head: got.slice(0, end).toLowerCase(),
+          body: got.slice(end + 4),
+        });
+      }
+    });
+    socket.on("error", reject);
+  });
+
+const KEY = "dGhlIHNhbXBsZSBub25jZQ==";
+const HANDSHAKE = {
+  upgrade: "Upgrade: websocket\r\n",
+  connection: "Connection: keep-alive, Upgrade\r\n",
+  key: `Sec-WebSocket-Key: ${KEY}\r\n`,
+  version: "Sec-WebSocket-Version: 13\r\n",
+};
 
 const startTask = async (web: WebFixture, token: string, settings: Record<string, unknown>) => {
   const response = await fetch(`${web.base}/caption/start`, {
@@ -184,6 +221,49 @@ describe("the progress socket", () => {
     await anonymous.next((f) => f.event === "error" && String(f.data.message).includes("JSON"));
     anonymous.send("auth", { token: "rt_wrong" });
     await new Promise((resolve) => anonymous.socket.once("close", resolve));
+  });
+
+  it("upgrades only a whole opening handshake, and says what is missing from any other", async () => {
+    const handshake = (leave: keyof typeof HANDSHAKE | "", extra = "") =>
+      Object.entries(HANDSHAKE)
+        .filter(([name]) => name !== leave)
+        .map(([, header]) => header)
+        .join("") + extra;
+    // The whole handshake, as a proxy may send it (Connection with another token first).
+    const whole = await rawGet(web, handshake(""));
+    expect(whole.status).toBe(101);
+    expect(whole.head).toContain("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=");
+    for (const [leave, missing] of [
+      ["upgrade", "Upgrade: websocket"],
+      ["connection", "Connection: Upgrade"],
+    ] as const) {
+      const refused = await rawGet(web, handshake(leave));
+      expect(refused.status, leave).toBe(400);
+      expect(JSON.parse(refused.body)).toEqual({
+        success: false,
+        error: `a WebSocket handshake needs the header ${missing}`,
+        error_type: "bad_handshake",
+      });
+    }
+    // A key of the right length but not base64; one of another length uWS itself takes for no
+    // handshake, which gets the plain request's answer (below).
+    const badKey = await rawGet(web, handshake("key", "Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==\r\n"));
+    expect(badKey.status).toBe(400);
+    expect(JSON.parse(badKey.body).error).toBe("Sec-WebSocket-Key must be 16 bytes in base64");
+    const oldVersion = await rawGet(web, handshake("version", "Sec-WebSocket-Version: 8\r\n"));
+    expect(oldVersion.status).toBe(426);
+    expect(oldVersion.head).toContain("sec-websocket-version: 13");
+    // No handshake at all: the path is a socket, and the answer says so.
+    expect((await rawGet(web, handshake("key", "Sec-WebSocket-Key: short\r\n"))).status).toBe(426);
+    const plain = await rawGet(web, "");
+    expect(plain.status).toBe(426);
+    expect(plain.head).toContain("upgrade: websocket");
+    expect(JSON.parse(plain.body)).toMatchObject({ success: false, error_type: "upgrade_required" });
+    // A refused handshake changes nothing for the next client.
+    const me = await web.account();
+    const client = await connect(wsUrl(web, me.token));
+    await client.next((f) => f.event === "authenticated");
+    client.socket.close();
   });
 
   it("keeps the identity a socket authenticated with: a second auth is refused", async () => {
