@@ -3,7 +3,8 @@
  * `Worker`, unchanged, drains N no-op jobs from a stand-in queue that keeps no job record at all
  * (the streams only: `XREADGROUP` in strict priority order, `XACK` + `XDEL` of the completions
  * riding in the next claim), then with the record's Redis calls added back one step at a time,
- * until it does what `claim.lua` and `complete-jobs.lua` do per job. Ours (the real `Queue`) and
+ * until it does what `claim.lua` and `complete-jobs.lua` do per job; then two other layouts of
+ * the same work (steps 5 and 6, below). Ours (the real `Queue`) and
  * BullMQ drain the same jobs in the same rounds, on the same private Redis, the order reversed
  * every other round. Not a test, and not part of `npm run bench`: it backs the analysis in
  * bench/README.md ("Where the time goes").
@@ -27,7 +28,11 @@ import { Ratatoskr } from "./systems/ratatoskr.js";
 
 /**
  * Steps 1-4 each add their calls to every step before them. Step 5 is step 4 with the completion
- * bench/README.md proposes in place of step 3's: no call per job.
+ * bench/README.md once proposed in place of step 3's: no call per job. Step 6 keeps every read
+ * and write of step 4 (the claim's fence and running state, the completion's fence and record)
+ * but makes each once per batch: a job's live state is a field of one hash instead of a hash of
+ * its own, so one `HMGET` and one `HSET` serve all of a claim's jobs, and one `HMGET`, one `HSET`
+ * and one `HDEL` a completion batch's.
  */
 const STEPS = [
   "streams only (no job record)",
@@ -36,15 +41,18 @@ const STEPS = [
   "+ completion reads, writes and expires it (HMGET, HSET, EXPIRE)",
   "+ 9 values per claimed job in the reply (claim.lua sends 10 since it returns the entry)",
   "step 4, the completion in bulk: XACK's count as the fence, the batch's results in one HSET, their hashes in one DEL",
+  "every fence of step 4 kept, each call made once per batch: the jobs' live state in one hash (a field per job)",
 ] as const;
 const BULK = 5;
+const SHARED = 6;
 
 /**
  * KEYS[1] prefix; ARGV group, consumer, want, step, n, then n completed job ids
  * (`<priority>/<entry id>`). -> { {id, data, [7 more values from step 4]}..., n × 'ok', short }
  * In step 5 a completion whose entry is no longer pending is an error: a drain has none, and
- * the proposal would check such a batch job by job against the hashes. A job hash not in the
- * state its step expects is an error too (the claim and the completion read the real records).
+ * the proposal would check such a batch job by job against the hashes. A job hash (in step 6, a
+ * live state) not in the state its step expects is an error too (the claim and the completion
+ * read the real records).
  */
 const CLAIM = `
 local base, group, consumer, want, step = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -64,6 +72,25 @@ for a = 6, 5 + n do
     redis.call('EXPIRE', key, 86400)
   end
   done[#done + 1] = 'ok'
+end
+if step == 6 and n > 0 then
+  -- The fence of step 3 (state and attempt), read for the whole batch in one call; the records
+  -- written in one call and the live state dropped in one.
+  local ids, records = {}, {}
+  for a = 6, 5 + n do ids[#ids + 1] = ARGV[a] end
+  local live = redis.call('HMGET', base .. 'live', unpack(ids))
+  for k = 1, n do
+    local state, attempt = string.match(live[k] or '', '^(%a+) %S+ (%d+)')
+    if state ~= 'running' or attempt ~= '1' then
+      return redis.error_reply('ERR completing a job that is not running')
+    end
+    records[#records + 1] = ids[k]
+    records[#records + 1] = '1 normal 0 0 1 0 0::'
+  end
+  local hour = base .. 'c:' .. math.floor(tonumber(redis.call('TIME')[1]) / 3600)
+  redis.call('HSET', hour, unpack(records))
+  redis.call('EXPIRE', hour, 90000)
+  redis.call('HDEL', base .. 'live', unpack(ids))
 end
 for prio, list in pairs(entries) do
   local acked = redis.call('XACK', base .. 's:' .. prio, group, unpack(list))
@@ -86,7 +113,28 @@ local jobs, got = {}, 0
 for _, prio in ipairs({ 'urgent', 'high', 'normal', 'low' }) do
   if got >= want then break end
   local reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want - got, 'STREAMS', base .. 's:' .. prio, '>')
-  for _, e in ipairs(reply and reply[1][2] or {}) do
+  local read = reply and reply[1][2] or {}
+  if step == 6 and #read > 0 then
+    -- Steps 1, 2 and 4 for the whole read: one HMGET of the live states, one HSET of the new ones.
+    local ids, running = {}, {}
+    for k = 1, #read do ids[k] = prio .. '/' .. read[k][1] end
+    local live = redis.call('HMGET', base .. 'live', unpack(ids))
+    for k = 1, #read do
+      local state, entry, attempt, max, created = string.match(live[k] or '', '^(%a+) (%S+) (%d+) (%d+) (%d+)')
+      if state ~= 'queued' or entry ~= read[k][1] then
+        return redis.error_reply('ERR claiming a job that is not queued')
+      end
+      running[#running + 1] = ids[k]
+      running[#running + 1] = 'running ' .. entry .. ' 1 ' .. max .. ' ' .. created .. ' ' .. consumer .. ' 1'
+      jobs[#jobs + 1] = ids[k]
+      jobs[#jobs + 1] = read[k][2][4]
+      for _ = 1, 7 do jobs[#jobs + 1] = '1' end
+    end
+    redis.call('HSET', base .. 'live', unpack(running))
+    got = got + #read
+    read = {}
+  end
+  for _, e in ipairs(read) do
     local id = prio .. '/' .. e[1]
     local key = base .. 'j:' .. id
     if step >= 1 then
@@ -131,6 +179,14 @@ class RecordCostQueue {
         adds.xadd(`${PREFIX}s:normal`, "*", "i", `j${i}`, "d", data);
       const entries = (await adds.exec()) ?? [];
       if (this.step === 0) continue;
+      if (this.step === SHARED) {
+        const live = entries.flatMap(([, entry]) => [
+          `normal/${String(entry)}`,
+          `queued ${String(entry)} 0 1 ${Date.now()}`,
+        ]);
+        await this.redis.hset(`${PREFIX}live`, ...live);
+        continue;
+      }
       // The fields enqueue.lua writes for a job with no user, meta or spent attempts.
       const hashes = this.redis.pipeline();
       for (const [, entry] of entries)
@@ -193,22 +249,25 @@ class RecordCostQueue {
 
   /**
    * Every job acknowledged and deleted; in steps 3 and 4 every job's record says completed, in
-   * step 5 every job has a result in the hourly hashes and no record of its own left.
+   * steps 5 and 6 every job has a result in the hourly hashes and no record (or live state) left.
    */
   async verify(jobs: number) {
     const left = await this.redis.xlen(`${PREFIX}s:normal`);
     const pending = (await this.redis.xpending(`${PREFIX}s:normal`, "g")) as [number, ...unknown[]];
     if (left !== 0 || pending[0] !== 0)
       throw new Error(`step ${this.step}: ${left} entries left, ${pending[0]} pending`);
-    if (this.step === BULK) {
+    if (this.step === BULK || this.step === SHARED) {
       const hours = await this.redis.keys(`${PREFIX}c:*`);
       const results = (await Promise.all(hours.map((key) => this.redis.hlen(key)))).reduce(
         (a, b) => a + b,
         0,
       );
-      const records = (await this.redis.keys(`${PREFIX}j:*`)).length;
-      if (results !== jobs || records !== 0)
-        throw new Error(`step 5: ${results}/${jobs} results kept, ${records} job hashes left`);
+      const [remaining, what] =
+        this.step === BULK
+          ? [(await this.redis.keys(`${PREFIX}j:*`)).length, "job hashes"]
+          : [await this.redis.hlen(`${PREFIX}live`), "live states"];
+      if (results !== jobs || remaining !== 0)
+        throw new Error(`step ${this.step}: ${results}/${jobs} results kept, ${remaining} ${what} left`);
       return;
     }
     // Every job's own record, in the state the step leaves it: none kept at step 0, read only at
