@@ -1,5 +1,5 @@
 import type { MikroORM } from "@mikro-orm/core";
-import type { TemplatedApp, WebSocket } from "uWebSockets.js";
+import type { HttpRequest, TemplatedApp, WebSocket } from "uWebSockets.js";
 import { CaptionTask } from "../db/entities.js";
 import { parseTaskId } from "../domain/task-id.js";
 import type { PlainLogger } from "../log.js";
@@ -14,6 +14,18 @@ interface SocketState {
   readonly joined: Set<string>;
   closed: boolean;
 }
+
+/**
+ * `Upgrade` and `Connection` as one comma-joined value each: a header sent on several lines means
+ * the same as its values joined (RFC 9110, 5.3), and `getHeader` gives only the first line.
+ */
+const listHeaders = (req: HttpRequest) => {
+  const lists = { upgrade: [] as string[], connection: [] as string[] };
+  req.forEach((name, value) => {
+    if (name === "upgrade" || name === "connection") lists[name].push(value);
+  });
+  return { upgrade: lists.upgrade.join(","), connection: lists.connection.join(",") };
+};
 
 /** A slow client may owe this much before it is dropped (it reconnects and catches up). */
 const MAX_BACKPRESSURE = 1024 * 1024;
@@ -135,12 +147,16 @@ export const progressSocket = (
       const protocol = req.getHeader("sec-websocket-protocol");
       const extensions = req.getHeader("sec-websocket-extensions");
       const refusal = handshakeRefusal({
-        upgrade: req.getHeader("upgrade"),
-        connection: req.getHeader("connection"),
+        ...listHeaders(req),
         key,
         version: req.getHeader("sec-websocket-version"),
       });
       if (refusal) {
+        const requestId = req.getHeader("x-request-id");
+        logger.warn(
+          `GET /ws ${refusal.status}: ${refusal.message}`,
+          requestId ? { request_id: requestId } : {},
+        );
         res.cork(() => {
           res.writeStatus(refusal.status === 426 ? "426 Upgrade Required" : "400 Bad Request");
           for (const [name, value] of Object.entries(refusal.headers)) res.writeHeader(name, value);

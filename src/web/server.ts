@@ -57,20 +57,18 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
   const dashboard = new DashboardFeed(app, options);
   dashboard.start();
   dashboardRoutes(router, options.orm, dashboard);
-  // The socket's path without a handshake at all (uWS upgrades only requests with a key).
-  router.add("GET", "/ws", () =>
-    Promise.reject(
-      new HttpError(
-        426,
-        "upgrade_required",
-        "GET /ws is the progress WebSocket: open it with a WebSocket client",
-        {},
-        {
-          upgrade: "websocket",
-        },
-      ),
-    ),
-  );
+  // The socket's path without a handshake at all (uWS upgrades only requests with a key). The
+  // router also matches "/ws/", which is no socket: that stays a 404.
+  router.add("GET", "/ws", async (request) => {
+    if (request.path !== "/ws") throw new HttpError(404, "not_found", `no route for GET ${request.path}`);
+    throw new HttpError(
+      426,
+      "upgrade_required",
+      "GET /ws is the progress WebSocket: open it with a WebSocket client",
+      {},
+      { upgrade: "websocket" },
+    );
+  });
   progressSocket(app, options.orm, hub, dashboard, options.logger);
 
   app.any("/*", (res, req) => {

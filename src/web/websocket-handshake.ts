@@ -44,7 +44,8 @@ export const handshakeRefusal = (headers: HandshakeHeaders): HandshakeRefusal | 
     return {
       status: 426,
       message: `this server speaks WebSocket version ${WEBSOCKET_VERSION} only`,
-      headers: { "sec-websocket-version": WEBSOCKET_VERSION },
+      // A 426 names the protocol to upgrade to (RFC 9110, 15.5.22).
+      headers: { upgrade: "websocket", "sec-websocket-version": WEBSOCKET_VERSION },
     };
   return undefined;
 };

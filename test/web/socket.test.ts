@@ -42,21 +42,30 @@ const wsUrl = (web: WebFixture, token?: string) =>
 
 /**
  * A request written by hand on a TCP socket (no WebSocket client would send a broken handshake),
- * answered with its status line and headers, lower-cased, and its body.
+ * answered with its status line and headers, lower-cased, and its body. A connection that ends
+ * or stays silent before a whole answer fails at once, saying what it had.
  */
-const rawGet = (web: WebFixture, headers: string) =>
+const rawGet = (web: WebFixture, headers: string, path = "/ws") =>
   new Promise<{ status: number; head: string; body: string }>((resolve, reject) => {
     const { hostname, port } = new URL(web.base);
     const socket = connectTcp(Number(port), hostname, () =>
-      socket.write(`GET /ws HTTP/1.1\r\nHost: ${hostname}\r\n${headers}\r\n`),
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: ${hostname}\r\n${headers}\r\n`),
     );
     let got = "";
+    const fail = (why: string) => {
+      socket.destroy();
+      reject(new Error(`${why} before a whole answer to ${JSON.stringify(headers)}: ${JSON.stringify(got)}`));
+    };
+    socket.setTimeout(5_000, () => fail("no answer for 5 s"));
+    socket.on("end", () => fail("the connection ended"));
+    socket.on("error", (error) => fail(error.message));
     socket.on("data", (chunk) => {
       got += String(chunk);
       const end = got.indexOf("\r\n\r\n");
       const length = /content-length: (\d+)/i.exec(got)?.[1];
       // A 101 has no body; a refusal's ends at its length.
       if (end >= 0 && (got.startsWith("HTTP/1.1 101") || got.length >= end + 4 + Number(length ?? 0))) {
+        socket.removeAllListeners("end");
         socket.destroy();
         resolve({
           status: Number(got.slice(9, 12)),
@@ -65,7 +74,6 @@ const rawGet = (web: WebFixture, headers: string) =>
         });
       }
     });
-    socket.on("error", reject);
   });
 
 const KEY = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -229,10 +237,17 @@ describe("the progress socket", () => {
         .filter(([name]) => name !== leave)
         .map(([, header]) => header)
         .join("") + extra;
-    // The whole handshake, as a proxy may send it (Connection with another token first).
-    const whole = await rawGet(web, handshake(""));
-    expect(whole.status).toBe(101);
-    expect(whole.head).toContain("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=");
+    // The whole handshake, as a proxy may send it (Connection with another token first), in
+    // other cases, and with Connection on two lines (the same as its values joined).
+    for (const whole of [
+      handshake(""),
+      handshake("upgrade", "Upgrade: WebSocket\r\n").replace("keep-alive, Upgrade", "upgrade"),
+      handshake("connection", "Connection: keep-alive\r\nConnection: Upgrade\r\n"),
+    ]) {
+      const upgraded = await rawGet(web, whole);
+      expect(upgraded.status, whole).toBe(101);
+      expect(upgraded.head).toContain("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo=");
+    }
     for (const [leave, missing] of [
       ["upgrade", "Upgrade: websocket"],
       ["connection", "Connection: Upgrade"],
@@ -253,12 +268,15 @@ describe("the progress socket", () => {
     const oldVersion = await rawGet(web, handshake("version", "Sec-WebSocket-Version: 8\r\n"));
     expect(oldVersion.status).toBe(426);
     expect(oldVersion.head).toContain("sec-websocket-version: 13");
+    expect(oldVersion.head).toContain("upgrade: websocket");
     // No handshake at all: the path is a socket, and the answer says so.
     expect((await rawGet(web, handshake("key", "Sec-WebSocket-Key: short\r\n"))).status).toBe(426);
     const plain = await rawGet(web, "");
     expect(plain.status).toBe(426);
     expect(plain.head).toContain("upgrade: websocket");
     expect(JSON.parse(plain.body)).toMatchObject({ success: false, error_type: "upgrade_required" });
+    // "/ws/" is no socket (uWS does not upgrade it): not found, not "use a WebSocket client".
+    expect((await rawGet(web, handshake(""), "/ws/")).status).toBe(404);
     // A refused handshake changes nothing for the next client.
     const me = await web.account();
     const client = await connect(wsUrl(web, me.token));
