@@ -74,7 +74,7 @@ const STATUS_TEXT: Record<number, string> = {
   503: "503 Service Unavailable",
 };
 
-const statusLine = (status: number) => STATUS_TEXT[status] ?? `${status} Status`;
+export const statusLine = (status: number): string => STATUS_TEXT[status] ?? `${status} Status`;
 
 /** A caller's request id is kept if it looks like one, so logs line up across services. */
 const requestIdFrom = (header: string) => (/^[A-Za-z0-9._:-]{1,128}$/.test(header) ? header : randomUUID());

@@ -6,6 +6,7 @@ import type { PlainLogger } from "../log.js";
 import { authenticate, type Caller } from "./auth.js";
 import { DASHBOARD_TOPIC, type DashboardFeed } from "./dashboard-feed.js";
 import { frame, type ProgressHub, stateFrames, topicOf } from "./progress-hub.js";
+import { statusLine } from "./http.js";
 import { handshakeRefusal } from "./websocket-handshake.js";
 
 interface SocketState {
@@ -158,7 +159,7 @@ export const progressSocket = (
           requestId ? { request_id: requestId } : {},
         );
         res.cork(() => {
-          res.writeStatus(refusal.status === 426 ? "426 Upgrade Required" : "400 Bad Request");
+          res.writeStatus(statusLine(refusal.status));
           for (const [name, value] of Object.entries(refusal.headers)) res.writeHeader(name, value);
           res.writeHeader("content-type", "application/json");
           res.end(JSON.stringify({ success: false, error: refusal.message, error_type: "bad_handshake" }));

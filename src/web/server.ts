@@ -57,18 +57,19 @@ export const startWebServer = async (options: WebServerOptions): Promise<WebServ
   const dashboard = new DashboardFeed(app, options);
   dashboard.start();
   dashboardRoutes(router, options.orm, dashboard);
-  // The socket's path without a handshake at all (uWS upgrades only requests with a key). The
-  // router also matches "/ws/", which is no socket: that stays a 404.
-  router.add("GET", "/ws", async (request) => {
-    if (request.path !== "/ws") throw new HttpError(404, "not_found", `no route for GET ${request.path}`);
-    throw new HttpError(
-      426,
-      "upgrade_required",
-      "GET /ws is the progress WebSocket: open it with a WebSocket client",
-      {},
-      { upgrade: "websocket" },
-    );
-  });
+  // The socket's path without a handshake (uWS upgrades only requests with a key to "/ws"; the
+  // router also matches "/ws/", so the message names the path).
+  router.add("GET", "/ws", () =>
+    Promise.reject(
+      new HttpError(
+        426,
+        "upgrade_required",
+        "the progress WebSocket is GET /ws, opened with a WebSocket handshake",
+        {},
+        { upgrade: "websocket" },
+      ),
+    ),
+  );
   progressSocket(app, options.orm, hub, dashboard, options.logger);
 
   app.any("/*", (res, req) => {

@@ -274,9 +274,13 @@ describe("the progress socket", () => {
     const plain = await rawGet(web, "");
     expect(plain.status).toBe(426);
     expect(plain.head).toContain("upgrade: websocket");
-    expect(JSON.parse(plain.body)).toMatchObject({ success: false, error_type: "upgrade_required" });
-    // "/ws/" is no socket (uWS does not upgrade it): not found, not "use a WebSocket client".
-    expect((await rawGet(web, handshake(""), "/ws/")).status).toBe(404);
+    expect(JSON.parse(plain.body)).toEqual({
+      success: false,
+      error: "the progress WebSocket is GET /ws, opened with a WebSocket handshake",
+      error_type: "upgrade_required",
+    });
+    // "/ws/" is no socket (uWS upgrades "/ws" only): the same answer names the path.
+    expect((await rawGet(web, handshake(""), "/ws/")).body).toBe(plain.body);
     // A refused handshake changes nothing for the next client.
     const me = await web.account();
     const client = await connect(wsUrl(web, me.token));
