@@ -282,6 +282,8 @@ export class QueueAdmin {
     return this.redis("active task lookup", async () => {
       const id = await this.queue.redis.get(this.queue.keys.user(userId)).catch(noneIfWrongType);
       if (!id) return undefined;
+      if ((await this.queue.redis.hexists(this.queue.keys.live, id)) === 1) return id;
+      // A job queued before the live hash existed keeps its state in its own hash.
       const state = await this.queue.redis.hget(this.queue.keys.job(id), "state").catch(noneIfWrongType);
       return state === "queued" || state === "delayed" || state === "running" ? id : undefined;
     });

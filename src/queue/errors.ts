@@ -20,6 +20,26 @@ export const isWrongType = (error: unknown): boolean => {
   return reply instanceof Error && reply.message.startsWith("WRONGTYPE");
 };
 
+/**
+ * A job's live state that does not parse (damage, or a value the scripts never write): like a
+ * key of the wrong type, that one job's problem.
+ */
+export class UnreadableLiveState extends Error {
+  constructor(
+    readonly taskId: string,
+    bytes: number,
+  ) {
+    super(`job ${taskId}: its live state (${bytes} bytes) does not parse`);
+    this.name = "UnreadableLiveState";
+  }
+}
+
+/** A job whose Redis data cannot be read: a key of the wrong type, or a live state that does not parse. */
+export const isUnreadableJob = (error: unknown): boolean => {
+  const cause = error instanceof RedisError ? error.cause : error;
+  return isWrongType(error) || cause instanceof UnreadableLiveState;
+};
+
 /** The user already has a task queued or running; `activeTaskId` names it. */
 export class ActiveTaskExists extends Data.TaggedError("ActiveTaskExists")<{
   readonly userId: string;

@@ -11,6 +11,11 @@ export interface QueueKeys {
   delayed(priority: Priority): string;
   dead(priority: Priority): string;
   job(id: string): string;
+  /**
+   * The live state of every queued, delayed or running job: a hash of job id -> packed state
+   * (pack_live in common.lua). An ended job's state is in its own hash.
+   */
+  readonly live: string;
   user(userId: string): string;
   readonly paused: string;
   /** A one-entry stream dispatchers also block on, written when a priority is resumed. */
@@ -59,6 +64,7 @@ export const queueKeys = (prefix: string, queue: string): QueueKeys => {
     delayed: (p) => `${base}d:${p}`,
     dead: (p) => `${base}x:${p}`,
     job: (id) => `${base}j:${id}`,
+    live: `${base}live`,
     user: (u) => `${base}u:${u}`,
     paused: `${base}paused`,
     signal: `${base}signal`,

@@ -2,8 +2,16 @@ import { Effect } from "effect";
 import { inPriorityOrder, isPriority, PRIORITIES, type Priority } from "../domain/priority.js";
 import type { RedisClient } from "../redis/connection.js";
 import type { LuaScript } from "../redis/lua-script.js";
-import { ActiveTaskExists, DuplicateTask, InvalidJob, RedisError, TaskNotFound } from "./errors.js";
+import {
+  ActiveTaskExists,
+  DuplicateTask,
+  InvalidJob,
+  isWrongType,
+  RedisError,
+  TaskNotFound,
+} from "./errors.js";
 import { type QueueKeys, queueKeys } from "./keys.js";
+import { liveFields } from "./live-state.js";
 import { contextFrom, endFailed, SpanKind, startSpan, traceparentOf } from "../tracing.js";
 import { scripts } from "./scripts.js";
 
@@ -585,7 +593,18 @@ export class Queue {
   getJob(id: string): Effect.Effect<JobView | undefined, RedisError> {
     return Effect.tryPromise({
       try: async (): Promise<JobView | undefined> => {
-        const h = await this.redis.hgetall(this.keys.job(id));
+        // Both asked at once; the hash's failure is judged once the live state is known.
+        const ownHash = this.redis.hgetall(this.keys.job(id)).then(
+          (fields) => ({ fields, error: undefined }),
+          (error: unknown) => ({ fields: undefined, error }),
+        );
+        const live = await this.redis.hgetBuffer(this.keys.live, id);
+        const own = await ownHash;
+        // A live job's own key of another type is not read by the scripts either (they run the
+        // job on its live state): it hides only what it would have added. Without a live state
+        // the key is the job, and its error is the answer.
+        if (own.fields === undefined && (live === null || !isWrongType(own.error))) throw own.error;
+        const h = live === null ? own.fields! : { ...own.fields, ...liveFields(id, live) };
         if (h.state === undefined) {
           const record = await this.completedRecord(id);
           return record === undefined ? undefined : fromCompletedRecord(id, record);

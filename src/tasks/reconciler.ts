@@ -2,7 +2,7 @@ import type { EntityManager } from "@mikro-orm/core";
 import { Duration, Effect, Either } from "effect";
 import { CaptionTask } from "../db/entities.js";
 import { QueueAdmin } from "../queue/admin.js";
-import { isWrongType } from "../queue/errors.js";
+import { isUnreadableJob } from "../queue/errors.js";
 import type { JobView, NewJob, Queue } from "../queue/queue.js";
 import { captionJob } from "./caption-job.js";
 import type { DatabaseQueue } from "./database-queue.js";
@@ -208,7 +208,7 @@ export class Reconciler {
       for (const [i, row] of rows.entries()) {
         const answer = answers[i]!;
         if (Either.isLeft(answer)) {
-          if (!isWrongType(answer.left)) throw answer.left;
+          if (!isUnreadableJob(answer.left)) throw answer.left;
           corrupt.push(row.id);
           continue;
         }

@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { QueueAdmin } from "../../src/queue/admin.js";
 import type { NewJob, Queue } from "../../src/queue/queue.js";
+import { dropLive, readLive, replaceWithNonHash } from "../support/live-state.js";
 import { ALL, eventually, makeQueue, newJob } from "../support/queue.js";
 import { run, runFailure, useRedis } from "../support/redis.js";
 
@@ -45,19 +46,25 @@ describe("completed records", () => {
     expect(claimed.map((j) => j.id)).toEqual(jobs.map((j) => j.id));
 
     const done = claimed.map((job) => ({ id: job.id, attempt: job.attempt, result: `r ${job.id}`, job }));
+    // Running, their state is in the live hash; none has a hash of its own (no progress, no
+    // earlier error, no cancel).
+    for (const job of jobs) expect((await readLive(queue.redis, queue, job.id))?.state).toBe("running");
+    expect(await queue.redis.exists(...jobs.map((j) => queue.keys.job(j.id)))).toBe(0);
     await queue.redis.config("RESETSTAT");
     expect(await run(queue.complete(done))).toEqual(["ok", "ok", "ok"]);
-    // One read per job (its state, attempt and progress history); the rest of the batch's work is
-    // one call per kind: one HSET of the records and its expiry, one DEL of the job hashes (and
-    // one of the user's lock), and per stream an XACK, an XPENDING and an XDEL (nothing is
-    // pending, so there is no bound to trim to).
+    // One read of the live hash for the whole batch (every job's state, attempt and whether it has a
+    // hash of its own); the rest of the batch's work is one call per kind: one HSET of the records
+    // and its expiry, one HDEL of the jobs' live states, one DEL of the user's lock (no job hash to
+    // delete: none has one), and per stream an XACK, an XPENDING and an XDEL (nothing is pending,
+    // so there is no bound to trim to).
     const stats = await queue.redis.info("commandstats");
     const calls = (command: string) =>
       Number(new RegExp(`cmdstat_${command}:calls=(\\d+)`).exec(stats)?.[1] ?? 0);
-    expect(["hmget", "hset", "pexpireat", "del", "xack", "xpending", "xtrim", "xdel"].map(calls)).toEqual([
-      3, 1, 1, 2, 3, 3, 0, 3,
-    ]);
+    expect(
+      ["hmget", "hget", "hset", "pexpireat", "hdel", "del", "xack", "xpending", "xtrim", "xdel"].map(calls),
+    ).toEqual([1, 0, 1, 1, 1, 1, 3, 3, 0, 3]);
     expect(await queue.redis.exists(...jobs.map((j) => queue.keys.job(j.id)))).toBe(0);
+    for (const job of jobs) expect(await readLive(queue.redis, queue, job.id)).toBeUndefined();
     expect(await pending(queue)).toBe(0);
     for (const p of ALL) expect(await queue.redis.xlen(queue.keys.stream(p))).toBe(0);
 
@@ -161,7 +168,10 @@ describe("completed records", () => {
     await run(queue.enqueue(job));
     const [first] = (await run(queue.claim("w", ALL, 1))).jobs;
     // Redis forgets the running job (its entry stays pending); the reconciler enqueues it again.
-    await queue.redis.del(queue.keys.job(job.id));
+    // A running job's state is its live state (it has no hash of its own unless something was
+    // added to it: none here).
+    expect(await queue.redis.exists(queue.keys.job(job.id))).toBe(0);
+    await dropLive(queue.redis, queue, job.id);
     await run(queue.enqueue({ ...job, replaceEnded: true, afterAttempt: 1 }));
     const late = { id: job.id, attempt: 1, result: "stale", job: first! };
     expect(await run(queue.complete([late]))).toEqual(["stale"]);
@@ -270,8 +280,8 @@ describe("completed records", () => {
     const [a, b] = [newJob("normal", { userId: "ua" }), newJob("normal")];
     await run(queue.enqueueMany([a, b]));
     const claimed = (await run(queue.claim("w", ALL, 2))).jobs;
-    await queue.redis.del(queue.keys.job(b.id));
-    await queue.redis.set(queue.keys.job(b.id), "not a job");
+    // b's state is lost and a key of another type holds its name: no running job to complete.
+    await replaceWithNonHash(queue.redis, queue, b.id, "not a job");
     const answers = await run(
       queue.complete(claimed.map((job) => ({ id: job.id, attempt: job.attempt, job }))),
     );
@@ -287,7 +297,7 @@ describe("completed records", () => {
     await run(queue.enqueue({ ...job, afterAttempt: 99_999_999_999_999 }));
     const [claimed] = (await run(queue.claim("w", ALL, 1))).jobs;
     expect(claimed?.attempt).toBe(100_000_000_000_000);
-    expect(await queue.redis.hget(queue.keys.job(job.id), "attempt")).toBe("100000000000000");
+    expect((await readLive(queue.redis, queue, job.id))?.attempt).toBe("100000000000000");
     expect(await run(queue.renew("w", [claimed!]))).toEqual(["ok"]);
     expect(await run(queue.complete([{ id: job.id, attempt: claimed!.attempt, job: claimed! }]))).toEqual([
       "ok",

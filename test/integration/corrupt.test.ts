@@ -3,6 +3,7 @@ import { newTaskId } from "../../src/domain/index.js";
 import { QueueAdmin } from "../../src/queue/admin.js";
 import { ALL, eventLog, eventually, makeQueue, newJob, testWorker } from "../support/queue.js";
 import { captionEnvelope, validateEnvelope } from "../support/envelopes.js";
+import { patchLive, replaceWithNonHash } from "../support/live-state.js";
 import { run, useRedis } from "../support/redis.js";
 
 const captionJob = () => {
@@ -81,14 +82,16 @@ describe("bad input never stops claiming", () => {
     await run(queue.fail({ id: plain.id, attempt: 1, error: "nope", retriable: false, delayMs: 0 }));
     // Claim fails these unrun: a non-numeric attempt (the fencing token), a non-numeric spent
     // count, and a task key that is not a hash (its user's lock, u1's, is left naming it).
+    // A queued job's counters are in its live state (the `live` hash), not in `j:<id>`: the bad
+    // counters are written there; the unreadable task is one with no live state and a string
+    // under its name (replaceWithNonHash), as claim reads `j:<id>` only for a job with no live state.
     const badAttempt = newJob("normal");
     const badSpent = newJob("normal");
     const notHash = newJob("normal", { userId: "u1" });
     for (const j of [badAttempt, badSpent, notHash]) await run(queue.enqueue(j));
-    await raw.hset(queue.keys.job(badAttempt.id), "attempt", "x");
-    await raw.hset(queue.keys.job(badSpent.id), "spent", "x");
-    await raw.del(queue.keys.job(notHash.id));
-    await raw.set(queue.keys.job(notHash.id), "not a hash");
+    await patchLive(raw, queue, badAttempt.id, { attempt: "x" });
+    await patchLive(raw, queue, badSpent.id, { spent: "x" });
+    await replaceWithNonHash(raw, queue, notHash.id);
     expect((await run(queue.claim("w", ALL, 3))).jobs).toEqual([]);
     const letters = new Map((await run(admin.listDead())).map((d) => [d.taskId, d]));
     expect(letters.get(badAttempt.id)?.reason).toBe('corrupt task data: attempt "x" is not a whole number');
@@ -98,11 +101,14 @@ describe("bad input never stops claiming", () => {
     // One call for all four: the two that cannot be redriven are answered, not a script error.
     const order = [badAttempt, badSpent, notHash, plain].map((j) => letters.get(j.id)!.entryId);
     expect(await run(admin.redriveDead("normal", order))).toEqual(["corrupt", "ok", "corrupt", "ok"]);
-    // The refused letters stay for an operator to read or purge; their task data is untouched.
+    // The refused letters stay for an operator to read or purge; their task data is untouched
+    // (the failed task's hash keeps the attempt its live state had; neither is live any more).
     const left = (await run(admin.listDead())).map((d) => d.taskId);
     expect(left.sort()).toEqual([badAttempt.id, notHash.id].sort());
     expect(await raw.hget(queue.keys.job(badAttempt.id), "attempt")).toBe("x");
     expect(await raw.get(queue.keys.job(notHash.id))).toBe("not a hash");
+    expect(await raw.hexists(queue.keys.live, badAttempt.id)).toBe(0);
+    expect(await raw.hexists(queue.keys.live, notHash.id)).toBe(0);
     // u1's lock named the unreadable task, which is not active: the lock is the redriven job's.
     expect(await run(admin.activeTaskOf("u1"))).toBe(plain.id);
     // The others run again: spent is rewritten by the redrive, the attempt counts on.

@@ -9,6 +9,7 @@ import { TaskLedger } from "../../src/tasks/ledger.js";
 import { Reconciler } from "../../src/tasks/reconciler.js";
 import { TaskService } from "../../src/tasks/service.js";
 import { hasPostgres, type LedgerDb, openLedgerDb, seedUser } from "../support/ledger.js";
+import { dropLive, replaceWithNonHash, writeRawLive } from "../support/live-state.js";
 import { makeQueue } from "../support/queue.js";
 import { run, useRedis } from "../support/redis.js";
 
@@ -226,6 +227,9 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       await run(queue.complete([{ id: finished, attempt: 1, result: '{"captions_generated":3}' }]));
       // Redis forgets two jobs and a lock; the ledger never heard that `finished` completed.
       const client = redis.client();
+      // A job's state is its live field (and its own hash, if it has one): both go.
+      await dropLive(client, queue, lost);
+      await dropLive(client, queue, running);
       await client.del(
         queue.keys.job(lost),
         queue.keys.job(running),
@@ -264,21 +268,26 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       const queue = await makeQueue(redis);
       const service = new TaskService(db.orm, queue);
       const ids: string[] = [];
-      for (let i = 0; i < 3; i++) {
+      for (let i = 0; i < 4; i++) {
         const submitted = await service.submit({ userId: (await seedUser(db.orm)).userId, priority: "low" });
         ids.push(Either.isRight(submitted) ? submitted.right.taskId : "");
       }
-      const [damaged, lost, live] = ids as [string, string, string];
+      const [damaged, garbled, lost, live] = ids as [string, string, string, string];
       const client = redis.client();
       // Something else wrote a plain string where the job's hash was; another job is lost.
-      await client.del(queue.keys.job(damaged), queue.keys.job(lost));
-      await client.set(queue.keys.job(damaged), "not a job");
+      // (An unreadable task: no live state, and a string where its hash would be.)
+      await replaceWithNonHash(client, queue, damaged, "not a job");
+      // Another's live state is bytes the scripts never write.
+      await writeRawLive(client, queue, garbled, "garbage");
+      await dropLive(client, queue, lost);
+      await client.del(queue.keys.job(lost));
       const reconciler = new Reconciler(fork, queue, new DatabaseQueue(fork), new TaskLedger(fork), {
         graceMs: 0,
         batch: 2,
       });
       const report = await reconciler.run();
-      expect(report).toMatchObject({ reenqueued: 1, settled: 0, unrunnable: 0, corrupt: [damaged] });
+      expect(report).toMatchObject({ reenqueued: 1, settled: 0, unrunnable: 0 });
+      expect([...(report.corrupt ?? [])].sort()).toEqual([damaged, garbled].sort());
       // The key is left as it was; the row still waits; the lost job is back.
       expect(await client.get(queue.keys.job(damaged))).toBe("not a job");
       expect(await row(damaged)).toMatchObject({ status: "queued", queueBackend: "redis" });

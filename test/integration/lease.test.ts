@@ -2,6 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { QueueAdmin } from "../../src/queue/admin.js";
 import { JobPostponed } from "../../src/queue/failures.js";
+import { replaceWithNonHash } from "../support/live-state.js";
 import { ALL, eventLog, eventually, makeQueue, newJob, testWorker } from "../support/queue.js";
 import { run, runFailure, useRedis } from "../support/redis.js";
 
@@ -274,9 +275,9 @@ describe("leases, reclaim and fencing", () => {
     const [[entry]] = (await raw.xpending(queue.keys.stream("urgent"), queue.group, "-", "+", 10)) as [
       [string],
     ];
-    // While it ran, something else took its task's name: the lookup gets WRONGTYPE.
-    await raw.del(queue.keys.job(broken.id));
-    await raw.set(queue.keys.job(broken.id), "not a hash");
+    // While it ran, its state was lost and something else took its task's name: with no live state
+    // to read, the lookup of its own key gets WRONGTYPE.
+    await replaceWithNonHash(raw, queue, broken.id);
     await sleep(leaseMs + 50);
 
     // Every call failed (for all priorities) while that entry stayed pending.
@@ -292,6 +293,7 @@ describe("leases, reclaim and fencing", () => {
     expect(await raw.xpending(queue.keys.stream("urgent"), queue.group)).toEqual([0, null, null, null]);
     expect(await raw.xlen(queue.keys.stream("urgent"))).toBe(0);
     expect(await raw.get(queue.keys.job(broken.id))).toBe("not a hash");
+    expect(await raw.hexists(queue.keys.live, broken.id)).toBe(0);
     expect(await run(queue.reclaim("reclaimer", { leaseMs }))).toMatchObject({ requeued: 0, dead: 0 });
   });
 

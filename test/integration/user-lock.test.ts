@@ -2,6 +2,7 @@ import { Effect } from "effect";
 import { describe, expect, it } from "vitest";
 import { QueueAdmin } from "../../src/queue/admin.js";
 import { ActiveTaskExists } from "../../src/queue/errors.js";
+import { dropLive, replaceWithNonHash } from "../support/live-state.js";
 import { ALL, makeQueue, newJob } from "../support/queue.js";
 import { run, runFailure, useRedis } from "../support/redis.js";
 
@@ -70,6 +71,8 @@ describe("one active task per user", () => {
     const queue = await makeQueue(redis);
     const stale = newJob("normal", { userId: "9" });
     await run(queue.enqueue(stale));
+    // Its state is gone: no live field, no hash of its own.
+    await dropLive(redis.client(), queue, stale.id);
     await redis.client().del(queue.keys.job(stale.id));
     const admin = new QueueAdmin(queue);
     expect(await run(admin.activeTaskOf("9"))).toBeUndefined();
@@ -81,8 +84,8 @@ describe("one active task per user", () => {
     const raw = redis.client();
     const stale = newJob("normal", { userId: "h" });
     await run(queue.enqueue(stale));
-    await raw.del(queue.keys.job(stale.id));
-    await raw.set(queue.keys.job(stale.id), "not a hash");
+    // Unreadable: no live state, and a string where its hash would be.
+    await replaceWithNonHash(raw, queue, stale.id);
     // The lookup of the locked task got WRONGTYPE: every later enqueue of the user failed.
     const next = newJob("normal", { userId: "h" });
     await run(queue.enqueue(next));
@@ -141,8 +144,7 @@ describe("one active task per user", () => {
     // A lock naming a task whose key is not a hash: its HGET got WRONGTYPE.
     const stale = newJob("normal", { userId: "s" });
     await run(queue.enqueue(stale));
-    await raw.del(queue.keys.job(stale.id));
-    await raw.set(queue.keys.job(stale.id), "not a hash");
+    await replaceWithNonHash(raw, queue, stale.id);
     expect(await run(admin.activeTaskOf("s"))).toBeUndefined();
     // The scripts agree: both locks are stale, and the users' next tasks get in.
     const next = [newJob("normal", { userId: "t" }), newJob("normal", { userId: "s" })];
@@ -159,8 +161,8 @@ describe("one active task per user", () => {
     const live = newJob("normal", { userId: "l" });
     await run(queue.enqueue(broken));
     await run(queue.enqueue(live));
-    await raw.del(queue.keys.job(broken.id), queue.keys.user("b"), queue.keys.user("l"));
-    await raw.set(queue.keys.job(broken.id), "not a hash");
+    await raw.del(queue.keys.user("b"), queue.keys.user("l"));
+    await replaceWithNonHash(raw, queue, broken.id);
     // The HGET of the broken task's state got WRONGTYPE and failed the call: no lock came back.
     expect(
       await run(

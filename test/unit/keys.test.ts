@@ -38,6 +38,7 @@ const allKeys = (keys: QueueKeys): string[] => {
     keys.signal,
     keys.events,
     keys.completed,
+    keys.live,
     // The buckets complete-jobs.lua derives from it: retention and period.
     `${keys.completed}:0`,
     `${keys.completed}:86400:20422`,
@@ -82,6 +83,7 @@ describe("queueKeys", () => {
     expect(keys.delayed("low")).toBe("ratatoskr:{captions}:d:low");
     expect(keys.dead("high")).toBe("ratatoskr:{captions}:x:high");
     expect(keys.job("abc")).toBe("ratatoskr:{captions}:j:abc");
+    expect(keys.live).toBe("ratatoskr:{captions}:live");
     expect(keys.user("42")).toBe("ratatoskr:{captions}:u:42");
     expect(keys.paused).toBe("ratatoskr:{captions}:paused");
     expect(keys.signal).toBe("ratatoskr:{captions}:signal");
@@ -135,6 +137,8 @@ describe("queueKeys", () => {
       keys.events,
       ...PRIORITIES.flatMap((p) => [keys.stream(p), keys.delayed(p), keys.dead(p)]),
       keys.job("x"),
+      keys.live,
+      keys.job("live"),
       keys.user("x"),
       keys.metrics(1),
     ];

@@ -7,24 +7,26 @@
 -- @include common
 
 local base, id, reason, ttl = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local key = job_key(base, id)
-local job = redis.call('HMGET', key, 'state', 'prio', 'entry', 'user', 'attempt')
-local state, prio = job[1], job[2]
-if not state then return done_record(base, id) and { 'ended', 'completed' } or { 'missing' } end
+local job, unreadable = load_job(base, id)
+if job == false then return redis.error_reply('ERR task ' .. id .. ' cannot be read: ' .. unreadable) end
+if not job then return done_record(base, id) and { 'ended', 'completed' } or { 'missing' } end
+local state, prio = job.state, job.prio
 local now = now_ms()
 if state == 'queued' then
   -- Never delivered, so not pending: deleting the entry is enough.
-  if job[3] and job[3] ~= '' then redis.call('XDEL', stream_key(base, prio), job[3]) end
-  finish(base, id, job[4], 'cancelled', now, ttl, 'error', reason)
+  if job.entry ~= '' then redis.call('XDEL', stream_key(base, prio), job.entry) end
+  finish(base, id, job, 'cancelled', now, ttl, 'error', reason)
   return { 'cancelled' }
 elseif state == 'delayed' then
   redis.call('ZREM', delayed_key(base, prio), id)
-  finish(base, id, job[4], 'cancelled', now, ttl, 'error', reason)
+  finish(base, id, job, 'cancelled', now, ttl, 'error', reason)
   return { 'cancelled' }
 elseif state == 'running' then
   if ARGV[4] == '1' then return { 'running' } end
-  redis.call('HSET', key, 'cancel', '1', 'error', reason)
-  redis.call('PUBLISH', base .. 'events', cjson.encode({ type = 'cancel', id = id, attempt = tonumber(job[5]) }))
-  return { 'flagged', job[5] }
+  local hashed = job.hashed
+  add_to_hash(base, id, job, 'cancel', '1', 'error', reason)
+  if not hashed then save_live(base, id, job) end
+  redis.call('PUBLISH', base .. 'events', cjson.encode({ type = 'cancel', id = id, attempt = tonumber(job.attempt) }))
+  return { 'flagged', job.attempt }
 end
 return { 'ended', state }

@@ -66,7 +66,116 @@ local function read_new(key, n)
   return reply[1][2]
 end
 
+local live = live_key(base)
+
+local function attempt_of(n)
+  local text = attempt_text[n]
+  if not text then
+    -- %d, not tostring's %.14g: an attempt of 15 digits (enqueue allows them) stays exact.
+    text = string.format('%d', n)
+    attempt_text[n] = text
+  end
+  return text
+end
+
 local jobs, cursors, got, exhausted_keys = {}, {}, 0, {}
+
+-- Hands a job out; its running value goes into `writes` (one HSET per read).
+local function run(id, prio, entry, data, attempt, spent, max, created, hashed, user, meta, writes)
+  local next_attempt = (whole(attempt) or 0) + 1
+  local text = attempt_of(next_attempt)
+  -- prio: the entry being run is in this stream, whatever priority the task recorded; the
+  -- scripts that end or renew the attempt acknowledge it where it is.
+  writes[#writes + 1] = id
+  writes[#writes + 1] = pack_values('running', text, hashed, entry, spent, max, created, prio, user, meta, started,
+    consumer)
+  local n = got * 10
+  got = got + 1
+  jobs[n + 1] = id
+  jobs[n + 2] = next_attempt
+  jobs[n + 3] = prio
+  jobs[n + 4] = max
+  jobs[n + 5] = data
+  jobs[n + 6] = user
+  jobs[n + 7] = created
+  jobs[n + 8] = next_attempt - (whole(spent) or 0)
+  jobs[n + 9] = meta
+  jobs[n + 10] = entry
+end
+
+-- Tasks this claim ended: another entry of one in the same read is dropped, not ended again
+-- (the read's live states were read before either entry was seen).
+local ended = {}
+
+-- A task that cannot run: dead-lettered with the reason, failed unrun.
+local function fail_unrun(job, id, prio, entry, data, reason)
+  ended[id] = true
+  dead_letter(base, prio, dead_max, id, reason, whole(job.attempt) and job.attempt or 0,
+    whole(job.max) and job.max or 1, job.user, data, now)
+  ack_and_delete(base, prio, group, entry)
+  finish(base, id, job, 'failed', now, ttl_failed, 'error', reason)
+  count(base, now, 'failed:' .. prio, 1)
+end
+
+-- An entry whose task has no live state: a job queued before the live hash existed (its state in
+-- its own hash, moved to the live hash as it runs), or one that ended or is gone.
+local function claim_from_hash(id, prio, entry, data, writes)
+  local key = job_key(base, id)
+  -- pcall: a key of another type under the task's name is bad input like any other, not a
+  -- reason to fail this claim and strand the entries it has already read.
+  local h = redis.pcall('HMGET', key, unpack(HASH_STATE))
+  local job = not h.err and job_from_hash(h)
+  -- The data is in the entry; a job enqueued before it moved there has it in its hash.
+  if not data and job then data = redis.call('HGET', key, 'data') or '' end
+  data = data or ''
+  if h.err then
+    dead_letter(base, prio, dead_max, id,
+      'corrupt stream entry ' .. entry .. ': its task key is not a hash', 0, 1, '', '', now)
+    ack_and_delete(base, prio, group, entry)
+  elseif not job then
+    -- A completed job keeps no hash: an entry of it left behind is dropped, as for any ended
+    -- job.
+    if not done_record(base, id) then
+      dead_letter(base, prio, dead_max, id, 'orphan stream entry ' .. entry .. ': the task data is gone',
+        0, 1, '', '', now)
+    end
+    ack_and_delete(base, prio, group, entry)
+  elseif job.state ~= 'queued' or job.entry ~= entry then
+    ack_and_delete(base, prio, group, entry)
+  else
+    local corrupt = corrupt_task(h[2], h[4], h[3], h[6])
+    if corrupt then
+      fail_unrun(job, id, prio, entry, data, 'corrupt task data: ' .. corrupt)
+    else
+      run(id, prio, entry, data, job.attempt, job.spent, job.max, job.created, '1', job.user, job.meta, writes)
+    end
+  end
+end
+
+-- An entry whose live state the fast path did not take: one that does not parse, another entry's
+-- or another state's, one with counters that cannot run, or one to run after all.
+local function claim_odd(id, prio, entry, data, value, writes)
+  local job = unpack_live(value)
+  if not job then
+    ended[id] = true
+    local reason = 'corrupt task data: its live state ' .. shown(value) .. ' does not parse'
+    dead_letter(base, prio, dead_max, id, reason, 0, 1, '', data, now)
+    ack_and_delete(base, prio, group, entry)
+    fail_unreadable(base, id, now, ttl_failed, reason)
+    count(base, now, 'failed:' .. prio, 1)
+  elseif job.state ~= 'queued' or job.entry ~= entry then
+    ack_and_delete(base, prio, group, entry)
+  else
+    local corrupt = corrupt_task(job.attempt, job.max, job.spent, job.prio)
+    if corrupt then
+      fail_unrun(job, id, prio, entry, data, 'corrupt task data: ' .. corrupt)
+    else
+      run(id, prio, entry, data, job.attempt, job.spent, job.max, job.created, job.hashed and '1' or '0', job.user,
+        job.meta, writes)
+    end
+  end
+end
+
 for a = 8, last_prio do
   local prio = ARGV[a]
   if got >= want then break end
@@ -75,78 +184,61 @@ for a = 8, last_prio do
     local exhausted = false
     while got < want and not exhausted do
       local entries = read_new(key, want - got)
-      exhausted = #entries < want - got
-      -- A numeric loop: ipairs calls its iterator, a C function, once per entry.
-      for k = 1, #entries do
-        local entry, fields = entries[k][1], entries[k][2]
+      local n = #entries
+      exhausted = n < want - got
+      -- Every entry's task id, then their live states in one call ('' asked for an entry with no
+      -- id, which `noid` marks).
+      local ids, datas, noid = {}, {}, {}
+      for k = 1, n do
+        local fields = entries[k][2]
         -- Enqueue writes the fields as i, d: read so without a call (a call costs here, above).
-        local id, data
         if fields and fields[1] == 'i' and fields[3] == 'd' then
-          id, data = fields[2], fields[4]
+          ids[k], datas[k] = fields[2], fields[4]
         else
-          id, data = entry_task_id(fields), entry_field(fields, 'd')
-        end
-        local key = id and base .. 'j:' .. id -- job_key's, without the call
-        -- pcall: a key of another type under the task's name is bad input like any other, not a
-        -- reason to fail this claim and strand the entries it has already read.
-        local job = id and redis.pcall('HMGET', key, 'state', 'entry', 'attempt', 'max', 'meta', 'user',
-          'created', 'spent', 'prio')
-        local corrupt = job and not job.err and job[1] == 'queued' and job[2] == entry
-          and corrupt_task(job[3], job[4], job[8], job[9])
-        -- The data is in the entry; a job enqueued before it moved there has it in its hash.
-        if not data and job and not job.err and job[1] then data = redis.call('HGET', key, 'data') or '' end
-        data = data or ''
-        if not id then
-          dead_letter(base, prio, dead_max, '', 'corrupt stream entry ' .. entry .. ': no task id', 0, 1, '',
-            cjson.encode(fields or {}), now)
-          ack_and_delete(base, prio, group, entry)
-        elseif job.err then
-          dead_letter(base, prio, dead_max, id,
-            'corrupt stream entry ' .. entry .. ': its task key is not a hash', 0, 1, '', '', now)
-          ack_and_delete(base, prio, group, entry)
-        elseif not job[1] then
-          -- A completed job keeps no hash: an entry of it left behind is dropped, as for any ended
-          -- job.
-          if not done_record(base, id) then
-            dead_letter(base, prio, dead_max, id, 'orphan stream entry ' .. entry .. ': the task data is gone',
-              0, 1, '', '', now)
-          end
-          ack_and_delete(base, prio, group, entry)
-        elseif job[1] ~= 'queued' or job[2] ~= entry then
-          ack_and_delete(base, prio, group, entry)
-        elseif corrupt then
-          local reason = 'corrupt task data: ' .. corrupt
-          dead_letter(base, prio, dead_max, id, reason, whole(job[3]) and job[3] or 0,
-            whole(job[4]) and job[4] or 1, job[6], data, now)
-          ack_and_delete(base, prio, group, entry)
-          finish(base, id, job[6], 'failed', now, ttl_failed, 'error', reason)
-          count(base, now, 'failed:' .. prio, 1)
-        else
-          local attempt = (job[3] and whole(job[3]) or 0) + 1
-          local text = attempt_text[attempt]
-          if not text then
-            -- %d, not tostring's %.14g: an attempt of 15 digits (enqueue allows them) stays exact.
-            text = string.format('%d', attempt)
-            attempt_text[attempt] = text
-          end
-          -- prio: the entry being run is in this stream, whatever priority the task recorded; the
-          -- scripts that end or renew the attempt acknowledge it where it is.
-          redis.call('HSET', key, 'state', 'running', 'attempt', text, 'owner', consumer, 'started', started,
-            'prio', prio)
-          local n = got * 10
-          got = got + 1
-          jobs[n + 1] = id
-          jobs[n + 2] = attempt
-          jobs[n + 3] = prio
-          jobs[n + 4] = job[4] or '1'
-          jobs[n + 5] = data
-          jobs[n + 6] = job[6] or ''
-          jobs[n + 7] = job[7] or '0'
-          jobs[n + 8] = attempt - (job[8] and whole(job[8]) or 0)
-          jobs[n + 9] = job[5] or ''
-          jobs[n + 10] = entry
+          local id = entry_task_id(fields)
+          ids[k], datas[k], noid[k] = id or '', entry_field(fields, 'd') or false, not id
         end
       end
+      local values
+      if n <= 1000 then
+        values = n > 0 and redis.call('HMGET', live, unpack(ids)) or {}
+      else
+        values = {}
+        for i = 1, n, 1000 do
+          local found = redis.call('HMGET', live, unpack(ids, i, math.min(i + 999, n)))
+          for k = 1, #found do values[i + k - 1] = found[k] end
+        end
+      end
+      local writes = {}
+      -- A numeric loop: ipairs calls its iterator, a C function, once per entry.
+      for k = 1, n do
+        local entry, id, data, value = entries[k][1], ids[k], datas[k], values[k]
+        if noid[k] then
+          dead_letter(base, prio, dead_max, '', 'corrupt stream entry ' .. entry .. ': no task id', 0, 1, '',
+            cjson.encode(entries[k][2] or {}), now)
+          ack_and_delete(base, prio, group, entry)
+        elseif ended[id] then
+          ack_and_delete(base, prio, group, entry)
+        elseif not value then
+          claim_from_hash(id, prio, entry, data or nil, writes)
+        else
+          data = data or job_data(base, id, prio, '')
+          -- The first ten values (started and owner are empty while queued).
+          local ok, _, state, attempt, hashed, jentry, spent, max, created, jprio, user, meta =
+            pcall(cmsgpack.unpack_limit, value, 10)
+          -- Checked as corrupt_task checks, without its calls: each whole() is a table read once
+          -- a value was seen, and a job that passes them is what enqueue and the scripts write.
+          local n_attempt, n_spent, n_max = whole(attempt), whole(spent), whole(max)
+          if ok and state == 'queued' and jentry == entry and n_attempt and n_spent and n_max and n_max >= 1
+            and n_spent <= n_attempt and PRIORITY[jprio] and (hashed == '0' or hashed == '1')
+            and type(created) == 'string' and type(user) == 'string' and type(meta) == 'string' then
+            run(id, prio, entry, data, attempt, spent, max, created, hashed, user, meta, writes)
+          else
+            claim_odd(id, prio, entry, data, value, writes)
+          end
+        end
+      end
+      for i = 1, #writes, 1000 do redis.call('HSET', live, unpack(writes, i, math.min(i + 999, #writes))) end
     end
     if exhausted then exhausted_keys[#exhausted_keys + 1] = prio end
   end

@@ -26,11 +26,11 @@ for _, e in ipairs(entries) do
   local id = entry_task_id(e[2])
   redis.call('XDEL', key, entry)
   if id then
-    local job = redis.call('HMGET', job_key(base, id), 'state', 'entry', 'user', 'attempt')
-    if job[1] == 'queued' and job[2] == entry then
-      finish(base, id, job[3], 'cancelled', now, ttl, 'error', reason)
+    local job = load_job(base, id)
+    if job and job.state == 'queued' and job.entry == entry then
+      finish(base, id, job, 'cancelled', now, ttl, 'error', reason)
       cleared[#cleared + 1] = id
-      cleared[#cleared + 1] = job[4]
+      cleared[#cleared + 1] = job.attempt
     end
   end
 end

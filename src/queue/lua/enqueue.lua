@@ -45,7 +45,10 @@ local function completed_before(id)
   return remembered[id]
 end
 
+local live = live_key(base)
+
 local function enqueue(id, user, prio, data, max, delay, after, replace_ended, meta)
+  if redis.call('HEXISTS', live, id) == 1 then return 'DUPLICATE', id end
   local key = job_key(base, id)
   -- pcall: a key of another type is refused as DUPLICATE (see above), before the user's lock is taken.
   local existing = redis.pcall('HGET', key, 'state')
@@ -61,38 +64,42 @@ local function enqueue(id, user, prio, data, max, delay, after, replace_ended, m
     local lock = user_key(base, user)
     -- A key of another type under the lock's name reads as no lock; the SET below replaces it.
     local active = user_lock(base, user)
-    if active and active ~= id then
-      -- pcall: the lock can name a task whose key is not a hash (claim dead-letters such a task
-      -- without knowing its user, so the lock stays). Its state cannot be read, so it is not active:
-      -- the lock is stale and replaced, where WRONGTYPE would refuse every later task of the user.
-      local state = redis.pcall('HGET', job_key(base, active), 'state')
-      if state == 'queued' or state == 'delayed' or state == 'running' then return 'ACTIVE', active end
-    end
+    -- A lock naming a task that is not live (ended, gone, or unreadable: claim dead-letters a task
+    -- whose state cannot be read without knowing its user, so the lock stays) is stale and
+    -- replaced, where refusing would refuse every later task of the user.
+    if active and active ~= id and is_live(base, active) then return 'ACTIVE', active end
     redis.call('SET', lock, id)
   end
 
   -- What this run replaces goes only now, once nothing can refuse it: a refusal changes nothing.
-  if existing then redis.call('DEL', key) end
+  -- Unconditionally: a hash left by a live job whose live state was lost (progress, a cancel
+  -- request, a reclaim count) would otherwise pass to this run.
+  redis.call('DEL', key)
   if replace_ended and completed_before(id) then
     -- Gone, so that no reader takes an old run's record for this run's once this one's hash goes.
     for _, bucket in ipairs(buckets) do redis.call('HDEL', bucket, id) end
     remembered[id] = nil
   end
 
-  -- Fields at their default (no user, nothing spent, no meta) are left out: every script reads
-  -- a missing one as its default, and each costs memory in every waiting job.
-  local fields = { 'prio', prio, 'attempt', after == 0 and '0' or after, 'max', max, 'created', created }
-  if user ~= '' then fields[#fields + 1] = 'user'; fields[#fields + 1] = user end
-  if after ~= 0 then fields[#fields + 1] = 'spent'; fields[#fields + 1] = after end
-  if meta ~= '' then fields[#fields + 1] = 'meta'; fields[#fields + 1] = meta end
+  local job = { state = 'queued', attempt = after, spent = after, max = max, created = created, prio = prio,
+    entry = '', started = '', hashed = false, user = user, meta = meta, owner = '' }
   if delay > 0 then
+    -- A delayed job has no entry yet: its data waits in its own hash.
     redis.call('ZADD', delayed_key(base, prio), now + delay, id)
-    redis.call('HSET', key, 'state', 'delayed', 'entry', '', 'due', now + delay, 'data', data, unpack(fields))
+    add_to_hash(base, id, job, 'due', now + delay, 'data', data)
+    job.state = 'delayed'
+    save_live(base, id, job)
     return 'OK', ''
   end
-  local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id, 'd', data)
-  redis.call('HSET', key, 'state', 'queued', 'entry', entry, unpack(fields))
-  return 'OK', entry
+  job.entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id, 'd', data)
+  save_live(base, id, job)
+  return 'OK', job.entry
+end
+
+-- A count as given ('' or absent: 0), kept as text: a number of 15 digits stays exact.
+local function whole_text(value)
+  if value == nil or value == '' then return '0' end
+  return value
 end
 
 -- Checked before anything is written: a bad call changes nothing.
@@ -102,7 +109,7 @@ end
 local out = {}
 for a = 1, #ARGV, 9 do
   local status, value = enqueue(ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5]),
-    tonumber(ARGV[a + 6] or '0'), ARGV[a + 7] == '1', ARGV[a + 8] or '')
+    whole_text(ARGV[a + 6]), ARGV[a + 7] == '1', ARGV[a + 8] or '')
   out[#out + 1] = status
   out[#out + 1] = value
 end

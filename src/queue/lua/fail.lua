@@ -11,38 +11,41 @@ local base, group, id, attempt = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local err, retriable, delay = ARGV[4], ARGV[5] == '1', tonumber(ARGV[6])
 local dead_max, ttl_failed, ttl_cancelled = ARGV[7], ARGV[8], ARGV[9]
 local key = job_key(base, id)
-local job = redis.call('HMGET', key, 'state', 'attempt', 'prio', 'entry', 'user', 'max', 'data', 'cancel', 'spent')
-if job[2] == attempt and job[1] ~= 'running' then
+local job, unreadable = load_job(base, id)
+if job == false then return redis.error_reply('ERR task ' .. id .. ' cannot be read: ' .. unreadable) end
+if job and job.attempt == attempt and job.state ~= 'running' then
   -- This attempt already ended (a resend after a dropped reply): repeat how, change nothing.
-  if job[1] == 'failed' then return { 'dead' } end
-  if job[1] == 'cancelled' then return { 'cancelled' } end
-  if job[1] == 'delayed' then return { 'retry', tonumber(redis.call('HGET', key, 'due') or '0') } end
-  if job[1] == 'queued' then return { 'retry', 0 } end
+  if job.state == 'failed' then return { 'dead' } end
+  if job.state == 'cancelled' then return { 'cancelled' } end
+  if job.state == 'delayed' then return { 'retry', tonumber(redis.call('HGET', key, 'due') or '0') } end
+  if job.state == 'queued' then return { 'retry', 0 } end
 end
-if job[1] ~= 'running' or job[2] ~= attempt then return { 'stale' } end
+if not job or job.state ~= 'running' or job.attempt ~= attempt then return { 'stale' } end
 
-local prio, user, max, spent = job[3], job[5], tonumber(job[6] or '1'), tonumber(job[9] or '0')
+local prio, user, max, spent = job.prio, job.user, tonumber(job.max), tonumber(job.spent)
+local own = redis.call('HMGET', key, 'data', 'cancel')
 local now = now_ms()
 -- Read before the entry that holds it goes: a retry and a dead letter both carry it on.
-local data = job[7] or job_data(base, id, prio, job[4])
-ack_and_delete(base, prio, group, job[4])
+local data = own[1] or job_data(base, id, prio, job.entry)
+ack_and_delete(base, prio, group, job.entry)
 
-if job[8] == '1' then
-  finish(base, id, user, 'cancelled', now, ttl_cancelled, 'error', err)
+if own[2] == '1' then
+  finish(base, id, job, 'cancelled', now, ttl_cancelled, 'error', err)
   return { 'cancelled' }
 end
 if retriable and tonumber(attempt) - spent < max then
   if delay > 0 then
     redis.call('ZADD', delayed_key(base, prio), now + delay, id)
-    redis.call('HSET', key, 'state', 'delayed', 'entry', '', 'owner', '', 'due', now + delay, 'error', err,
-      'data', data)
+    add_to_hash(base, id, job, 'due', now + delay, 'error', err, 'data', data)
+    job.state, job.entry, job.owner = 'delayed', '', ''
+    save_live(base, id, job)
   else
-    requeue(base, id, prio, data, 'error', err)
+    requeue(base, id, job, prio, data, 'error', err)
   end
   count(base, now, 'retried:' .. prio, 1)
   return { 'retry', now + delay }
 end
 dead_letter(base, prio, dead_max, id, err, attempt, max, user, data, now)
-finish(base, id, user, 'failed', now, ttl_failed, 'error', err)
+finish(base, id, job, 'failed', now, ttl_failed, 'error', err)
 count(base, now, 'failed:' .. prio, 1)
 return { 'dead' }

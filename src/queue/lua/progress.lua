@@ -9,13 +9,15 @@
 
 local base, id, attempt = KEYS[1], ARGV[1], ARGV[2]
 local key = job_key(base, id)
-local job = redis.call('HMGET', key, 'state', 'attempt')
-if job[1] ~= 'running' or job[2] ~= attempt then return 0 end
+local job = load_job(base, id)
+if not job or job.state ~= 'running' or job.attempt ~= attempt then return 0 end
 local steps = redis.call('HGET', key, 'steps')
 steps = steps and cjson.decode(steps) or {}
 steps[#steps + 1] = { at = now_ms(), attempt = tonumber(attempt), percent = tonumber(ARGV[3]), step = ARGV[4] }
 while #steps > 30 do table.remove(steps, 1) end
-redis.call('HSET', key, 'progress', ARGV[3], 'step', ARGV[4], 'steps', cjson.encode(steps))
+local hashed = job.hashed
+add_to_hash(base, id, job, 'progress', ARGV[3], 'step', ARGV[4], 'steps', cjson.encode(steps))
+if not hashed then save_live(base, id, job) end
 redis.call('PUBLISH', base .. 'events', cjson.encode({
   type = 'progress', id = id, attempt = tonumber(attempt), percent = tonumber(ARGV[3]), step = ARGV[4],
   details = cjson.decode(ARGV[5]),

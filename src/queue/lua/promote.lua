@@ -12,9 +12,10 @@ for _, prio in ipairs(PRIORITIES) do
   local dkey = delayed_key(base, prio)
   local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(due) do
-    local job = redis.call('HMGET', job_key(base, id), 'state', 'data')
-    if job[1] == 'delayed' then
-      requeue(base, id, prio, job[2])
+    local job = load_job(base, id)
+    if job and job.state == 'delayed' then
+      local data = redis.call('HGET', job_key(base, id), 'data')
+      requeue(base, id, job, prio, data)
       redis.call('HDEL', job_key(base, id), 'due', 'data')
       moved = moved + 1
     end

@@ -31,21 +31,33 @@ for p, prio in ipairs(PRIORITIES) do
     for _, e in ipairs(reply[2]) do
       local entry, fields = e[1], e[2]
       local id = entry_task_id(fields)
+      local job, unreadable, in_live
+      if id then job, unreadable, in_live = load_job(base, id) end
       -- pcall, as in claim: a key of another type under the task's name is bad input to dead-letter,
       -- not an error that fails this reclaim (for every priority) on each call while it stays pending.
-      local job = id and redis.pcall('HMGET', job_key(base, id), 'state', 'entry', 'reclaims', 'user',
-        'cancel', 'attempt', 'max', 'data')
-      local data = entry_field(fields, 'd') or (job and not job.err and job[8]) or ''
+      local own = job and redis.pcall('HMGET', job_key(base, id), 'reclaims', 'cancel', 'data')
+      -- A live job whose own key is of another type cannot take a reclaim count: unreadable.
+      if own and own.err then job, unreadable, in_live = false, 'its task key is not a hash', job.live end
+      if not own or own.err then own = {} end
+      local data = entry_field(fields, 'd') or own[3] or ''
       ack_and_delete(base, prio, group, entry)
       if not id then
         dead_letter(base, prio, dead_max, '', 'corrupt stream entry ' .. entry .. ': no task id', 0, 1, '',
           cjson.encode(fields or {}), now)
         dead = dead + 1
-      elseif job.err then
-        dead_letter(base, prio, dead_max, id, 'corrupt stream entry ' .. entry .. ': its task key is not a hash', 0,
-          1, '', '', now)
+      elseif job == false then
+        if in_live then
+          local reason = (unreadable == 'its task key is not a hash' and 'corrupt stream entry ' .. entry .. ': '
+            or 'corrupt task data: ') .. unreadable
+          dead_letter(base, prio, dead_max, id, reason, 0, 1, '', data, now)
+          fail_unreadable(base, id, now, ttl_failed, reason)
+          count(base, now, 'failed:' .. prio, 1)
+        else
+          dead_letter(base, prio, dead_max, id, 'corrupt stream entry ' .. entry .. ': ' .. unreadable, 0, 1, '',
+            '', now)
+        end
         dead = dead + 1
-      elseif not job[1] then
+      elseif not job then
         -- A completed job keeps no hash: an entry of it left behind is dropped (acknowledged
         -- above).
         if not done_record(base, id) then
@@ -53,28 +65,28 @@ for p, prio in ipairs(PRIORITIES) do
             0, 1, '', '', now)
           dead = dead + 1
         end
-      elseif job[1] == 'running' and job[2] == entry then
+      elseif job.state == 'running' and job.entry == entry then
         -- The count is arithmetic here. A value reclaim never writes (damaged or forged data) would
         -- fail this reclaim, for every priority, on each call while the entry stays pending: the
         -- task is failed instead (the entry is acknowledged above), unless a cancel ends it anyway.
-        local reclaims = whole(job[3] or '0') and tonumber(job[3] or '0') + 1
-        if job[5] == '1' then
-          finish(base, id, job[4], 'cancelled', now, ttl_cancelled, 'reclaims', reclaims or job[3])
+        local reclaims = whole(own[1] or '0') and tonumber(own[1] or '0') + 1
+        if own[2] == '1' then
+          finish(base, id, job, 'cancelled', now, ttl_cancelled, 'reclaims', reclaims or own[1])
         elseif not reclaims then
-          local reason = 'corrupt task data: reclaims ' .. shown(job[3]) .. ' is not a whole number'
-          dead_letter(base, prio, dead_max, id, reason, whole(job[6]) and job[6] or 0,
-            whole(job[7]) and job[7] or 1, job[4], data, now)
-          finish(base, id, job[4], 'failed', now, ttl_failed, 'error', reason)
+          local reason = 'corrupt task data: reclaims ' .. shown(own[1]) .. ' is not a whole number'
+          dead_letter(base, prio, dead_max, id, reason, whole(job.attempt) and job.attempt or 0,
+            whole(job.max) and job.max or 1, job.user, data, now)
+          finish(base, id, job, 'failed', now, ttl_failed, 'error', reason)
           count(base, now, 'failed:' .. prio, 1)
           dead = dead + 1
         elseif reclaims > max_reclaims then
           local reason = 'poison: its lease lapsed ' .. reclaims .. ' times (the worker died or hung each time)'
-          dead_letter(base, prio, dead_max, id, reason, job[6], job[7], job[4], data, now)
-          finish(base, id, job[4], 'failed', now, ttl_failed, 'reclaims', reclaims, 'error', reason)
+          dead_letter(base, prio, dead_max, id, reason, job.attempt, job.max, job.user, data, now)
+          finish(base, id, job, 'failed', now, ttl_failed, 'reclaims', reclaims, 'error', reason)
           count(base, now, 'failed:' .. prio, 1)
           dead = dead + 1
         else
-          requeue(base, id, prio, data, 'reclaims', reclaims)
+          requeue(base, id, job, prio, data, 'reclaims', reclaims)
           requeued = requeued + 1
         end
       end

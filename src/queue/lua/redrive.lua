@@ -28,26 +28,24 @@ for a = 2, #ARGV do
     for n = 1, #found[2], 2 do f[found[2][n]] = found[2][n + 1] end
     local id, user = f['i'] or '', f['user'] or ''
     local key = job_key(base, id)
-    -- pcall: a key of another type under the task's name makes this letter corrupt, not the call
-    -- fail (and with it the letters after it).
-    local job = id ~= '' and redis.pcall('HMGET', key, 'state', 'attempt')
-    local state = job and not job.err and job[1]
-    local attempt = job and not job.err and job[2] or f['attempt'] or '0'
+    -- A task whose state cannot be read (its key of another type, its live state not parsing)
+    -- makes this letter corrupt, not the call fail (and with it the letters after it).
+    local job, unreadable
+    if id ~= '' then job, unreadable = load_job(base, id) end
+    local state = job and job.state
+    local attempt = job and job.attempt or f['attempt'] or '0'
     -- A run that completed after the letter was written (its task came back and ran) keeps no
     -- hash: its record's attempt is the highest handed out, and the new run starts above it.
-    local record = id ~= '' and not state and done_record(base, id)
+    local record = id ~= '' and job == nil and done_record(base, id)
     local completed_attempt = record and string.match(record, '^(%d+) ')
     if completed_attempt and whole(attempt) and tonumber(completed_attempt) > tonumber(attempt) then
       attempt = completed_attempt
     end
     -- A key of another type under the lock's name reads as no lock; the redrive's SET replaces it.
     local active = user ~= '' and user_lock(base, user)
-    -- pcall: a lock can name a task whose key is not a hash (claim dead-letters such a task without
-    -- knowing its user, so the lock stays); that task is not active.
-    local active_state = active and active ~= id and redis.pcall('HGET', job_key(base, active), 'state')
-    if id == '' or (f['data'] or '') == '' or job.err then
+    if id == '' or (f['data'] or '') == '' or job == false then
       out[#out + 1] = 'corrupt'
-    elseif active_state == 'queued' or active_state == 'delayed' or active_state == 'running' then
+    elseif active and active ~= id and is_live(base, active) then
       out[#out + 1] = 'active:' .. active
     elseif state == 'queued' or state == 'delayed' or state == 'running' then
       -- Already back in play (redriven twice): drop the dead letter only.
@@ -58,9 +56,9 @@ for a = 2, #ARGV do
     else
       redis.call('DEL', key)
       if record then forget_done_records(base, id) end
-      redis.call('HSET', key, 'user', user, 'prio', prio, 'attempt', attempt, 'spent', attempt,
-        'max', f['max'] or '1', 'created', now)
-      requeue(base, id, prio, f['data'])
+      local fresh = { attempt = attempt, spent = attempt, max = f['max'] or '1', created = string.format('%d', now),
+        user = user, meta = '', started = '', hashed = false }
+      requeue(base, id, fresh, prio, f['data'])
       if user ~= '' then redis.call('SET', user_key(base, user), id) end
       redis.call('XDEL', dkey, ARGV[a])
       out[#out + 1] = 'ok'

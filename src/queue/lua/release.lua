@@ -15,20 +15,24 @@
 local base, group, consumer, id, attempt = KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local delay = tonumber(ARGV[5] or '0') or 0
 local key = job_key(base, id)
-local job = redis.call('HMGET', key, 'state', 'attempt', 'owner', 'prio', 'entry', 'cancel')
-if job[2] == attempt and (job[1] == 'queued' or job[1] == 'delayed') and (job[3] or '') == '' then
+local job, unreadable = load_job(base, id)
+if job == false then return redis.error_reply('ERR task ' .. id .. ' cannot be read: ' .. unreadable) end
+if not job then return 'stale' end
+if job.attempt == attempt and (job.state == 'queued' or job.state == 'delayed') and job.owner == '' then
   return 'ok'
 end
-if job[1] ~= 'running' or job[2] ~= attempt or job[3] ~= consumer then return 'stale' end
-if job[6] == '1' then return 'cancel' end
-local data = job_data(base, id, job[4], job[5])
-ack_and_delete(base, job[4], group, job[5])
+if job.state ~= 'running' or job.attempt ~= attempt or job.owner ~= consumer then return 'stale' end
+if redis.call('HGET', key, 'cancel') == '1' then return 'cancel' end
+local data = job_data(base, id, job.prio, job.entry)
+ack_and_delete(base, job.prio, group, job.entry)
+job.spent = string.format('%d', tonumber(job.spent) + 1)
 if delay > 0 then
   local due = now_ms() + delay
-  redis.call('ZADD', delayed_key(base, job[4]), due, id)
-  redis.call('HSET', key, 'state', 'delayed', 'entry', '', 'owner', '', 'due', due, 'data', data)
+  redis.call('ZADD', delayed_key(base, job.prio), due, id)
+  add_to_hash(base, id, job, 'due', due, 'data', data)
+  job.state, job.entry, job.owner = 'delayed', '', ''
+  save_live(base, id, job)
 else
-  requeue(base, id, job[4], data)
+  requeue(base, id, job, job.prio, data)
 end
-redis.call('HINCRBY', key, 'spent', 1)
 return 'ok'

@@ -8,20 +8,21 @@
 local base, id, to = KEYS[1], ARGV[1], ARGV[2]
 if not PRIORITY[to] then return redis.error_reply('ERR unknown priority ' .. tostring(to)) end
 local key = job_key(base, id)
-local job = redis.call('HMGET', key, 'state', 'prio', 'entry', 'due')
-local state, from = job[1], job[2]
-if not state then return done_record(base, id) and { 'state', 'completed' } or { 'missing' } end
+local job, unreadable = load_job(base, id)
+if job == false then return redis.error_reply('ERR task ' .. id .. ' cannot be read: ' .. unreadable) end
+if not job then return done_record(base, id) and { 'state', 'completed' } or { 'missing' } end
+local state, from = job.state, job.prio
 if state == 'queued' then
-  local data = job_data(base, id, from, job[3])
-  if job[3] and job[3] ~= '' then redis.call('XDEL', stream_key(base, from), job[3]) end
-  redis.call('HSET', key, 'prio', to)
-  requeue(base, id, to, data)
+  local data = job_data(base, id, from, job.entry)
+  if job.entry ~= '' then redis.call('XDEL', stream_key(base, from), job.entry) end
+  requeue(base, id, job, to, data)
   redis.call('HDEL', key, 'data')
   return { 'ok' }
 elseif state == 'delayed' then
   redis.call('ZREM', delayed_key(base, from), id)
-  redis.call('ZADD', delayed_key(base, to), tonumber(job[4] or '0'), id)
-  redis.call('HSET', key, 'prio', to)
+  redis.call('ZADD', delayed_key(base, to), tonumber(redis.call('HGET', key, 'due') or '0'), id)
+  job.prio = to
+  save_live(base, id, job)
   return { 'ok' }
 end
 return { 'state', state }

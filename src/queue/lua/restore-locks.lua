@@ -13,11 +13,10 @@ local base = KEYS[1]
 local restored = 0
 for a = 1, #ARGV, 2 do
   local id, user = ARGV[a], ARGV[a + 1]
-  -- pcall: a task key of another type (corruption) has no state to read, so that task is not live
-  -- here and gets no lock (the error reply matches no state); WRONGTYPE would fail the whole call
-  -- and leave every other task of the batch without its lock.
-  local state = redis.pcall('HGET', job_key(base, id), 'state')
-  if user ~= '' and (state == 'queued' or state == 'delayed' or state == 'running') then
+  -- is_live: a task whose state cannot be read (its key of another type) is not live here and gets
+  -- no lock; WRONGTYPE would fail the whole call and leave every other task of the batch without
+  -- its lock.
+  if user ~= '' and is_live(base, id) then
     local _, other_type = user_lock(base, user)
     if other_type then redis.call('DEL', user_key(base, user)) end
     if redis.call('SET', user_key(base, user), id, 'NX') then restored = restored + 1 end

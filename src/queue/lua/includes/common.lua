@@ -153,19 +153,157 @@ local function dead_letter(base, prio, dead_max, id, reason, attempt, max, user,
   count(base, now, 'dead:' .. prio, 1)
 end
 
--- Moves a job to a terminal state and lets its data expire after ttl seconds.
-local function finish(base, id, user, state, now, ttl, ...)
+-- The live state of every queued, delayed or running job is one field of the queue's `live` hash
+-- (field: the job's id), packed into one value, and its data is in its stream entry: a claim or a
+-- batch of completions reads and writes all its jobs' states in one call each, where a hash per
+-- job cost two calls per job in the claim and one in the completion (calls, not what they do,
+-- were most of Redis's work per job). A live job has a hash of its own only for what is added
+-- while it lives (a delayed job's data and due time, progress, an error of an earlier attempt, a
+-- cancel request, a reclaim count); `hashed` says whether it may have one. An ended job's state
+-- is written to its own hash (finish), which expires; a completed one keeps a record instead.
+-- The value is MessagePack, twelve strings: state, attempt, hashed, entry, spent, max, created,
+-- prio, user, meta, started, owner (the completion's fence first: it unpacks only those). cmsgpack
+-- unpacks in one C call; a Lua pattern over a text value cost more per job than the calls the
+-- live hash saves. It is written here, not with cmsgpack.pack, which makes a Lua string of every
+-- value before it joins them: the heads are looked up, and the value is one concatenation.
+local function live_key(base) return base .. 'live' end
+
+local LIVE_STATE = { queued = true, delayed = true, running = true }
+
+-- The MessagePack head of a string of n bytes (str8/16/32 past 31), made once per script run.
+local MP_HEAD = {}
+local function mp_head(n)
+  local head
+  if n < 32 then
+    head = string.char(0xa0 + n)
+  elseif n < 256 then
+    head = string.char(0xd9, n)
+  elseif n < 65536 then
+    head = string.char(0xda, math.floor(n / 256), n % 256)
+  else
+    head = string.char(0xdb, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256, math.floor(n / 256) % 256,
+      n % 256)
+  end
+  MP_HEAD[n] = head
+  return head
+end
+
+-- The fields in their order, each a string.
+local function pack_values(state, attempt, hashed, entry, spent, max, created, prio, user, meta, started, owner)
+  return (MP_HEAD[#state] or mp_head(#state)) .. state .. (MP_HEAD[#attempt] or mp_head(#attempt)) .. attempt
+    .. (MP_HEAD[#hashed] or mp_head(#hashed)) .. hashed .. (MP_HEAD[#entry] or mp_head(#entry)) .. entry
+    .. (MP_HEAD[#spent] or mp_head(#spent)) .. spent .. (MP_HEAD[#max] or mp_head(#max)) .. max
+    .. (MP_HEAD[#created] or mp_head(#created)) .. created .. (MP_HEAD[#prio] or mp_head(#prio)) .. prio
+    .. (MP_HEAD[#user] or mp_head(#user)) .. user .. (MP_HEAD[#meta] or mp_head(#meta)) .. meta
+    .. (MP_HEAD[#started] or mp_head(#started)) .. started .. (MP_HEAD[#owner] or mp_head(#owner)) .. owner
+end
+
+local function pack_live(job)
+  return pack_values(job.state, job.attempt, job.hashed and '1' or '0', job.entry, job.spent, job.max, job.created,
+    job.prio, job.user, job.meta, job.started, job.owner)
+end
+
+-- The job a live value describes, or nil for one that is not twelve strings with a live state
+-- (damaged or forged: unpack reads any bytes as something).
+local function unpack_live(value)
+  local ok, state, attempt, hashed, entry, spent, max, created, prio, user, meta, started, owner, extra =
+    pcall(cmsgpack.unpack, value)
+  if not ok or extra ~= nil or not LIVE_STATE[state] or type(owner) ~= 'string' then return nil end
+  for _, v in ipairs({ attempt, hashed, entry, spent, max, created, prio, user, meta, started }) do
+    if type(v) ~= 'string' then return nil end
+  end
+  return {
+    state = state, attempt = attempt, spent = spent, max = max, created = created, prio = prio,
+    entry = entry, started = started, hashed = hashed ~= '0', live = true, user = user, meta = meta,
+    owner = owner,
+  }
+end
+
+local function save_live(base, id, job) redis.call('HSET', live_key(base), id, pack_live(job)) end
+
+-- The fields an ended job's hash keeps (and a live one's kept before the live hash existed).
+local HASH_STATE = { 'state', 'attempt', 'spent', 'max', 'created', 'prio', 'entry', 'started', 'user', 'meta',
+  'owner' }
+
+-- A job read from its hash, or nil if it has none.
+local function job_from_hash(h)
+  if not h[1] then return nil end
+  return {
+    state = h[1], attempt = h[2] or '0', spent = h[3] or '0', max = h[4] or '1', created = h[5] or '0',
+    prio = h[6] or '', entry = h[7] or '', started = h[8] or '', user = h[9] or '', meta = h[10] or '',
+    owner = h[11] or '', hashed = true, live = false,
+  }
+end
+
+-- A job: its live state, else its own hash (an ended job, or a live one written before the live
+-- hash: every reader takes both, and the first transition moves it to the live hash). nil when
+-- there is neither; false and why for one that cannot be read (a live value that does not parse,
+-- a key of another type under the job's name).
+local function load_job(base, id)
+  local value = redis.call('HGET', live_key(base), id)
+  if value then
+    local job = unpack_live(value)
+    if not job then return false, 'its live state ' .. shown(value) .. ' does not parse', true end
+    return job
+  end
+  local h = redis.pcall('HMGET', job_key(base, id), unpack(HASH_STATE))
+  if h.err then return false, 'its task key is not a hash' end
+  return job_from_hash(h)
+end
+
+-- Whether a job is queued, delayed or running (for the user lock's checks): a job that cannot be
+-- read is not.
+local function is_live(base, id)
+  if redis.call('HEXISTS', live_key(base), id) == 1 then return true end
+  local state = redis.pcall('HGET', job_key(base, id), 'state')
+  return LIVE_STATE[state] == true
+end
+
+-- Fields added to a live job's own hash; the job is marked as having one.
+local function add_to_hash(base, id, job, ...)
+  redis.call('HSET', job_key(base, id), ...)
+  job.hashed = true
+end
+
+-- Moves a job to a terminal state: out of the live hash, its state into its own hash, which
+-- expires after ttl seconds.
+local function finish(base, id, job, state, now, ttl, ...)
   local key = job_key(base, id)
-  redis.call('HSET', key, 'state', state, 'ended', now, 'entry', '', 'owner', '', ...)
-  redis.call('HDEL', key, 'due')
-  if tonumber(ttl) > 0 then redis.call('EXPIRE', key, ttl) end
-  release_user(base, user, id)
+  if job.live then redis.call('HDEL', live_key(base), id) end
+  local fields = { 'state', state, 'ended', now, 'entry', '', 'owner', '', 'attempt', job.attempt, 'spent', job.spent,
+    'max', job.max, 'created', job.created, 'prio', job.prio }
+  if job.user ~= '' then fields[#fields + 1] = 'user'; fields[#fields + 1] = job.user end
+  if job.meta ~= '' then fields[#fields + 1] = 'meta'; fields[#fields + 1] = job.meta end
+  if job.started ~= '' then fields[#fields + 1] = 'started'; fields[#fields + 1] = job.started end
+  for i = 1, select('#', ...) do fields[#fields + 1] = select(i, ...) end
+  -- pcall: a key of another type under the job's name is left for a person to look at; the job
+  -- still ends (out of the live hash, its user's slot freed), and the ledger keeps its end.
+  if type(redis.pcall('HSET', key, unpack(fields))) == 'number' then
+    redis.call('HDEL', key, 'due', 'data')
+    if tonumber(ttl) > 0 then redis.call('EXPIRE', key, ttl) end
+  end
+  release_user(base, job.user, id)
+end
+
+-- Ends a task whose live state does not parse: nothing in it can be trusted (its user and
+-- counters included), so it leaves the live hash (where it would pass for live, holding its
+-- user's slot for good) and its own hash says failed, why, and when. pcall: its own key may be
+-- damaged too.
+local function fail_unreadable(base, id, now, ttl, reason)
+  redis.call('HDEL', live_key(base), id)
+  local key = job_key(base, id)
+  if type(redis.pcall('HSET', key, 'state', 'failed', 'error', reason, 'ended', now)) == 'number' and tonumber(ttl) > 0 then
+    redis.call('EXPIRE', key, ttl)
+  end
 end
 
 -- Puts a job (back) at the tail of its priority's stream, ready to be claimed, its data with it.
-local function requeue(base, id, prio, data, ...)
+-- Extra fields (name, value...) go to its own hash.
+local function requeue(base, id, job, prio, data, ...)
   local entry = redis.call('XADD', stream_key(base, prio), '*', 'i', id, 'd', data or '')
-  redis.call('HSET', job_key(base, id), 'state', 'queued', 'entry', entry, 'owner', '', ...)
+  if select('#', ...) > 0 then add_to_hash(base, id, job, ...) end
+  job.state, job.entry, job.owner, job.prio = 'queued', entry, '', prio
+  save_live(base, id, job)
   return entry
 end
 

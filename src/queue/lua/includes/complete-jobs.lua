@@ -4,49 +4,77 @@
 -- ('stale') and changes nothing. Completing the same attempt again (a resend after a dropped
 -- reply, or twice in one batch) answers 'ok' and changes nothing, so the caller still learns the
 -- job is done.
--- A completed job's hash is deleted and its record kept with the others (keep_done_records): one
--- HSET, one DEL, one XACK and one XDEL per stream for the whole batch. The one read per job is
--- the fence (state and attempt) and the progress history; what else the record holds (the
--- stream entry, priority, user and counters) comes with the completion, as its claim handed it
--- out, and is read from the hash only for a completion that has just its lease.
+-- A completed job leaves the live hash and its record is kept with the others
+-- (keep_done_records): one HMGET and one HDEL of the live hash, one HSET, and one XACK and one
+-- trim per stream for the whole batch. What else the record holds (the stream entry, priority,
+-- user and counters) comes with the completion, as its claim handed it out, and is read from the
+-- job's state only for a completion that has just its lease. A job with a hash of its own (its
+-- progress history, which the record keeps) costs a read and a deletion more.
 -- args[from..] are (id, attempt, prio, entry, user, spent, max, created, result); prio '' for a
 -- bare lease.
 -- -> {'ok' | 'stale', ...} in the order given
 local function complete_jobs(base, group, ttl, now, args, from)
-  local out, records, keys, entries, done, ended, users = {}, {}, {}, {}, {}, {}, {}
+  local out, records, keys, live_ids, entries, done, ended, users = {}, {}, {}, {}, {}, {}, {}, {}
+  if #args < from then return out end
+  local live = live_key(base)
+  -- Every job's live state in one call.
+  local values = {}
+  for a = from, #args, 9000 do
+    local ids = {}
+    for b = a, math.min(a + 8999, #args), 9 do ids[#ids + 1] = args[b] end
+    local found = redis.call('HMGET', live, unpack(ids))
+    for n = 1, #ids do values[#values + 1] = found[n] or false end
+  end
   -- Formatted once: a number turned into a string is a printf in Redis, and a record has one.
   local ended_at = string.format('%d', now)
+  local n = 0
   for a = from, #args, 9 do
+    n = n + 1
     local id, attempt, prio = args[a], args[a + 1], args[a + 2]
-    local key = base .. 'j:' .. id -- job_key's, without the call (one per job)
     local claimed = PRIORITY[prio]
-    -- pcall: a key of another type under the job's name is no running job of this attempt
-    -- ('stale'), not a reason to fail the batch and leave its other jobs running.
-    local job
-    if claimed then
-      job = redis.pcall('HMGET', key, 'state', 'attempt', 'steps')
-    else
-      job = redis.pcall('HMGET', key, 'state', 'attempt', 'steps', 'prio', 'entry', 'user', 'spent', 'max',
-        'created')
+    local value = values[n]
+    local state, job_attempt, hashed
+    if value and claimed then
+      -- The fence and whether there is a hash to read, without unpacking the rest.
+      local ok, _, s, at, h = pcall(cmsgpack.unpack_limit, value, 3)
+      if ok and s == 'running' and type(at) == 'string' and (h == '0' or h == '1') then
+        state, job_attempt, hashed = s, at, h
+      end
     end
-    if job.err then
+    local job, unreadable
+    if value and not state then
+      job = unpack_live(value)
+      unreadable = not job
+    elseif not value then
+      -- No live state: a job that ended (or completed), or one running since before the live hash,
+      -- its state in its own hash. pcall: a key of another type there is no running job of this
+      -- attempt ('stale'), not a reason to fail the batch and leave its other jobs running.
+      local h = redis.pcall('HMGET', base .. 'j:' .. id, unpack(HASH_STATE))
+      if h.err then unreadable = true else job = job_from_hash(h) end
+    end
+    if job then state, job_attempt, hashed = job.state, job.attempt, job.hashed and '1' or '0' end
+    if unreadable then
       out[#out + 1] = 'stale'
-    elseif ended[id] == attempt or (job[1] == 'completed' and job[2] == attempt) then
+    elseif ended[id] == attempt or (state == 'completed' and job_attempt == attempt) then
       -- The same answer again: already done, say so again. (A job completed before records moved
       -- out of the hashes says so in its own.)
       out[#out + 1] = 'ok'
-    elseif job[1] == 'running' and job[2] == attempt then
+    elseif state == 'running' and job_attempt == attempt then
+      local key = base .. 'j:' .. id -- job_key's, without the call (one per job)
+      local steps = hashed == '1' and redis.pcall('HGET', key, 'steps')
+      if type(steps) ~= 'string' then steps = '' end
       local entry, user, record
       if claimed then
         entry, user = args[a + 3], args[a + 4]
-        record = done_record_of(attempt, prio, ended_at, args[a + 5], args[a + 6], args[a + 7], user,
-          job[3] or '', args[a + 8])
+        record = done_record_of(attempt, prio, ended_at, args[a + 5], args[a + 6], args[a + 7], user, steps,
+          args[a + 8])
       else
-        -- claim writes the stream a running job was read from; a hash damaged since cannot name
+        job = job or unpack_live(value)
+        -- claim writes the stream a running job was read from; a state damaged since cannot name
         -- one.
-        prio, entry, user = job[4], job[5], job[6] or ''
-        record = done_record_of(attempt, PRIORITY[prio] and prio or '', ended_at, spaceless(job[7], '0'),
-          spaceless(job[8], '1'), spaceless(job[9], '0'), user, job[3] or '', args[a + 8])
+        prio, entry, user = job.prio, job.entry, job.user
+        record = done_record_of(attempt, PRIORITY[prio] and prio or '', ended_at, spaceless(job.spent, '0'),
+          spaceless(job.max, '1'), spaceless(job.created, '0'), user, steps, args[a + 8])
       end
       if PRIORITY[prio] then
         if entry and entry ~= '' then
@@ -58,12 +86,13 @@ local function complete_jobs(base, group, ttl, now, args, from)
       end
       records[#records + 1] = id
       records[#records + 1] = record
-      keys[#keys + 1] = key
+      if value then live_ids[#live_ids + 1] = id end
+      if hashed == '1' then keys[#keys + 1] = key end
       ended[id] = attempt
       users[#users + 1] = user
       users[#users + 1] = id
       out[#out + 1] = 'ok'
-    elseif not job[1] then
+    elseif not state then
       local found = done_record(base, id)
       out[#out + 1] = (found and string.match(found, '^(%d+) ') == attempt) and 'ok' or 'stale'
     else
@@ -71,6 +100,7 @@ local function complete_jobs(base, group, ttl, now, args, from)
     end
   end
   keep_done_records(base, now, ttl, records)
+  for i = 1, #live_ids, 1000 do redis.call('HDEL', live, unpack(live_ids, i, math.min(i + 999, #live_ids))) end
   for i = 1, #keys, 1000 do redis.call('DEL', unpack(keys, i, math.min(i + 999, #keys))) end
   for prio, list in pairs(entries) do ack_and_delete_all(base, prio, group, list) end
   for prio, n in pairs(done) do count(base, now, 'completed:' .. prio, n) end
