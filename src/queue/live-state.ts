@@ -19,6 +19,9 @@ export const LIVE_FIELDS = [
   "owner",
 ] as const;
 
+/** The states a live value can hold (LIVE_STATE in common.lua); any other is damage. */
+const LIVE_STATES = new Set(["queued", "delayed", "running"]);
+
 /**
  * The strings of a MessagePack sequence, as Redis's cmsgpack writes a Lua string (fixstr, str8,
  * str16, str32); undefined at anything else, as the scripts read such a value as corrupt.
@@ -55,7 +58,7 @@ export const unpackStrings = (value: Buffer): string[] | undefined => {
  */
 export const liveFields = (id: string, value: Buffer): Record<string, string> => {
   const strings = unpackStrings(value);
-  if (strings === undefined || strings.length !== LIVE_FIELDS.length) {
+  if (strings === undefined || strings.length !== LIVE_FIELDS.length || !LIVE_STATES.has(strings[0]!)) {
     throw new UnreadableLiveState(id, value.length);
   }
   const fields: Record<string, string> = {};

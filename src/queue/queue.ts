@@ -490,7 +490,7 @@ export class Queue {
 
   /** Moves due delayed jobs to their streams; `nextDueAt` tells the scheduler when to look again. */
   promote(limit = 1000): Effect.Effect<{ moved: number; nextDueAt: number | undefined }, RedisError> {
-    return this.run(scripts.promote, [limit]).pipe(
+    return this.run(scripts.promote, [limit, this.deadLetterMax, this.retention.failedSeconds]).pipe(
       Effect.map((reply) => {
         const [moved, next] = reply as [number, number];
         return { moved, nextDueAt: next < 0 ? undefined : next };
@@ -593,18 +593,21 @@ export class Queue {
   getJob(id: string): Effect.Effect<JobView | undefined, RedisError> {
     return Effect.tryPromise({
       try: async (): Promise<JobView | undefined> => {
-        // Both asked at once; the hash's failure is judged once the live state is known.
-        const ownHash = this.redis.hgetall(this.keys.job(id)).then(
-          (fields) => ({ fields, error: undefined }),
-          (error: unknown) => ({ fields: undefined, error }),
-        );
-        const live = await this.redis.hgetBuffer(this.keys.live, id);
-        const own = await ownHash;
+        // One MULTI: a job ending between two reads would be in neither (its live state gone, its
+        // end state not yet written) and read as lost.
+        const replies = (await this.redis
+          .multi()
+          .hgetBuffer(this.keys.live, id)
+          .hgetall(this.keys.job(id))
+          .exec()) as [[Error | null, Buffer | null], [Error | null, Record<string, string>]] | null;
+        if (replies === null) throw new Error("get job: the transaction was discarded");
+        const [[liveError, live], [ownError, own]] = replies;
+        if (liveError) throw liveError;
         // A live job's own key of another type is not read by the scripts either (they run the
         // job on its live state): it hides only what it would have added. Without a live state
         // the key is the job, and its error is the answer.
-        if (own.fields === undefined && (live === null || !isWrongType(own.error))) throw own.error;
-        const h = live === null ? own.fields! : { ...own.fields, ...liveFields(id, live) };
+        if (ownError && (live === null || !isWrongType(ownError))) throw ownError;
+        const h = live === null ? own : { ...(ownError ? {} : own), ...liveFields(id, live) };
         if (h.state === undefined) {
           const record = await this.completedRecord(id);
           return record === undefined ? undefined : fromCompletedRecord(id, record);

@@ -3,7 +3,8 @@ import { describe, expect, it } from "vitest";
 import { QueueAdmin } from "../../src/queue/admin.js";
 import type { Queue } from "../../src/queue/queue.js";
 import type { RedisClient } from "../../src/redis/connection.js";
-import { readLive } from "../support/live-state.js";
+import { LIVE_FIELDS } from "../../src/queue/live-state.js";
+import { type LiveState, packStrings, readLive, writeRawLive } from "../support/live-state.js";
 import { ALL, makeQueue, newJob } from "../support/queue.js";
 import { run, useRedis } from "../support/redis.js";
 
@@ -285,3 +286,100 @@ describe("damage around a live job", () => {
     expect(view?.error).toBeUndefined();
   });
 });
+
+describe("damaged live states, and a claim that failed after its read", () => {
+  const redis = useRedis();
+
+  it("a live state with a nil, a table or a NaN in it is dead-lettered; the claim reading it runs the rest", async () => {
+    const raw = redis.client();
+    const queue = await makeQueue(redis);
+    const jobs = [
+      newJob("normal"),
+      newJob("normal"),
+      newJob("normal"),
+      newJob("normal", { userId: "ok-user" }),
+    ];
+    await run(queue.enqueueMany(jobs));
+    const [nilHashed, tableCreated, nanAttempt, fine] = jobs as [Job, Job, Job, Job];
+    // MessagePack nil (0xc0) where `hashed` goes; a fixmap {} where `created` goes; a float64 NaN
+    // where `attempt` goes: unpack reads each, and none is a string.
+    const state = (await readLive(raw, queue, nilHashed.id))!;
+    await writeRawLive(raw, queue, nilHashed.id, packWith(state, { hashed: Buffer.from([0xc0]) }));
+    const created = (await readLive(raw, queue, tableCreated.id))!;
+    await writeRawLive(raw, queue, tableCreated.id, packWith(created, { created: Buffer.from([0x80]) }));
+    const nan = (await readLive(raw, queue, nanAttempt.id))!;
+    await writeRawLive(
+      raw,
+      queue,
+      nanAttempt.id,
+      packWith(nan, { attempt: Buffer.from([0xcb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0]) }),
+    );
+
+    const claimed = await run(queue.claim("c", ALL, 10));
+    expect(claimed.jobs.map((j) => j.id)).toEqual([fine.id]);
+    const dead = await run(new QueueAdmin(queue).listDead({ priority: "normal" }));
+    expect(dead.map((d) => d.taskId).sort()).toEqual([nilHashed.id, tableCreated.id, nanAttempt.id].sort());
+    for (const letter of dead) expect(letter.reason).toMatch(/its live state .* does not parse/);
+    for (const id of [nilHashed.id, tableCreated.id, nanAttempt.id]) {
+      expect(await readLive(raw, queue, id)).toBeUndefined();
+      expect(await raw.hget(queue.keys.job(id), "state")).toBe("failed");
+    }
+  });
+
+  it("a failed task whose live state did not parse is not redriven: its attempt is unknown", async () => {
+    const raw = redis.client();
+    const queue = await makeQueue(redis);
+    const job = { ...newJob("normal"), afterAttempt: 6 };
+    await run(queue.enqueue(job));
+    await run(queue.claim("hung", ALL, 1));
+    await writeRawLive(raw, queue, job.id, "damaged");
+    expect(await run(queue.reclaim("reclaimer", { leaseMs: 0 }))).toMatchObject({ dead: 1 });
+    const [letter] = await run(new QueueAdmin(queue).listDead({ priority: "normal" }));
+    expect(await run(new QueueAdmin(queue).redriveDead("normal", [letter!.entryId]))).toEqual(["corrupt"]);
+    expect((await run(queue.claim("c", ALL, 1))).jobs).toEqual([]);
+  });
+
+  it("a delayed job whose live state does not parse is dead-lettered when due, not dropped", async () => {
+    const raw = redis.client();
+    const queue = await makeQueue(redis);
+    const job = newJob("high", { delayMs: 1, userId: "du" });
+    await run(queue.enqueue(job));
+    await writeRawLive(raw, queue, job.id, "damaged");
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect((await run(queue.promote())).moved).toBe(0);
+    const [letter] = await run(new QueueAdmin(queue).listDead({ priority: "high" }));
+    expect(letter).toMatchObject({ taskId: job.id, data: job.data });
+    expect(await readLive(raw, queue, job.id)).toBeUndefined();
+    expect(await run(new QueueAdmin(queue).activeTaskOf("du"))).toBeUndefined();
+  });
+
+  it("an entry delivered whose job is still queued from it is put back by the reclaimer, uncharged", async () => {
+    const raw = redis.client();
+    const queue = await makeQueue(redis);
+    const job = newJob("normal");
+    await run(queue.enqueue(job));
+    await raw.xgroup("CREATE", queue.keys.stream("normal"), queue.group, "0");
+    // A claim that read the entry and then failed: delivered, never marked running.
+    await raw.xreadgroup(
+      "GROUP",
+      queue.group,
+      "crashed",
+      "COUNT",
+      1,
+      "STREAMS",
+      queue.keys.stream("normal"),
+      ">",
+    );
+    expect(await readLive(raw, queue, job.id)).toMatchObject({ state: "queued" });
+
+    expect(await run(queue.reclaim("reclaimer", { leaseMs: 0 }))).toMatchObject({ requeued: 1, dead: 0 });
+    const [claimed] = (await run(queue.claim("c", ALL, 1))).jobs;
+    expect(claimed).toMatchObject({ id: job.id, attempt: 1, data: job.data });
+  });
+});
+
+type Job = ReturnType<typeof newJob>;
+
+/** A live state packed with some values replaced by raw MessagePack (damage). */
+const packWith = (state: LiveState, over: Partial<Record<keyof LiveState, Buffer>>) =>
+  Buffer.concat(LIVE_FIELDS.map((name) => over[name] ?? packStrings([state[name]])));

@@ -26,8 +26,11 @@ for _, e in ipairs(entries) do
   local id = entry_task_id(e[2])
   redis.call('XDEL', key, entry)
   if id then
-    local job = load_job(base, id)
-    if job and job.state == 'queued' and job.entry == entry then
+    local job, unreadable, in_live = load_job(base, id)
+    if job == false and in_live then
+      -- Its entry is gone now: failed, or it would stay live with nothing left to run or end it.
+      fail_unreadable(base, id, now, ttl, 'corrupt task data: ' .. unreadable)
+    elseif job and job.state == 'queued' and job.entry == entry then
       finish(base, id, job, 'cancelled', now, ttl, 'error', reason)
       cleared[#cleared + 1] = id
       cleared[#cleared + 1] = job.attempt

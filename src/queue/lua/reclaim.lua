@@ -4,7 +4,8 @@
 -- max_reclaims times is poison (it kills or stalls every worker that runs it): dead-lettered.
 -- Entries that name no task, or a task whose data is gone (or is not a hash), are dead-lettered
 -- with a reason. A running task whose reclaim count is not a whole number is failed and
--- dead-lettered as corrupt, as claim does with its counters.
+-- dead-lettered as corrupt, as claim does with its counters. An entry delivered whose job is still
+-- queued from it (a claim that failed after its read) is put back, uncharged.
 -- KEYS[1] base
 -- XAUTOCLAIM scans at most count*10 pending entries a call, so a long pending list of live jobs
 -- is walked in steps: each priority's cursor is passed in and the next one handed back.
@@ -89,6 +90,11 @@ for p, prio in ipairs(PRIORITIES) do
           requeue(base, id, job, prio, data, 'reclaims', reclaims)
           requeued = requeued + 1
         end
+      elseif job.state == 'queued' and job.entry == entry then
+        -- Delivered but never marked running: a claim that failed after its read (Redis keeps a
+        -- script's writes up to its error). Put back at the tail, uncharged: it never ran.
+        requeue(base, id, job, prio, data)
+        requeued = requeued + 1
       end
     end
   end

@@ -25,7 +25,8 @@ local function whole(value)
   if known == nil then
     known = type(value) == 'string' and #value <= 15 and string.find(value, '^%d+$') ~= nil
       and tonumber(value)
-    if value ~= nil then whole_values[value] = known end
+    -- value == value: a NaN (from damaged data) cannot be a key.
+    if value ~= nil and value == value then whole_values[value] = known end
   end
   return known
 end
@@ -203,21 +204,23 @@ local function pack_live(job)
     job.prio, job.user, job.meta, job.started, job.owner)
 end
 
--- The job a live value describes, or nil for one that is not twelve strings with a live state
--- (damaged or forged: unpack reads any bytes as something).
-local function unpack_live(value)
-  local ok, state, attempt, hashed, entry, spent, max, created, prio, user, meta, started, owner, extra =
-    pcall(cmsgpack.unpack, value)
-  if not ok or extra ~= nil or not LIVE_STATE[state] or type(owner) ~= 'string' then return nil end
-  for _, v in ipairs({ attempt, hashed, entry, spent, max, created, prio, user, meta, started }) do
-    if type(v) ~= 'string' then return nil end
+-- The job unpacked values describe, or nil unless they are twelve strings with a live state
+-- (damaged or forged: unpack reads any bytes as something, nils and tables included).
+local function live_of(ok, ...)
+  if not ok or select('#', ...) ~= 12 then return nil end
+  for i = 1, 12 do
+    if type((select(i, ...))) ~= 'string' then return nil end
   end
+  local state, attempt, hashed, entry, spent, max, created, prio, user, meta, started, owner = ...
+  if not LIVE_STATE[state] then return nil end
   return {
     state = state, attempt = attempt, spent = spent, max = max, created = created, prio = prio,
     entry = entry, started = started, hashed = hashed ~= '0', live = true, user = user, meta = meta,
     owner = owner,
   }
 end
+
+local function unpack_live(value) return live_of(pcall(cmsgpack.unpack, value)) end
 
 local function save_live(base, id, job) redis.call('HSET', live_key(base), id, pack_live(job)) end
 
@@ -287,12 +290,15 @@ end
 
 -- Ends a task whose live state does not parse: nothing in it can be trusted (its user and
 -- counters included), so it leaves the live hash (where it would pass for live, holding its
--- user's slot for good) and its own hash says failed, why, and when. pcall: its own key may be
+-- user's slot for good) and its own hash says failed, why, and when. Its attempt is written
+-- empty, not left out (read as 0): no attempt number is known to be above every one a stale
+-- worker may still answer for, so redrive refuses it as corrupt. pcall: its own key may be
 -- damaged too.
 local function fail_unreadable(base, id, now, ttl, reason)
   redis.call('HDEL', live_key(base), id)
   local key = job_key(base, id)
-  if type(redis.pcall('HSET', key, 'state', 'failed', 'error', reason, 'ended', now)) == 'number' and tonumber(ttl) > 0 then
+  local written = redis.pcall('HSET', key, 'state', 'failed', 'attempt', '', 'error', reason, 'ended', now)
+  if type(written) == 'number' and tonumber(ttl) > 0 then
     redis.call('EXPIRE', key, ttl)
   end
 end
