@@ -33,6 +33,19 @@ const writeOldJob = async (
   if (options.user) await raw.set(queue.keys.user(options.user), id);
 };
 
+/** A completed job: no live state, no hash of its own, its record answering, its user's slot free. */
+const expectCompletedAndGone = async (
+  raw: RedisClient,
+  queue: Queue,
+  id: string,
+  expected: { result: string; userId: string },
+) => {
+  expect(await readLive(raw, queue, id)).toBeUndefined();
+  expect(await raw.exists(queue.keys.job(id))).toBe(0);
+  expect(await run(queue.getJob(id))).toMatchObject({ state: "completed", ...expected });
+  expect(await raw.exists(queue.keys.user(expected.userId))).toBe(0);
+};
+
 describe("a live job's state in the live hash", () => {
   const redis = useRedis();
 
@@ -95,14 +108,7 @@ describe("a live job's state in the live hash", () => {
     expect(
       await run(queue.complete([{ id: other.id, attempt: next!.attempt, result: "r", job: next! }])),
     ).toEqual(["ok"]);
-    expect(await readLive(raw, queue, other.id)).toBeUndefined();
-    expect(await raw.exists(queue.keys.job(other.id))).toBe(0);
-    expect(await run(queue.getJob(other.id))).toMatchObject({
-      state: "completed",
-      result: "r",
-      userId: "u-1",
-    });
-    expect(await raw.exists(queue.keys.user("u-1"))).toBe(0);
+    await expectCompletedAndGone(raw, queue, other.id, { result: "r", userId: "u-1" });
   });
 
   it("gives a job its own hash only for what is added while it lives, and removes it with the job", async () => {
@@ -170,14 +176,7 @@ describe("a job written before the live hash", () => {
     expect(await run(queue.complete([{ id: "old-1", attempt: 1, result: "ok", job: claimed! }]))).toEqual([
       "ok",
     ]);
-    expect(await raw.exists(queue.keys.job("old-1"))).toBe(0);
-    expect(await readLive(raw, queue, "old-1")).toBeUndefined();
-    expect(await run(queue.getJob("old-1"))).toMatchObject({
-      state: "completed",
-      userId: "ou",
-      result: "ok",
-    });
-    expect(await raw.exists(queue.keys.user("ou"))).toBe(0);
+    await expectCompletedAndGone(raw, queue, "old-1", { result: "ok", userId: "ou" });
   });
 
   it("is promoted when delayed, and cancelled when queued", async () => {

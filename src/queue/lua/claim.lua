@@ -117,6 +117,22 @@ local function fail_unrun(job, id, prio, entry, data, reason)
   count(base, now, 'failed:' .. prio, 1)
 end
 
+-- A task read for this entry: dropped unless it is queued from it, failed unrun if its counters
+-- (as read, absent ones nil) cannot run, else run.
+local function take(job, id, prio, entry, data, writes, attempt, max, spent, jprio)
+  if job.state ~= 'queued' or job.entry ~= entry then
+    ack_and_delete(base, prio, group, entry)
+    return
+  end
+  local corrupt = corrupt_task(attempt, max, spent, jprio)
+  if corrupt then
+    fail_unrun(job, id, prio, entry, data, 'corrupt task data: ' .. corrupt)
+  else
+    run(id, prio, entry, data, job.attempt, job.spent, job.max, job.created, job.hashed and '1' or '0', job.user,
+      job.meta, writes)
+  end
+end
+
 -- An entry whose task has no live state: a job queued before the live hash existed (its state in
 -- its own hash, moved to the live hash as it runs), or one that ended or is gone.
 local function claim_from_hash(id, prio, entry, data, writes)
@@ -140,15 +156,8 @@ local function claim_from_hash(id, prio, entry, data, writes)
         0, 1, '', '', now)
     end
     ack_and_delete(base, prio, group, entry)
-  elseif job.state ~= 'queued' or job.entry ~= entry then
-    ack_and_delete(base, prio, group, entry)
   else
-    local corrupt = corrupt_task(h[2], h[4], h[3], h[6])
-    if corrupt then
-      fail_unrun(job, id, prio, entry, data, 'corrupt task data: ' .. corrupt)
-    else
-      run(id, prio, entry, data, job.attempt, job.spent, job.max, job.created, '1', job.user, job.meta, writes)
-    end
+    take(job, id, prio, entry, data, writes, h[2], h[4], h[3], h[6])
   end
 end
 
@@ -163,16 +172,8 @@ local function claim_odd(id, prio, entry, data, value, writes)
     ack_and_delete(base, prio, group, entry)
     fail_unreadable(base, id, now, ttl_failed, reason)
     count(base, now, 'failed:' .. prio, 1)
-  elseif job.state ~= 'queued' or job.entry ~= entry then
-    ack_and_delete(base, prio, group, entry)
   else
-    local corrupt = corrupt_task(job.attempt, job.max, job.spent, job.prio)
-    if corrupt then
-      fail_unrun(job, id, prio, entry, data, 'corrupt task data: ' .. corrupt)
-    else
-      run(id, prio, entry, data, job.attempt, job.spent, job.max, job.created, job.hashed and '1' or '0', job.user,
-        job.meta, writes)
-    end
+    take(job, id, prio, entry, data, writes, job.attempt, job.max, job.spent, job.prio)
   end
 end
 
