@@ -23,31 +23,41 @@ export const LIVE_FIELDS = [
 const LIVE_STATES = new Set(["queued", "delayed", "running"]);
 
 /**
- * The strings of a MessagePack sequence, as Redis's cmsgpack writes a Lua string (fixstr, str8,
- * str16, str32); undefined at anything else, as the scripts read such a value as corrupt.
+ * Where the MessagePack string at `at` starts: `bounds[n]` its first byte, `bounds[n + 1]` past its
+ * last, as Redis's cmsgpack writes a Lua string (fixstr, str8, str16, str32). False for anything
+ * else or a string cut short, as the scripts read such a value as corrupt.
  */
+const stringAt = (value: Buffer, at: number, bounds: number[], n: number): boolean => {
+  const tag = value[at];
+  let length: number;
+  let from: number;
+  if (tag === undefined) return false;
+  if (tag >= 0xa0 && tag <= 0xbf) {
+    length = tag - 0xa0;
+    from = at + 1;
+  } else if (tag === 0xd9 && at + 2 <= value.length) {
+    length = value[at + 1]!;
+    from = at + 2;
+  } else if (tag === 0xda && at + 3 <= value.length) {
+    length = value.readUInt16BE(at + 1);
+    from = at + 3;
+  } else if (tag === 0xdb && at + 5 <= value.length) {
+    length = value.readUInt32BE(at + 1);
+    from = at + 5;
+  } else return false;
+  if (from + length > value.length) return false;
+  bounds[n] = from;
+  bounds[n + 1] = from + length;
+  return true;
+};
+
+/** The strings of a MessagePack sequence; undefined at anything that is not one (stringAt). */
 export const unpackStrings = (value: Buffer): string[] | undefined => {
   const out: string[] = [];
-  let at = 0;
-  while (at < value.length) {
-    const tag = value[at]!;
-    let length: number;
-    if (tag >= 0xa0 && tag <= 0xbf) {
-      length = tag - 0xa0;
-      at += 1;
-    } else if (tag === 0xd9 && at + 2 <= value.length) {
-      length = value.readUInt8(at + 1);
-      at += 2;
-    } else if (tag === 0xda && at + 3 <= value.length) {
-      length = value.readUInt16BE(at + 1);
-      at += 3;
-    } else if (tag === 0xdb && at + 5 <= value.length) {
-      length = value.readUInt32BE(at + 1);
-      at += 5;
-    } else return undefined;
-    if (at + length > value.length) return undefined;
-    out.push(value.toString("utf8", at, at + length));
-    at += length;
+  const bounds: number[] = [];
+  for (let at = 0; at < value.length; at = bounds[1]!) {
+    if (!stringAt(value, at, bounds, 0)) return undefined;
+    out.push(value.toString("utf8", bounds[0], bounds[1]));
   }
   return out;
 };
@@ -66,4 +76,32 @@ export const liveFields = (id: string, value: Buffer): Record<string, string> =>
     if (name !== "hashed") fields[name] = strings[n]!;
   });
   return fields;
+};
+
+/**
+ * Where each of a live value's strings starts and ends: `bounds[2n]`, `bounds[2n + 1]` for the
+ * n-th (LIVE_FIELDS order); false for a value that is not twelve MessagePack strings.
+ */
+export const liveBounds = (value: Buffer, bounds: number[]): boolean => {
+  let at = 0;
+  for (let n = 0; n < 2 * LIVE_FIELDS.length; n += 2) {
+    if (!stringAt(value, at, bounds, n)) return false;
+    at = bounds[n + 1]!;
+  }
+  return at === value.length;
+};
+
+/**
+ * Number() of the text between two offsets, without making a string of it when it is up to 15
+ * ASCII digits (as the scripts write counters and times).
+ */
+export const numberAt = (value: Buffer, from: number, to: number): number => {
+  if (to - from > 15) return Number(value.toString("utf8", from, to));
+  let n = 0;
+  for (let at = from; at < to; at++) {
+    const digit = value[at]! - 48;
+    if (digit < 0 || digit > 9) return Number(value.toString("utf8", from, to));
+    n = n * 10 + digit;
+  }
+  return n;
 };

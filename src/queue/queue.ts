@@ -11,7 +11,7 @@ import {
   TaskNotFound,
 } from "./errors.js";
 import { type QueueKeys, queueKeys } from "./keys.js";
-import { liveFields } from "./live-state.js";
+import { LIVE_FIELDS, liveBounds, liveFields, numberAt } from "./live-state.js";
 import { contextFrom, endFailed, SpanKind, startSpan, traceparentOf } from "../tracing.js";
 import { scripts } from "./scripts.js";
 
@@ -248,6 +248,12 @@ export class Queue {
     });
   }
 
+  private runNowBuffer(script: LuaScript, args: ReadonlyArray<string | number>): Promise<unknown> {
+    return script.runBuffer(this.redis, [this.keys.base], args).catch((cause: unknown) => {
+      throw new RedisError({ operation: script.name, cause });
+    });
+  }
+
   /** Loads every script into Redis up front (they also reload themselves after a Redis restart). */
   prepare(): Effect.Effect<void, RedisError> {
     return Effect.tryPromise({
@@ -363,30 +369,19 @@ export class Queue {
       ...ordered,
     ];
     pushCompletions(args, done);
-    return this.runNow(scripts.claim, args).then((reply) => {
-      const [flat, cursorPairs, completed] = reply as [Array<string | number>, string[], CompleteOutcome[]];
+    // As Buffers: each job's live state comes back as the claim wrote it (MessagePack), three
+    // values a job where the fields one by one were ten (bench/README.md, item 14).
+    return this.runNowBuffer(scripts.claim, args).then((reply) => {
+      const [flat, cursorPairs, answers] = reply as [Buffer[], Buffer[], Buffer[]];
       const jobs: ClaimedJob[] = [];
-      for (let i = 0; i < flat.length; i += 10) {
-        const userId = String(flat[i + 5]);
-        jobs.push({
-          id: String(flat[i]),
-          attempt: Number(flat[i + 1]),
-          priority: flat[i + 2] as Priority,
-          maxAttempts: Number(flat[i + 3]),
-          data: String(flat[i + 4]),
-          userId: userId === "" ? undefined : userId,
-          createdAt: Number(flat[i + 6]),
-          runAttempt: Number(flat[i + 7]),
-          meta: parseMeta(String(flat[i + 8])),
-          entry: String(flat[i + 9]),
-        });
-      }
+      for (let i = 0; i < flat.length; i += 3) jobs.push(claimedJob(flat[i]!, flat[i + 1]!, flat[i + 2]!));
+      const completed = answers.map((answer) => answer.toString("latin1") as CompleteOutcome);
       // The script sends cursors only for a claim that came back short.
       const cursors: Array<readonly [string, string]> = [];
       for (let i = 0; i < cursorPairs.length; i += 2) {
-        const name = cursorPairs[i] as Priority | "signal";
+        const name = cursorPairs[i]!.toString() as Priority | "signal";
         const key = name === "signal" ? this.keys.signal : this.keys.stream(name);
-        cursors.push([key, cursorPairs[i + 1] as string]);
+        cursors.push([key, cursorPairs[i + 1]!.toString()]);
       }
       return { jobs, cursors, completed };
     });
@@ -651,6 +646,58 @@ const fromNow = <A>(now: () => Promise<A>, operation: string): Effect.Effect<A, 
  * claimed job, the lease is the job's own, so the record cannot pair one attempt with another's
  * entry.
  */
+/** Where each string of a claimed job's live state lies: one array for every claim reply. */
+const BOUNDS: number[] = [];
+const [ATTEMPT, ENTRY, SPENT, MAX, CREATED, PRIO, USER, META] = (
+  ["attempt", "entry", "spent", "max", "created", "prio", "user", "meta"] as const
+).map((name) => 2 * LIVE_FIELDS.indexOf(name)) as [
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+  number,
+];
+
+/**
+ * A job of a claim's reply: its id, its data, and the live state the claim wrote for it (as
+ * pack_values writes it, so it always parses: a value that does not is a script of another version).
+ */
+const claimedJob = (id: Buffer, data: Buffer, value: Buffer): ClaimedJob => {
+  const at = BOUNDS;
+  if (!liveBounds(value, at))
+    throw new Error(`the claim answered an unreadable state for task ${id.toString()}`);
+  const attempt = numberAt(value, at[ATTEMPT]!, at[ATTEMPT + 1]!);
+  return {
+    id: id.toString(),
+    attempt,
+    runAttempt: attempt - numberAt(value, at[SPENT]!, at[SPENT + 1]!),
+    priority: priorityAt(value, at[PRIO]!),
+    maxAttempts: numberAt(value, at[MAX]!, at[MAX + 1]!),
+    data: data.toString(),
+    userId: at[USER] === at[USER + 1] ? undefined : value.toString("utf8", at[USER], at[USER + 1]),
+    createdAt: numberAt(value, at[CREATED]!, at[CREATED + 1]!),
+    meta: at[META] === at[META + 1] ? {} : parseMeta(value.toString("utf8", at[META], at[META + 1])),
+    entry: value.toString("latin1", at[ENTRY], at[ENTRY + 1]),
+  };
+};
+
+/** The priority a claimed job's state names: the stream the claim read it from, always one of the four. */
+const priorityAt = (value: Buffer, at: number): Priority => {
+  switch (value[at]) {
+    case 117: // u
+      return "urgent";
+    case 104: // h
+      return "high";
+    case 108: // l
+      return "low";
+    default:
+      return "normal";
+  }
+};
+
 const pushCompletions = (args: Array<string | number>, done: readonly Completion[]) => {
   for (const { id, attempt, result = "", job } of done) {
     if (job === undefined) args.push(id, attempt, "", "", "", 0, 1, 0, result);

@@ -25,18 +25,36 @@ export class LuaScript {
     return new LuaScript(name, source);
   }
 
-  async run(
+  run(redis: RedisClient, keys: readonly string[], args: ReadonlyArray<string | number>): Promise<unknown> {
+    return this.send(redis, keys, args, false);
+  }
+
+  /** `run`, with every string of the reply as a Buffer (for binary values). */
+  runBuffer(
     redis: RedisClient,
     keys: readonly string[],
     args: ReadonlyArray<string | number>,
   ): Promise<unknown> {
+    return this.send(redis, keys, args, true);
+  }
+
+  private async send(
+    redis: RedisClient,
+    keys: readonly string[],
+    args: ReadonlyArray<string | number>,
+    buffers: boolean,
+  ): Promise<unknown> {
+    const call = (command: string, script: string) =>
+      buffers
+        ? redis.callBuffer(command, script, keys.length, ...keys, ...args)
+        : redis.call(command, script, keys.length, ...keys, ...args);
     try {
-      return await redis.evalsha(this.sha, keys.length, ...keys, ...args);
+      return await call("EVALSHA", this.sha);
     } catch (error) {
       if (!(error instanceof Error) || !error.message.startsWith("NOSCRIPT")) throw error;
       // EVAL, not SCRIPT LOAD then EVALSHA: a Cluster sends EVAL to the node that holds the keys
       // (and that node caches the script), but SCRIPT LOAD to any node.
-      return await redis.eval(this.source, keys.length, ...keys, ...args);
+      return await call("EVAL", this.source);
     }
   }
 

@@ -14,8 +14,9 @@
 -- KEYS[1] base
 -- ARGV group, consumer, want, dead_max, ttl_failed, ttl_completed, n_prio, prio (n_prio times),
 --      (id, attempt, prio, entry, user, spent, max, created, result)... of the completions
--- -> { {id, attempt, prio, max, data, user, created, run_attempt, meta, entry, ...},
---      {prio, cursor, ...}, {'ok' | 'stale', ...} for the completions, in their order }
+-- -> { {id, data, live, ...}, {prio, cursor, ...}, {'ok' | 'stale', ...} for the completions, in
+--      their order }; live is the running state the claim wrote for the job (pack_values), which
+--      holds everything else the worker needs: three values a job, not each field as one.
 -- @include common
 -- @include complete-jobs
 
@@ -80,27 +81,22 @@ end
 
 local jobs, cursors, got, exhausted_keys = {}, {}, 0, {}
 
--- Hands a job out; its running value goes into `writes` (one HSET per read).
+-- Hands a job out; its running value goes into `writes` (one HSET per read) and, as it is, into
+-- the reply.
 local function run(id, prio, entry, data, attempt, spent, max, created, hashed, user, meta, writes)
   local next_attempt = (whole(attempt) or 0) + 1
   local text = attempt_of(next_attempt)
   -- prio: the entry being run is in this stream, whatever priority the task recorded; the
   -- scripts that end or renew the attempt acknowledge it where it is.
-  writes[#writes + 1] = id
-  writes[#writes + 1] = pack_values('running', text, hashed, entry, spent, max, created, prio, user, meta, started,
+  local value = pack_values('running', text, hashed, entry, spent, max, created, prio, user, meta, started,
     consumer)
-  local n = got * 10
+  writes[#writes + 1] = id
+  writes[#writes + 1] = value
+  local n = got * 3
   got = got + 1
   jobs[n + 1] = id
-  jobs[n + 2] = next_attempt
-  jobs[n + 3] = prio
-  jobs[n + 4] = max
-  jobs[n + 5] = data
-  jobs[n + 6] = user
-  jobs[n + 7] = created
-  jobs[n + 8] = next_attempt - (whole(spent) or 0)
-  jobs[n + 9] = meta
-  jobs[n + 10] = entry
+  jobs[n + 2] = data
+  jobs[n + 3] = value
 end
 
 -- Tasks this claim ended: another entry of one in the same read is dropped, not ended again
