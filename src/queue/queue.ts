@@ -1,7 +1,7 @@
 import { Effect } from "effect";
 import { inPriorityOrder, isPriority, PRIORITIES, type Priority } from "../domain/priority.js";
 import type { RedisClient } from "../redis/connection.js";
-import type { LuaScript } from "../redis/lua-script.js";
+import type { LuaScript } from "../redis/lua-library.js";
 import {
   ActiveTaskExists,
   DuplicateTask,
@@ -13,7 +13,7 @@ import {
 import { type QueueKeys, queueKeys } from "./keys.js";
 import { LIVE_FIELDS, liveBounds, liveFields, numberAt } from "./live-state.js";
 import { contextFrom, endFailed, SpanKind, startSpan, traceparentOf } from "../tracing.js";
-import { scripts } from "./scripts.js";
+import { library, scripts } from "./scripts.js";
 
 export interface QueueOptions {
   /** Key prefix before the hash tag; default `rt`. */
@@ -257,7 +257,7 @@ export class Queue {
   /** Loads every script into Redis up front (they also reload themselves after a Redis restart). */
   prepare(): Effect.Effect<void, RedisError> {
     return Effect.tryPromise({
-      try: () => Promise.all(Object.values(scripts).map((s) => s.load(this.redis))),
+      try: () => library.load(this.redis),
       catch: (cause) => new RedisError({ operation: "script load", cause }),
     });
   }

@@ -63,7 +63,7 @@ describe("pause, resume, clear and stats", () => {
     const info = await stats.info("commandstats");
     const calls = (cmd: string) => Number(new RegExp(`cmdstat_${cmd}:calls=(\\d+)`).exec(info)?.[1] ?? 0);
     // One second idle: no claims and no new blocking reads (the one in flight was counted before).
-    expect(calls("evalsha") + calls("xread") + calls("xreadgroup")).toBe(0);
+    expect(calls("fcall") + calls("evalsha") + calls("xread") + calls("xreadgroup")).toBe(0);
     await run(queue.enqueue(newJob("low")));
     // Well before the 20 s idle block would end by itself: the new entry woke it.
     await eventually(() => log.count("completed") === 1, 5_000, "the new job to run");

@@ -146,14 +146,14 @@ describe("how a worker claims", () => {
     await eventually(() => worker?.active === 1, 5_000, "the job to start");
     // Redis refuses every script from now on: the next claim, which carries the completion,
     // fails, and so does each try to send the completion alone.
-    await admin.call("ACL", "SETUSER", "default", "-evalsha", "-eval");
+    await admin.call("ACL", "SETUSER", "default", "-fcall", "-evalsha", "-eval");
     try {
       release();
       await eventually(() => log.count("error") >= 2, 10_000, "the claim and a completion to be refused");
       expect(log.count("completed")).toBe(0);
       expect(await run(queue.getJob(job.id))).toMatchObject({ state: "running" });
     } finally {
-      await admin.call("ACL", "SETUSER", "default", "+evalsha", "+eval");
+      await admin.call("ACL", "SETUSER", "default", "+fcall", "+evalsha", "+eval");
     }
     await eventually(() => log.count("completed") === 1, 10_000, "the completion to be recorded");
     expect(await run(queue.getJob(job.id))).toMatchObject({ state: "completed", result: "finished" });

@@ -6,6 +6,9 @@
 -- KEYS[1] base
 -- ARGV records (1|0), id...
 -- -> number deleted
+-- It only reads and deletes, so it runs when Redis is at maxmemory, to free it (as a function,
+-- Redis would otherwise refuse it whole then).
+-- @flags allow-oom
 -- @include common
 
 local base = KEYS[1]

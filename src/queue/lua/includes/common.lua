@@ -19,14 +19,19 @@ local function user_key(base, user) return base .. 'u:' .. user end
 -- number, else false. Each value is judged once per script run: in Redis's Lua each call into C
 -- (type, string.find, tonumber) costs hundreds of instructions, the claim made five per job, and
 -- the jobs of a claim mostly share their counts.
-local whole_values = {}
+-- The cache outlives a call when the scripts run as Redis Functions (their helpers are built once,
+-- when the library loads): it starts again once it holds as many values as no batch needs.
+local whole_values, whole_count = {}, 0
 local function whole(value)
   local known = whole_values[value]
   if known == nil then
     known = type(value) == 'string' and #value <= 15 and string.find(value, '^%d+$') ~= nil
       and tonumber(value)
     -- value == value: a NaN (from damaged data) cannot be a key.
-    if value ~= nil and value == value then whole_values[value] = known end
+    if value ~= nil and value == value then
+      if whole_count >= 4096 then whole_values, whole_count = {}, 0 end
+      whole_values[value], whole_count = known, whole_count + 1
+    end
   end
   return known
 end
@@ -171,7 +176,8 @@ local function live_key(base) return base .. 'live' end
 
 local LIVE_STATE = { queued = true, delayed = true, running = true }
 
--- The MessagePack head of a string of n bytes (str8/16/32 past 31), made once per script run.
+-- The MessagePack head of a string of n bytes (str8/16/32 past 31), made once per length (per
+-- script run, or for as long as the library stays loaded: as many as the lengths of the fields).
 local MP_HEAD = {}
 local function mp_head(n)
   local head
