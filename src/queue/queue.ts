@@ -242,14 +242,10 @@ export class Queue {
   }
 
   /** `run` as a promise that rejects with the same RedisError: for the worker's hot path. */
-  private runNow(script: LuaScript, args: ReadonlyArray<string | number>): Promise<unknown> {
-    return script.run(this.redis, [this.keys.base], args).catch((cause: unknown) => {
-      throw new RedisError({ operation: script.name, cause });
-    });
-  }
-
-  private runNowBuffer(script: LuaScript, args: ReadonlyArray<string | number>): Promise<unknown> {
-    return script.runBuffer(this.redis, [this.keys.base], args).catch((cause: unknown) => {
+  private runNow(script: LuaScript, args: ReadonlyArray<string | number>, buffers = false): Promise<unknown> {
+    const keys = [this.keys.base];
+    const reply = buffers ? script.runBuffer(this.redis, keys, args) : script.run(this.redis, keys, args);
+    return reply.catch((cause: unknown) => {
       throw new RedisError({ operation: script.name, cause });
     });
   }
@@ -371,7 +367,7 @@ export class Queue {
     pushCompletions(args, done);
     // As Buffers: each job's live state comes back as the claim wrote it (MessagePack), three
     // values a job where the fields one by one were ten (bench/README.md, item 14).
-    return this.runNowBuffer(scripts.claim, args).then((reply) => {
+    return this.runNow(scripts.claim, args, true).then((reply) => {
       const [flat, cursorPairs, answers] = reply as [Buffer[], Buffer[], Buffer[]];
       const jobs: ClaimedJob[] = [];
       for (let i = 0; i < flat.length; i += 3) jobs.push(claimedJob(flat[i]!, flat[i + 1]!, flat[i + 2]!));
@@ -641,25 +637,12 @@ const fromNow = <A>(now: () => Promise<A>, operation: string): Effect.Effect<A, 
     catch: (cause) => (cause instanceof RedisError ? cause : new RedisError({ operation, cause })),
   });
 
-/**
- * A completion's nine arguments to complete-jobs.lua, each pushed (no array per job). With its
- * claimed job, the lease is the job's own, so the record cannot pair one attempt with another's
- * entry.
- */
 /** Where each string of a claimed job's live state lies: one array for every claim reply. */
 const BOUNDS: number[] = [];
-const [ATTEMPT, ENTRY, SPENT, MAX, CREATED, PRIO, USER, META] = (
-  ["attempt", "entry", "spent", "max", "created", "prio", "user", "meta"] as const
-).map((name) => 2 * LIVE_FIELDS.indexOf(name)) as [
-  number,
-  number,
-  number,
-  number,
-  number,
-  number,
-  number,
-  number,
-];
+/** Where a field's start lies in BOUNDS (its end is the next number). */
+const startOf = (name: (typeof LIVE_FIELDS)[number]) => 2 * LIVE_FIELDS.indexOf(name);
+const [ATTEMPT, ENTRY, SPENT, MAX] = [startOf("attempt"), startOf("entry"), startOf("spent"), startOf("max")];
+const [CREATED, PRIO, USER, META] = [startOf("created"), startOf("prio"), startOf("user"), startOf("meta")];
 
 /**
  * A job of a claim's reply: its id, its data, and the live state the claim wrote for it (as
@@ -693,11 +676,18 @@ const priorityAt = (value: Buffer, at: number): Priority => {
       return "high";
     case 108: // l
       return "low";
-    default:
+    case 110: // n
       return "normal";
+    default:
+      throw new Error(`the claim answered an unknown priority for a job`);
   }
 };
 
+/**
+ * A completion's nine arguments to complete-jobs.lua, each pushed (no array per job). With its
+ * claimed job, the lease is the job's own, so the record cannot pair one attempt with another's
+ * entry.
+ */
 const pushCompletions = (args: Array<string | number>, done: readonly Completion[]) => {
   for (const { id, attempt, result = "", job } of done) {
     if (job === undefined) args.push(id, attempt, "", "", "", 0, 1, 0, result);

@@ -1,7 +1,7 @@
 import { LuaLibrary } from "../redis/lua-library.js";
 
-/** One script per state transition; reading them is reading the queue's state machine. */
-export const library = LuaLibrary.fromDirectory(new URL("./lua/", import.meta.url), {
+/** One script per state transition, by its file; reading them is reading the queue's state machine. */
+export const SCRIPT_FILES = {
   enqueue: "enqueue",
   claim: "claim",
   renew: "renew",
@@ -21,6 +21,8 @@ export const library = LuaLibrary.fromDirectory(new URL("./lua/", import.meta.ur
   purgeCompleted: "purge-completed",
   alertLock: "alert-lock",
   forgetConsumer: "forget-consumer",
-});
+} as const;
+
+export const library = LuaLibrary.fromDirectory(new URL("./lua/", import.meta.url), SCRIPT_FILES);
 
 export const scripts = library.scripts;

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Priority } from "../../src/domain/priority.js";
 import { QueueAdmin } from "../../src/queue/admin.js";
 import { Queue } from "../../src/queue/queue.js";
-import { library } from "../../src/queue/scripts.js";
+import { library, SCRIPT_FILES } from "../../src/queue/scripts.js";
 import { connectRedis, type RedisClient } from "../../src/redis/connection.js";
 import { LuaLibrary } from "../../src/redis/lua-library.js";
 import { type RedisProcess, spawnRedis } from "../support/redis-deployments.js";
@@ -81,17 +81,14 @@ describe("the scripts as one library of Redis Functions", () => {
     try {
       cpSync(new URL("../../src/queue/lua/", import.meta.url), dir, { recursive: true });
       appendFileSync(join(dir, "claim.lua"), "\n-- another version\n");
-      const files = Object.fromEntries(Object.keys(library.scripts).map((name) => [name, name]));
-      Object.assign(files, { restoreLocks: "restore-locks", purgeCompleted: "purge-completed" });
-      Object.assign(files, { alertLock: "alert-lock", forgetConsumer: "forget-consumer" });
-      const other = LuaLibrary.fromDirectory(pathToFileURL(`${dir}/`), files);
+      const other = LuaLibrary.fromDirectory(pathToFileURL(`${dir}/`), SCRIPT_FILES);
       expect(other.name).not.toBe(library.name);
       const queue = await makeQueue(redis);
       await other.load(queue.redis);
       await roundTrip(queue);
       const job = newJob("low");
       await run(queue.enqueue(job));
-      const reply = (await other.scripts.claim!.run(
+      const reply = (await other.scripts.claim.run(
         queue.redis,
         [queue.keys.base],
         [queue.group, "v2", 1, 10, 60, 60, 1, "low"],
