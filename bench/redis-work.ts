@@ -13,6 +13,7 @@
  *
  *   npm run bench:redis-work                         # 2,000 and 4,000 jobs, c16 and c100
  *   npm run bench:redis-work -- --jobs 1000 --concurrency 16
+ *   npm run bench:redis-work -- --priorities mixed   # random of the four (drain-main-prio)
  */
 import { spawnSync } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -39,6 +40,7 @@ const instructions = async (
   side: (target: Target) => System,
   jobs: number,
   concurrency: number,
+  priorities: "single" | "mixed",
 ) => {
   // A redis-server under callgrind: a wrapper the private server starts as its binary.
   const counts = join(dir, `callgrind.${run}`);
@@ -57,7 +59,7 @@ const instructions = async (
       throw new Error(`callgrind_control could not dump the counts of process ${pid}`);
   };
   await withPrivateRedis({ binary: wrapper }, (target) =>
-    side(target).drainMain(jobs, concurrency, "single", dump),
+    side(target).drainMain(jobs, concurrency, priorities, dump),
   );
   // The dump wrote `<counts>.1` (start to queued); the rest is in `<counts>`, written at exit.
   return { enqueue: totalOf(`${counts}.1`), drain: totalOf(counts) };
@@ -68,8 +70,12 @@ const main = async () => {
     options: {
       jobs: { type: "string", default: "2000" },
       concurrency: { type: "string", default: "16,100" },
+      priorities: { type: "string", default: "single" },
     },
   });
+  const priorities = values.priorities;
+  if (priorities !== "single" && priorities !== "mixed")
+    throw new Error(`--priorities is single or mixed, not ${JSON.stringify(priorities)}`);
   const [jobs, ...levels] = wholeNumbers("--jobs and --concurrency", [
     values.jobs,
     ...values.concurrency.split(","),
@@ -88,8 +94,8 @@ const main = async () => {
     for (const concurrency of levels) {
       const perJob = new Map<string, { enqueue: number; drain: number }>();
       for (const [name, side] of sides) {
-        const once = await instructions(dir, run++, side, jobs, concurrency);
-        const twice = await instructions(dir, run++, side, 2 * jobs, concurrency);
+        const once = await instructions(dir, run++, side, jobs, concurrency, priorities);
+        const twice = await instructions(dir, run++, side, 2 * jobs, concurrency, priorities);
         perJob.set(name, {
           enqueue: (twice.enqueue - once.enqueue) / jobs,
           drain: (twice.drain - once.drain) / jobs,
@@ -97,7 +103,9 @@ const main = async () => {
       }
       const theirs = perJob.get("BullMQ")!;
       const cell = (n: number, of: number) => `${formatNumber(n)} | ${(n / of).toFixed(2)}`;
-      console.log(`\nconcurrency ${concurrency}, ${formatNumber(jobs)} and ${formatNumber(2 * jobs)} jobs`);
+      console.log(
+        `\nconcurrency ${concurrency}, ${formatNumber(jobs)} and ${formatNumber(2 * jobs)} jobs, ${priorities === "mixed" ? "random priorities" : "one priority"}`,
+      );
       console.log(
         "| side | Redis instructions per job | ÷ BullMQ | of which the drain | ÷ BullMQ | the enqueue | ÷ BullMQ |",
       );

@@ -221,7 +221,7 @@ export class Worker {
       const backoff = this.backoffUntil - Date.now();
       if (backoff > 0) {
         await Promise.race([sleep(backoff), this.nextWake()]);
-      } else if (free > 0 && this.claimsOut < (this.flowing ? CLAIMS_IN_FLIGHT : 1) && !this.dry) {
+      } else if (free > 0 && !this.dry && this.mayClaim(free, batch)) {
         this.claimSome(Math.min(free, batch));
       } else if (free > 0 && this.claimsOut === 0 && this.dry) {
         // Only something new in the streams (or the wait's own timeout or failure) ends the dry
@@ -239,6 +239,17 @@ export class Worker {
     }
     // A claim still out may yet start jobs: stop() waits for them like for any other.
     while (this.claimsOut > 0) await this.nextWake();
+  }
+
+  /**
+   * With no claim out, any free slot is worth one. Beside a claim already out, only a full batch:
+   * slots that free a few at a time (handlers on threads answer in small groups) would otherwise
+   * each send a claim of a few jobs, and a script call costs Redis about as much as eight jobs
+   * in it; the claim out comes back soon and wakes this loop to take what freed meanwhile.
+   */
+  private mayClaim(free: number, batch: number): boolean {
+    if (this.claimsOut === 0) return true;
+    return this.flowing && this.claimsOut < CLAIMS_IN_FLIGHT && free >= batch;
   }
 
   private claimSome(want: number) {
@@ -271,6 +282,8 @@ export class Worker {
       .finally(() => {
         this.reserved -= want;
         this.claimsOut--;
+        // Completions held for this claim's successor go on their own if none follows.
+        if (this.completions.length > 0) this.scheduleFlush();
         this.wake();
       });
   }
@@ -444,12 +457,17 @@ export class Worker {
     else this.emit({ type: outcome.outcome, job, error: message });
   }
 
-  /** Acknowledges every completion of this tick in one script call (unless a claim takes them first). */
+  /**
+   * Acknowledges every completion of this tick in one script call, unless a claim takes them
+   * first. While jobs flow and a claim is out, they wait for the next claim (which goes out at
+   * the latest when that one comes back): one script call for both, not two.
+   */
   private scheduleFlush() {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     setImmediate(() => {
       this.flushScheduled = false;
+      if (this.claimsOut > 0 && this.flowing) return;
       this.flushCompletions();
     });
   }
