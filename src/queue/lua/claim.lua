@@ -55,13 +55,13 @@ local paused = {}
 for _, prio in ipairs(redis.call('SMEMBERS', base .. 'paused')) do paused[prio] = true end
 
 local function read_new(key, n)
-  local reply = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', n, 'STREAMS', key, '>')
+  local reply = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', arg_text(n), 'STREAMS', key, '>')
   if type(reply) == 'table' and reply.err then
     if not string.find(reply.err, 'NOGROUP', 1, true) then return error(reply) end
     -- A fresh (or restarted, empty) Redis: create the group from the start so nothing added
     -- before this moment is skipped.
     redis.call('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM')
-    reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', n, 'STREAMS', key, '>')
+    reply = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', arg_text(n), 'STREAMS', key, '>')
   end
   if not reply then return {} end
   return reply[1][2]
@@ -244,11 +244,11 @@ end
 -- a wait, and an empty stream of a higher priority would cost a call per claim for nothing.
 if got < want then
   for _, prio in ipairs(exhausted_keys) do
-    local last = redis.call('XREVRANGE', stream_key(base, prio), '+', '-', 'COUNT', 1)
+    local last = redis.call('XREVRANGE', stream_key(base, prio), '+', '-', 'COUNT', '1')
     cursors[#cursors + 1] = prio
     cursors[#cursors + 1] = (last[1] and last[1][1]) or '0-0'
   end
-  local tip = redis.call('XREVRANGE', base .. 'signal', '+', '-', 'COUNT', 1)
+  local tip = redis.call('XREVRANGE', base .. 'signal', '+', '-', 'COUNT', '1')
   cursors[#cursors + 1] = 'signal'
   cursors[#cursors + 1] = (tip[1] and tip[1][1]) or '0-0'
 end

@@ -36,6 +36,25 @@ local function whole(value)
   return known
 end
 
+-- Numbers as text, each formatted once: Redis 7.0 turns a number handed to redis.call into text
+-- with snprintf("%.17g"), and Lua's `..` with sprintf("%.14g"), thousands of instructions each,
+-- while the numbers a claim or a completion passes repeat (a count, the minute, a bucket's
+-- expiry). The same bytes as before: arg_text for a command's argument, key_text inside a name.
+-- Bounded as whole()'s cache is.
+local function cached_format(format)
+  local texts, count = {}, 0
+  return function(value)
+    local text = texts[value]
+    if not text then
+      text = string.format(format, value)
+      if count >= 4096 then texts, count = {}, 0 end
+      texts[value], count = text, count + 1
+    end
+    return text
+  end
+end
+local arg_text, key_text = cached_format('%.17g'), cached_format('%.14g')
+
 -- A value for a reason: short, printable.
 local function shown(value)
   return '"' .. (string.gsub(string.sub(value, 1, 40), '[^%w%p ]', '?')) .. '"'
@@ -88,9 +107,9 @@ end
 -- Per-minute counters for "completed/failed in the last hour"; two hours of buckets are kept.
 local function count(base, now, field, n)
   if n > 0 then
-    local key = base .. 'm:' .. math.floor(now / 60000)
+    local key = base .. 'm:' .. key_text(math.floor(now / 60000))
     -- The expiry goes on with a field's first count (so with the key's): not a call per batch.
-    if redis.call('HINCRBY', key, field, n) == n then redis.call('EXPIRE', key, 7200) end
+    if redis.call('HINCRBY', key, field, arg_text(n)) == n then redis.call('EXPIRE', key, '7200') end
   end
 end
 
@@ -138,7 +157,7 @@ local function ack_and_delete_all(base, prio, group, entries)
   end
   local rest = entries
   -- pcall: with the stream or its group gone (XACK answers 0 then), nothing is trimmed.
-  local pending = redis.pcall('XPENDING', key, group, '-', '+', 1)
+  local pending = redis.pcall('XPENDING', key, group, '-', '+', '1')
   local oldest = not pending.err and pending[1] and pending[1][1]
   if oldest then
     if redis.call('XTRIM', key, 'MINID', oldest) == #entries then return end
@@ -350,8 +369,8 @@ local function keep_done_records(base, now, ttl, records)
   local bucket, expires = base .. 'done:0', '+inf'
   if span > 0 then
     local g = math.floor(now / span)
-    bucket = base .. 'done:' .. ttl .. ':' .. g
-    expires = (g + 2) * span
+    bucket = base .. 'done:' .. key_text(ttl) .. ':' .. key_text(g)
+    expires = arg_text((g + 2) * span)
   end
   local index = done_index(base)
   local fresh = redis.call('ZADD', index, 'NX', expires, bucket) == 1
