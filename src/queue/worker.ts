@@ -244,8 +244,8 @@ export class Worker {
   /**
    * With no claim out, any free slot is worth one. Beside a claim already out, only a full batch:
    * slots that free a few at a time (handlers on threads answer in small groups) would otherwise
-   * each send a claim of a few jobs, and a script call costs Redis about as much as eight jobs
-   * in it; the claim out comes back soon and wakes this loop to take what freed meanwhile.
+   * each send a claim of a few jobs, and a script call costs Redis about as much as three of the
+   * jobs in it; the claim out comes back soon and wakes this loop to take what freed meanwhile.
    */
   private mayClaim(free: number, batch: number): boolean {
     if (this.claimsOut === 0) return true;

@@ -94,7 +94,7 @@ describe("how a worker claims", () => {
     expect(log.count("error")).toBe(0);
   });
 
-  it("while jobs flow but finish a few at a time, claims stay near full and carry the completions", async () => {
+  it("while jobs flow but finish a few at a time, a claim beside one out waits for a batch, and claims carry the completions", async () => {
     const queue = await makeQueue(redis);
     const jobs = 800;
     await run(queue.enqueueMany(Array.from({ length: jobs }, () => newJob("normal"))));
