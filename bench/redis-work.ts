@@ -14,6 +14,7 @@
  *   npm run bench:redis-work                         # 2,000 and 4,000 jobs, c16 and c100
  *   npm run bench:redis-work -- --jobs 1000 --concurrency 16
  *   npm run bench:redis-work -- --priorities mixed   # random of the four (drain-main-prio)
+ *   npm run bench:redis-work -- --sides ours         # ours alone (an A/B of two commits)
  */
 import { spawnSync } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -71,6 +72,7 @@ const main = async () => {
       jobs: { type: "string", default: "2000" },
       concurrency: { type: "string", default: "16,100" },
       priorities: { type: "string", default: "single" },
+      sides: { type: "string", default: "ours,BullMQ" },
     },
   });
   const priorities = values.priorities;
@@ -84,10 +86,15 @@ const main = async () => {
     console.log("valgrind is not installed (apt-get install -y valgrind): nothing measured");
     return;
   }
-  const sides: Array<[string, (target: Target) => System]> = [
+  const known: Array<[string, (target: Target) => System]> = [
     ["ours", (target) => new Ratatoskr(target)],
     ["BullMQ", (target) => new Bullmq(target)],
   ];
+  const named = values.sides.split(",").map((name) => name.trim().toLowerCase());
+  const unknown = named.filter((name) => !known.some(([side]) => side.toLowerCase() === name));
+  if (named.length === 0 || unknown.length > 0)
+    throw new Error(`--sides names ours and/or BullMQ, not ${JSON.stringify(values.sides)}`);
+  const sides = known.filter(([side]) => named.includes(side.toLowerCase()));
   const dir = mkdtempSync(join(tmpdir(), "ratatoskr-redis-work-"));
   let run = 0;
   try {
@@ -101,19 +108,22 @@ const main = async () => {
           drain: (twice.drain - once.drain) / jobs,
         });
       }
-      const theirs = perJob.get("BullMQ")!;
-      const cell = (n: number, of: number) => `${formatNumber(n)} | ${(n / of).toFixed(2)}`;
+      const theirs = perJob.get("BullMQ");
+      // With BullMQ measured, each figure also as a ratio to its own.
+      const cell = (n: number, of: number | undefined) =>
+        of === undefined ? formatNumber(n) : `${formatNumber(n)} | ${(n / of).toFixed(2)}`;
+      const ratio = theirs ? " | ÷ BullMQ" : "";
       console.log(
         `\nconcurrency ${concurrency}, ${formatNumber(jobs)} and ${formatNumber(2 * jobs)} jobs, ${priorities === "mixed" ? "random priorities" : "one priority"}`,
       );
       console.log(
-        "| side | Redis instructions per job | ÷ BullMQ | of which the drain | ÷ BullMQ | the enqueue | ÷ BullMQ |",
+        `| side | Redis instructions per job${ratio} | of which the drain${ratio} | the enqueue${ratio} |`,
       );
-      console.log("|---|---|---|---|---|---|---|");
+      console.log(`|---|---|---|---${theirs ? "|---|---|---" : ""}|`);
       for (const [name, n] of perJob) {
         const all = n.enqueue + n.drain;
         console.log(
-          `| ${name} | ${cell(all, theirs.enqueue + theirs.drain)} | ${cell(n.drain, theirs.drain)} | ${cell(n.enqueue, theirs.enqueue)} |`,
+          `| ${name} | ${cell(all, theirs && theirs.enqueue + theirs.drain)} | ${cell(n.drain, theirs?.drain)} | ${cell(n.enqueue, theirs?.enqueue)} |`,
         );
       }
     }
