@@ -204,8 +204,16 @@ export class Worker {
     return true;
   }
 
+  /**
+   * A listener that throws must not stop the worker: thrown inside a settle, it skipped the
+   * `done` of the batch's other completions, whose runs then hung until the worker stopped.
+   */
   private emit(event: WorkerEvent) {
-    this.options.onEvent?.(event);
+    try {
+      this.options.onEvent?.(event);
+    } catch (error) {
+      console.error(`worker event listener threw on a ${event.type} event: ${describeFailure(error)}`);
+    }
   }
 
   /**
@@ -271,7 +279,8 @@ export class Worker {
         },
         (error) => {
           // Redis away or refusing: report, back off (up to 2 s) and try again; nothing is lost.
-          // The completions it carried go out again on their own, retried through the outage.
+          // The completions it carried go out again, alone or with a claim still out, retried
+          // through the outage.
           this.completions.unshift(...done);
           if (done.length > 0) this.scheduleFlush();
           this.emit({ type: "error", error: describeFailure(error) });
@@ -459,8 +468,9 @@ export class Worker {
 
   /**
    * Acknowledges every completion of this tick in one script call, unless a claim takes them
-   * first. While jobs flow and a claim is out, they wait for the next claim (which goes out at
-   * the latest when that one comes back): one script call for both, not two.
+   * first. While jobs flow and a claim is out, they wait for the next claim: one script call for
+   * both, not two. When that claim comes back it schedules this again, so if no claim follows
+   * (dry streams, backoff, stopping) they go alone then, a claim's round trip later.
    */
   private scheduleFlush() {
     if (this.flushScheduled) return;

@@ -121,6 +121,28 @@ describe("how a worker claims", () => {
     expect(log.count("error")).toBe(0);
   });
 
+  it("a listener that throws stops nothing: every job completes and the worker stops cleanly", async () => {
+    const queue = await makeQueue(redis);
+    const jobs = 64;
+    await run(queue.enqueueMany(Array.from({ length: jobs }, () => newJob("normal"))));
+    let completed = 0;
+    worker = testWorker(queue, {
+      concurrency: 16,
+      idleBlockMs: 60_000,
+      onEvent: (event) => {
+        if (event.type !== "completed") return;
+        completed++;
+        throw new Error("a listener's own bug");
+      },
+    }).start();
+    await eventually(() => completed === jobs, 20_000, "every completion to be told");
+    const stats = await run(new QueueAdmin(queue).stats());
+    expect(stats.find((s) => s.priority === "normal")?.completedLastHour).toBe(jobs);
+    // Every run has ended: a `done` skipped by the throw left its run waiting until the timeout.
+    expect(await worker.stop({ timeoutMs: 5_000 })).toEqual({ abandoned: 0 });
+    expect(worker.runningIds).toEqual([]);
+  });
+
   it("a claim records the completions it carries first, as complete would: ok, stale, and ok again on a resend", async () => {
     const queue = await makeQueue(redis);
     const a = newJob("high", { userId: "u1" });
