@@ -15,45 +15,39 @@ local function dead_key(base, prio) return base .. 'x:' .. prio end
 local function job_key(base, id) return base .. 'j:' .. id end
 local function user_key(base, user) return base .. 'u:' .. user end
 
--- A count as enqueue writes it, 1-15 digits (exact as a Lua number and as a Redis integer): its
--- number, else false. Each value is judged once per script run: in Redis's Lua each call into C
--- (type, string.find, tonumber) costs hundreds of instructions, the claim made five per job, and
--- the jobs of a claim mostly share their counts.
--- The cache outlives a call when the scripts run as Redis Functions (their helpers are built once,
--- when the library loads): it starts again once it holds as many values as no batch needs.
-local whole_values, whole_count = {}, 0
-local function whole(value)
-  local known = whole_values[value]
-  if known == nil then
-    known = type(value) == 'string' and #value <= 15 and string.find(value, '^%d+$') ~= nil
-      and tonumber(value)
-    -- value == value: a NaN (from damaged data) cannot be a key.
-    if value ~= nil and value == value then
-      if whole_count >= 4096 then whole_values, whole_count = {}, 0 end
-      whole_values[value], whole_count = known, whole_count + 1
+-- A function of one value, each value computed once: in Redis's Lua each call into C (type,
+-- string.find, tonumber, string.format) costs hundreds of instructions or more, and the values
+-- of a batch repeat. The results outlive a call when the scripts run as Redis Functions (their
+-- helpers are built once, when the library loads): they start again once they hold as many
+-- values as no batch needs.
+local function remembered(compute)
+  local known, count = {}, 0
+  return function(value)
+    local result = known[value]
+    if result == nil then
+      result = compute(value)
+      -- value == value: a NaN (from damaged data) cannot be a key.
+      if value ~= nil and value == value then
+        if count >= 4096 then known, count = {}, 0 end
+        known[value], count = result, count + 1
+      end
     end
+    return result
   end
-  return known
 end
 
--- Numbers as text, each formatted once: Redis 7.0 turns a number handed to redis.call into text
--- with snprintf("%.17g"), and Lua's `..` with sprintf("%.14g"), thousands of instructions each,
--- while the numbers a claim or a completion passes repeat (a count, the minute, a bucket's
--- expiry). The same bytes as before: arg_text for a command's argument, key_text inside a name.
--- Bounded as whole()'s cache is.
-local function cached_format(format)
-  local texts, count = {}, 0
-  return function(value)
-    local text = texts[value]
-    if not text then
-      text = string.format(format, value)
-      if count >= 4096 then texts, count = {}, 0 end
-      texts[value], count = text, count + 1
-    end
-    return text
-  end
-end
-local arg_text, key_text = cached_format('%.17g'), cached_format('%.14g')
+-- A count as enqueue writes it, 1-15 digits (exact as a Lua number and as a Redis integer): its
+-- number, else false. The claim judges five a job, and the jobs of a claim mostly share them.
+local whole = remembered(function(value)
+  return type(value) == 'string' and #value <= 15 and string.find(value, '^%d+$') ~= nil and tonumber(value)
+end)
+
+-- Numbers as text: Redis 7.0 turns a number handed to redis.call into text with
+-- snprintf("%.17g"), and Lua's `..` with sprintf("%.14g"), thousands of instructions each, while
+-- the numbers a claim or a completion passes repeat (a count, the minute, a bucket's expiry).
+-- The same bytes as before: arg_text for a command's argument, key_text inside a name.
+local arg_text = remembered(function(n) return string.format('%.17g', n) end)
+local key_text = remembered(function(n) return string.format('%.14g', n) end)
 
 -- A value for a reason: short, printable.
 local function shown(value)
