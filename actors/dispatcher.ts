@@ -1,14 +1,15 @@
 import { Effect, Runtime } from "effect";
 import { jobTimeoutsMs, type WorkerGroup } from "../config/profiles.js";
+import type { Progress } from "../src/jobs/definition.js";
 import { throttleProgress } from "../src/jobs/throttle-progress.js";
 import { describeFailure, JobPostponed } from "../src/queue/failures.js";
 import { isLedgerUnreachable, LedgerOutage } from "../src/tasks/ledger-outage.js";
 import type { TaskLedger } from "../src/tasks/ledger.js";
 import { isSkip, skipResult } from "../src/tasks/skip.js";
 import type { ClaimedJob } from "../src/queue/queue.js";
-import { Worker, type WorkerEvent } from "../src/queue/worker.js";
+import { type JobContext, Worker, type WorkerEvent } from "../src/queue/worker.js";
 import type { RuntimeContext } from "./context.js";
-import { endFailed, startSpan } from "../src/tracing.js";
+import { endFailed } from "../src/tracing.js";
 import { AttemptSpans, jobAnnotations, jobLogLine } from "./job-telemetry.js";
 import type { ChildSpec } from "./supervisor.js";
 
@@ -65,7 +66,7 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
       return row;
     };
 
-    const handler = async (job: ClaimedJob, { signal }: { signal: AbortSignal }) => {
+    const handler = async (job: ClaimedJob, context: JobContext) => {
       const at = { id: job.id, attempt: job.attempt, backend: "redis" } as const;
       if (ctx.ledger) {
         const row = await startInLedger(ctx.ledger, job);
@@ -73,7 +74,9 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         // database-fallback dispatcher runs it, or a later attempt started. Nothing to run here.
         if (row !== "started" && row !== undefined) return skipResult(`the ledger has this task as ${row}`);
       }
-      const reportProgress = throttledProgress(ctx, job);
+      // Made at the job's first report: most jobs make none, and it is four closures a job.
+      let throttled: ReturnType<typeof throttledProgress> | undefined;
+      const reportProgress = (progress: Progress) => (throttled ??= throttledProgress(ctx, job))(progress);
       const started = Date.now();
       // Only at debug level: a fiber per job for a line nobody keeps would cost the hot path.
       if (ctx.config.RT_LOG_LEVEL === "debug") {
@@ -84,11 +87,7 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
           ),
         );
       }
-      const runSpan = startSpan(
-        "ratatoskr run",
-        { attributes: { "ratatoskr.task_id": job.id, "ratatoskr.attempt": job.attempt } },
-        spans.begin(job),
-      );
+      const runSpan = spans.begin(job);
       try {
         const result = await pool.run(
           {
@@ -100,7 +99,8 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
           },
           job.data,
           {
-            signal,
+            // The job's abort without an AbortController per job (JobContext.onAbort).
+            signal: context,
             timeoutMs: timeouts[job.priority],
             onProgress: reportProgress,
             onLog: (level, message) => log(jobLogLine(job, level, message)),
@@ -108,7 +108,7 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         );
         runSpan.end();
         spans.ran(job);
-        reportProgress.flush();
+        throttled?.flush();
         ctx.metrics.attemptEnded(job.priority, "completed", "redis", (Date.now() - started) / 1000);
         // The ledger first: a result must not wait on Redis, which may be away right now. If the
         // queue's acknowledgement is lost, a later attempt finds the row completed and skips.
@@ -129,7 +129,7 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         spans.ran(job);
         throw error;
       } finally {
-        reportProgress.flush();
+        throttled?.flush();
       }
     };
 

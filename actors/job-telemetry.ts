@@ -4,7 +4,7 @@ import type { LogLevel } from "../src/jobs/definition.js";
 import { logAtLevel } from "../src/log.js";
 import type { ClaimedJob } from "../src/queue/queue.js";
 import type { WorkerEvent } from "../src/queue/worker.js";
-import { contextFrom, endFailed, SpanKind, startSpan } from "../src/tracing.js";
+import { contextFrom, endFailed, NO_SPAN, SpanKind, startSpan, tracingOn } from "../src/tracing.js";
 
 /** What every log line about a job carries: its task, attempt, and the request that made it. */
 export const jobAnnotations = (job: ClaimedJob): Record<string, string | number> => ({
@@ -29,7 +29,7 @@ interface OpenAttempt {
  * The spans of the attempts a dispatcher runs: `claim` for the whole attempt, continuing the
  * trace its `enqueue` started (the job's traceparent), and under it `run` (the thread pool) and
  * `complete` or `fail` (the queue's answer, which the worker reports as an event). With tracing
- * off every span is a no-op, and this costs a map entry per running job.
+ * off (`tracingOn`) no span is made and nothing is kept.
  */
 export class AttemptSpans {
   private readonly open = new Map<string, OpenAttempt>();
@@ -38,8 +38,12 @@ export class AttemptSpans {
     return `${job.id}#${job.attempt}`;
   }
 
-  /** Starts the attempt's `claim` span; returns the context its `run` span belongs under. */
-  begin(job: ClaimedJob): Context {
+  /**
+   * Starts the attempt's `claim` span and its `run` span under it; returns the `run` span. With
+   * tracing off, a span that records nothing, and nothing is kept.
+   */
+  begin(job: ClaimedJob): Span {
+    if (!tracingOn()) return NO_SPAN;
     const parent = contextFrom(job.meta.traceparent);
     const claim = startSpan(
       "ratatoskr claim",
@@ -56,17 +60,22 @@ export class AttemptSpans {
     );
     const context = trace.setSpan(parent, claim);
     this.open.set(AttemptSpans.key(job), { claim, context, ranUntil: undefined });
-    return context;
+    return startSpan(
+      "ratatoskr run",
+      { attributes: { "ratatoskr.task_id": job.id, "ratatoskr.attempt": job.attempt } },
+      context,
+    );
   }
 
   ran(job: ClaimedJob): void {
+    if (this.open.size === 0) return;
     const attempt = this.open.get(AttemptSpans.key(job));
     if (attempt) attempt.ranUntil = Date.now();
   }
 
   /** Ends the attempt's spans with the queue's answer. */
   settle(event: WorkerEvent): void {
-    if (!("job" in event) || event.type === "cancel-requested") return;
+    if (this.open.size === 0 || !("job" in event) || event.type === "cancel-requested") return;
     const key = AttemptSpans.key(event.job);
     const attempt = this.open.get(key);
     if (!attempt) return;

@@ -1,7 +1,9 @@
 import {
   type Context,
   context,
+  INVALID_SPAN_CONTEXT,
   propagation,
+  ProxyTracerProvider,
   ROOT_CONTEXT,
   type Span,
   SpanKind,
@@ -31,6 +33,19 @@ import {
 export const tracer = () => trace.getTracer("ratatoskr");
 
 let installed: BasicTracerProvider | undefined;
+
+/**
+ * Whether a span would be recorded: a tracer provider is installed, here (`startTracing`) or by
+ * the application this runs in. Where none is, per-job spans are skipped altogether: even no-op
+ * ones cost the hot path a context and three spans a job.
+ */
+export const tracingOn = (): boolean => {
+  const provider = trace.getTracerProvider();
+  return !(provider instanceof ProxyTracerProvider) || provider.getDelegateTracer("ratatoskr") !== undefined;
+};
+
+/** A span that records nothing, for where tracing is off. */
+export const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
 
 /** Installs the process's tracer provider once, as the environment asks; safe to call again. */
 export const startTracing = (env: {

@@ -23,8 +23,30 @@ export interface PoolOptions {
   readonly env?: Record<string, string>;
 }
 
+/**
+ * A job's abort as the pool listens to it: the engine worker's JobContext is one (it makes no
+ * AbortController for the job), and an AbortSignal is taken as it is.
+ */
+export interface Abortable {
+  onAbort(listener: (reason: unknown) => void): () => void;
+}
+
+const unheard = () => {};
+
+const listenTo = (abort: AbortSignal | Abortable, listener: (reason: unknown) => void): (() => void) => {
+  if ("onAbort" in abort) return abort.onAbort(listener);
+  if (abort.aborted) {
+    listener(abort.reason);
+    return unheard;
+  }
+  const heard = () => listener(abort.reason);
+  abort.addEventListener("abort", heard, { once: true });
+  return () => abort.removeEventListener("abort", heard);
+};
+
 export interface RunOptions {
-  readonly signal: AbortSignal;
+  /** The job's abort: past a grace time, a job that ignores it has its thread terminated. */
+  readonly signal: AbortSignal | Abortable;
   /**
    * The job is aborted after this long and fails as retriable ("timed out after N s"). Here
    * rather than as a second signal: a timer controller and AbortSignal.any per job cost more
@@ -40,7 +62,10 @@ interface Pending {
   readonly resolve: (result: string | undefined) => void;
   readonly reject: (error: JobFailure) => void;
   readonly options: RunOptions;
-  readonly onAbort: () => void;
+  /** Stops listening to the job's abort. */
+  unlisten: () => void;
+  /** The job was aborted from outside (not by its own timeout). */
+  aborted: boolean;
   graceTimer?: NodeJS.Timeout;
   timeout?: NodeJS.Timeout;
   /** Set when the job's time ran out: its failure is the timeout, whatever the thread says. */
@@ -141,9 +166,7 @@ export class JobPool {
         lane.port.postMessage({ type: "abort", seq, reason } satisfies ToThread);
         pending.graceTimer = setTimeout(() => this.terminate(lane, seq), this.abortGraceMs);
       };
-      const onAbort = () =>
-        abort(options.signal.reason instanceof Error ? options.signal.reason.message : "aborted");
-      const pending: Pending = { resolve, reject, options, onAbort };
+      const pending: Pending = { resolve, reject, options, unlisten: unheard, aborted: false };
       if (options.timeoutMs !== undefined) {
         const ms = options.timeoutMs;
         const timedOut = `timed out after ${ms < 1000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`}`;
@@ -154,8 +177,10 @@ export class JobPool {
       }
       lane.pending.set(seq, pending);
       if (lane.outbox.push({ seq, job, data }) === 1) queueMicrotask(() => this.flush(lane));
-      if (options.signal.aborted) onAbort();
-      else options.signal.addEventListener("abort", onAbort, { once: true });
+      pending.unlisten = listenTo(options.signal, (reason) => {
+        pending.aborted = true;
+        abort(reason instanceof Error ? reason.message : "aborted");
+      });
     });
   }
 
@@ -208,9 +233,9 @@ export class JobPool {
     lane.pending.delete(seq);
     clearTimeout(pending.graceTimer);
     clearTimeout(pending.timeout);
-    pending.options.signal.removeEventListener("abort", pending.onAbort);
+    pending.unlisten();
     // A timeout is the job's own failure and retriable, unless it was also aborted from outside.
-    const ownTimeout = pending.timedOut !== undefined && !pending.options.signal.aborted;
+    const ownTimeout = pending.timedOut !== undefined && !pending.aborted;
     if (ownTimeout && !(outcome instanceof JobFailure || outcome.ok)) {
       pending.reject(new JobFailure("transient", pending.timedOut!));
     } else if (outcome instanceof JobFailure) pending.reject(outcome);

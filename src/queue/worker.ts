@@ -9,6 +9,13 @@ import type { Claim, ClaimedJob, CompleteOutcome, Completion, Queue } from "./qu
 export interface JobContext {
   /** Aborted when the job is cancelled, its lease is lost, or the worker is stopped by force. */
   readonly signal: AbortSignal;
+  /**
+   * The same abort as `signal`, for a handler that only hands it on (the runtime's, to its
+   * thread pool): the listener is called once with the reason, at once if the job is aborted
+   * already; the function returned removes it. Reading `signal` makes an AbortController for the
+   * job; this does not.
+   */
+  onAbort(listener: (reason: unknown) => void): () => void;
 }
 
 /** Returns the result to store with the job (a string, e.g. JSON), or nothing. */
@@ -45,11 +52,13 @@ export interface WorkerOptions {
 }
 
 /**
- * An AbortController made only when the handler reads its signal: most handlers never do, and
- * one controller per job cost more than the rest of the job's bookkeeping in the engine.
+ * A job's abort, and the context its handler gets: an AbortController made only when the
+ * handler reads its signal. Most handlers never do, and one controller per job cost more than the
+ * rest of the job's bookkeeping in the engine.
  */
-class LazyAbort {
+class LazyAbort implements JobContext {
   private controller: AbortController | undefined;
+  private listeners: Array<(reason: unknown) => void> | undefined;
   aborted = false;
   reason: unknown;
 
@@ -61,11 +70,33 @@ class LazyAbort {
     return this.controller.signal;
   }
 
+  onAbort(listener: (reason: unknown) => void): () => void {
+    if (this.aborted) {
+      listener(this.reason);
+      return () => {};
+    }
+    (this.listeners ??= []).push(listener);
+    return () => {
+      const at = this.listeners?.indexOf(listener) ?? -1;
+      if (at >= 0) this.listeners!.splice(at, 1);
+    };
+  }
+
   abort(reason: unknown): void {
     if (this.aborted) return;
     this.aborted = true;
     this.reason = reason;
     this.controller?.abort(reason);
+    const listeners = this.listeners;
+    this.listeners = undefined;
+    for (const listener of listeners ?? []) {
+      // As the worker's event listeners: one that throws stops neither the others nor the abort.
+      try {
+        listener(reason);
+      } catch (error) {
+        console.error(`a job's abort listener threw: ${describeFailure(error)}`);
+      }
+    }
   }
 }
 
@@ -400,11 +431,7 @@ export class Worker {
     }
     if (invalid !== undefined) return { type: "invalid", reason: invalid };
     try {
-      const result = await this.options.handler(job, {
-        get signal() {
-          return controller.signal;
-        },
-      });
+      const result = await this.options.handler(job, controller);
       entry.settled = true;
       return { type: "completed", result: result ?? "" };
     } catch (error) {

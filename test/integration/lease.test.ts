@@ -373,4 +373,45 @@ describe("cancel", () => {
     expect(await run(queue.getJob(job.id))).toMatchObject({ state: "cancelled" });
     await run(queue.enqueue(newJob("normal", { userId: "1" })));
   });
+  it("a handler may hear its abort through onAbort, without reading its signal", async () => {
+    const queue = await makeQueue(redis);
+    const job = newJob("normal", { maxAttempts: 5 });
+    await run(queue.enqueue(job));
+    const log = eventLog();
+    const heard: string[] = [];
+    const reasonOf = (reason: unknown) => (reason instanceof Error ? reason.message : String(reason));
+    const errors: unknown[] = [];
+    const consoleError = console.error;
+    console.error = (...line: unknown[]) => errors.push(line.join(" "));
+    try {
+      const worker = testWorker(queue, {
+        leaseMs: 300,
+        onEvent: log.onEvent,
+        handler: (_job, context) =>
+          new Promise((_, reject) => {
+            const unlisten = context.onAbort(() => heard.push("removed"));
+            unlisten();
+            // One listener that throws stops neither the others nor the abort.
+            context.onAbort(() => {
+              throw new Error("a listener broke");
+            });
+            context.onAbort((reason) => {
+              heard.push(`first: ${reasonOf(reason)}`);
+              // Heard at once, once the job is aborted.
+              context.onAbort((again) => heard.push(`late: ${reasonOf(again)}`));
+              reject(reason);
+            });
+          }),
+      }).start();
+      await eventually(async () => (await run(queue.getJob(job.id)))?.state === "running");
+      expect(await run(queue.cancel(job.id, "admin said so"))).toEqual({ outcome: "flagged", attempt: 1 });
+      await eventually(() => log.count("cancelled") === 1, 10_000, "the cancel to reach the worker");
+      await worker.stop();
+    } finally {
+      console.error = consoleError;
+    }
+    expect(heard).toEqual(["first: cancelled", "late: cancelled"]);
+    expect(errors).toEqual(["a job's abort listener threw: a listener broke"]);
+    expect(await run(queue.getJob(job.id))).toMatchObject({ state: "cancelled" });
+  });
 });
