@@ -74,7 +74,8 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         // database-fallback dispatcher runs it, or a later attempt started. Nothing to run here.
         if (row !== "started" && row !== undefined) return skipResult(`the ledger has this task as ${row}`);
       }
-      // Made at the job's first report: most jobs make none, and it is four closures a job.
+      // Made at the job's first report: most jobs make none, and it is four closures a job (this
+      // wrapper is one).
       let throttled: ReturnType<typeof throttledProgress> | undefined;
       const reportProgress = (progress: Progress) => (throttled ??= throttledProgress(ctx, job))(progress);
       const started = Date.now();

@@ -35,9 +35,9 @@ export const tracer = () => trace.getTracer("ratatoskr");
 let installed: BasicTracerProvider | undefined;
 
 /**
- * Whether a span would be recorded: a tracer provider is installed, here (`startTracing`) or by
- * the application this runs in. Where none is, per-job spans are skipped altogether: even no-op
- * ones cost the hot path a context and three spans a job.
+ * Whether a tracer provider is installed, here (`startTracing`) or by the application this runs
+ * in (one that samples nothing counts too). Where none is, per-job spans are skipped altogether:
+ * even no-op ones cost the hot path a context and three spans a job.
  */
 export const tracingOn = (): boolean => {
   const provider = trace.getTracerProvider();

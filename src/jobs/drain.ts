@@ -8,15 +8,16 @@ const SETTLE_MS = 2_000;
  * running jobs to finish, abort the rest with `reason`, and give those a moment to settle.
  * Returns how many had to be aborted. `running` is live: entries leave it as jobs end.
  */
-export const drainRunning = async (
-  running: ReadonlyMap<string, { readonly controller: { abort(reason?: unknown): void } }>,
+export const drainRunning = async <Job>(
+  running: ReadonlyMap<string, Job>,
+  abort: (job: Job, reason: Error) => void,
   timeoutMs: number,
   reason: string,
 ): Promise<number> => {
   const deadline = Date.now() + timeoutMs;
   while (running.size > 0 && Date.now() < deadline) await sleep(10);
   const abandoned = running.size;
-  for (const r of running.values()) r.controller.abort(new Error(reason));
+  for (const job of running.values()) abort(job, new Error(reason));
   const settle = Date.now() + SETTLE_MS;
   while (running.size > 0 && Date.now() < settle) await sleep(10);
   return abandoned;

@@ -15,7 +15,7 @@ export interface JobContext {
    * already; the function returned removes it. Reading `signal` makes an AbortController for the
    * job; this does not.
    */
-  onAbort(listener: (reason: unknown) => void): () => void;
+  readonly onAbort: (listener: (reason: unknown) => void) => () => void;
 }
 
 /** Returns the result to store with the job (a string, e.g. JSON), or nothing. */
@@ -54,48 +54,68 @@ export interface WorkerOptions {
 /**
  * A job's abort, and the context its handler gets: an AbortController made only when the
  * handler reads its signal. Most handlers never do, and one controller per job cost more than the
- * rest of the job's bookkeeping in the engine.
+ * rest of the job's bookkeeping in the engine. Its state is private (`#`) and `abort` static: a
+ * handler can read its abort but not cause one. `onAbort` is a getter that hands out a function
+ * bound to the job, so it may be destructured like `signal`, and costs nothing unless read.
  */
 class LazyAbort implements JobContext {
-  private controller: AbortController | undefined;
-  private listeners: Array<(reason: unknown) => void> | undefined;
-  aborted = false;
-  reason: unknown;
+  #controller: AbortController | undefined;
+  #listeners: Array<(reason: unknown) => void> | undefined;
+  #aborted = false;
+  #reason: unknown;
 
-  get signal(): AbortSignal {
-    if (!this.controller) {
-      this.controller = new AbortController();
-      if (this.aborted) this.controller.abort(this.reason);
-    }
-    return this.controller.signal;
+  get aborted(): boolean {
+    return this.#aborted;
   }
 
-  onAbort(listener: (reason: unknown) => void): () => void {
-    if (this.aborted) {
-      listener(this.reason);
+  get reason(): unknown {
+    return this.#reason;
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.#aborted) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  get onAbort(): JobContext["onAbort"] {
+    return (listener) => this.#listen(listener);
+  }
+
+  #listen(listener: (reason: unknown) => void): () => void {
+    if (this.#aborted) {
+      LazyAbort.#call(listener, this.#reason);
       return () => {};
     }
-    (this.listeners ??= []).push(listener);
+    (this.#listeners ??= []).push(listener);
     return () => {
-      const at = this.listeners?.indexOf(listener) ?? -1;
-      if (at >= 0) this.listeners!.splice(at, 1);
+      const at = this.#listeners?.indexOf(listener) ?? -1;
+      if (at >= 0) this.#listeners!.splice(at, 1);
     };
   }
 
-  abort(reason: unknown): void {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.reason = reason;
-    this.controller?.abort(reason);
-    const listeners = this.listeners;
-    this.listeners = undefined;
-    for (const listener of listeners ?? []) {
-      // As the worker's event listeners: one that throws stops neither the others nor the abort.
-      try {
-        listener(reason);
-      } catch (error) {
-        console.error(`a job's abort listener threw: ${describeFailure(error)}`);
-      }
+  static abort(job: LazyAbort, reason: unknown): void {
+    if (job.#aborted) return;
+    job.#aborted = true;
+    job.#reason = reason;
+    job.#controller?.abort(reason);
+    const listeners = job.#listeners;
+    if (!listeners) return;
+    for (const listener of [...listeners]) {
+      // One that an earlier listener removed is not called, as with an AbortSignal.
+      if (listeners.includes(listener)) LazyAbort.#call(listener, reason);
+    }
+    job.#listeners = undefined;
+  }
+
+  /** As the worker's event listeners: one that throws stops neither the others nor the abort. */
+  static #call(listener: (reason: unknown) => void, reason: unknown) {
+    try {
+      listener(reason);
+    } catch (error) {
+      console.error(`a job's abort listener threw: ${describeFailure(error)}`);
     }
   }
 }
@@ -217,7 +237,12 @@ export class Worker {
     this.wake();
     await this.loopDone;
     // Handlers that heed the abort settle quickly and give their job back.
-    const abandoned = await drainRunning(this.running, timeoutMs, SHUTDOWN);
+    const abandoned = await drainRunning(
+      this.running,
+      (job, reason) => LazyAbort.abort(job.controller, reason),
+      timeoutMs,
+      SHUTDOWN,
+    );
     clearInterval(this.renewTimer);
     if (this.ownsBlocking) this.blocking.disconnect();
     return { abandoned };
@@ -231,7 +256,7 @@ export class Worker {
     const entry = this.running.get(`${id}#${attempt}`);
     if (!entry || entry.settled || entry.controller.aborted) return false;
     this.emit({ type: "cancel-requested", job: entry.job });
-    entry.controller.abort(new Error(CANCELLED));
+    LazyAbort.abort(entry.controller, new Error(CANCELLED));
     return true;
   }
 
@@ -555,10 +580,10 @@ export class Worker {
         if (!entry || entry.settled || entry.controller.aborted) return;
         if (answer === "lost") {
           this.emit({ type: "lost", job: entry.job });
-          entry.controller.abort(new Error(LEASE_LOST));
+          LazyAbort.abort(entry.controller, new Error(LEASE_LOST));
         } else if (answer === "cancel") {
           this.emit({ type: "cancel-requested", job: entry.job });
-          entry.controller.abort(new Error(CANCELLED));
+          LazyAbort.abort(entry.controller, new Error(CANCELLED));
         }
       });
     } catch (error) {

@@ -89,7 +89,12 @@ export class DatabaseRunner {
     this.wake();
     await this.loopDone;
     // Handlers that heed the abort settle quickly and give their job back.
-    const abandoned = await drainRunning(this.running, timeoutMs, SHUTDOWN);
+    const abandoned = await drainRunning(
+      this.running,
+      (job, reason) => job.controller.abort(reason),
+      timeoutMs,
+      SHUTDOWN,
+    );
     clearInterval(this.renewTimer);
     return { abandoned };
   }

@@ -380,27 +380,36 @@ describe("cancel", () => {
     const log = eventLog();
     const heard: string[] = [];
     const reasonOf = (reason: unknown) => (reason instanceof Error ? reason.message : String(reason));
-    const errors: unknown[] = [];
+    const listenerErrors: string[] = [];
     const consoleError = console.error;
-    console.error = (...line: unknown[]) => errors.push(line.join(" "));
+    console.error = (...line: unknown[]) => {
+      const text = line.join(" ");
+      if (text.startsWith("a job's abort listener threw")) listenerErrors.push(text);
+      else consoleError(...line);
+    };
     try {
       const worker = testWorker(queue, {
         leaseMs: 300,
         onEvent: log.onEvent,
-        handler: (_job, context) =>
+        // Destructured, as handlers take `signal`.
+        handler: (_job, { onAbort }) =>
           new Promise((_, reject) => {
-            const unlisten = context.onAbort(() => heard.push("removed"));
+            const unlisten = onAbort(() => heard.push("removed"));
             unlisten();
             // One listener that throws stops neither the others nor the abort.
-            context.onAbort(() => {
+            onAbort(() => {
               throw new Error("a listener broke");
             });
-            context.onAbort((reason) => {
+            let removeNext = () => {};
+            onAbort((reason) => {
               heard.push(`first: ${reasonOf(reason)}`);
+              removeNext();
               // Heard at once, once the job is aborted.
-              context.onAbort((again) => heard.push(`late: ${reasonOf(again)}`));
+              onAbort((again) => heard.push(`late: ${reasonOf(again)}`));
               reject(reason);
             });
+            // Removed by the listener before it, during the abort: not called, as with a signal.
+            removeNext = onAbort(() => heard.push("removed by the first"));
           }),
       }).start();
       await eventually(async () => (await run(queue.getJob(job.id)))?.state === "running");
@@ -411,7 +420,7 @@ describe("cancel", () => {
       console.error = consoleError;
     }
     expect(heard).toEqual(["first: cancelled", "late: cancelled"]);
-    expect(errors).toEqual(["a job's abort listener threw: a listener broke"]);
+    expect(listenerErrors).toEqual(["a job's abort listener threw: a listener broke"]);
     expect(await run(queue.getJob(job.id))).toMatchObject({ state: "cancelled" });
   });
 });

@@ -64,6 +64,35 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
     expect(lines()).toEqual(expect.arrayContaining([`open ${job.id}`, `close ${job.id} failed`]));
   });
 
+  it("hears an abort through an Abortable (the engine's job context) as through a signal", async () => {
+    const job = info();
+    const listeners = new Set<(reason: unknown) => void>();
+    const abortable = {
+      onAbort(listener: (reason: unknown) => void) {
+        listeners.add(listener);
+        return () => listeners.delete(listener);
+      },
+    };
+    const running = pool.run(job, envelope("sleep", { ms: 10_000 }), { signal: abortable });
+    expect(listeners.size).toBe(1);
+    setTimeout(() => {
+      for (const listener of [...listeners]) listener(new Error("cancelled by admin"));
+    }, 50);
+    const error = await running.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(JobFailure);
+    expect((error as JobFailure).message).toBe("cancelled by admin");
+    expect(lines()).toEqual(expect.arrayContaining([`open ${job.id}`, `close ${job.id} failed`]));
+    // Settled, the job stops listening.
+    expect(listeners.size).toBe(0);
+    // Its own timeout, with nothing from outside: retriable, as with a signal.
+    const timedOut = (await pool
+      .run(info(), envelope("sleep", { ms: 10_000 }), { signal: abortable, timeoutMs: 50 })
+      .catch((e: unknown) => e)) as JobFailure;
+    expect(timedOut).toBeInstanceOf(JobFailure);
+    expect([timedOut.kind, timedOut.message]).toEqual(["transient", "timed out after 50 ms"]);
+    expect(listeners.size).toBe(0);
+  });
+
   it("aborts a job past its time and fails it as retriable, whatever reason the handler gives", async () => {
     const error = (await pool
       .run(info(), envelope("sleep", { ms: 10_000 }), { signal: never(), timeoutMs: 100 })
