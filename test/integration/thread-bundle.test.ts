@@ -4,6 +4,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  rmSync,
   utimesSync,
   writeFileSync,
 } from "node:fs";
@@ -30,10 +31,81 @@ describe("thread bundle", () => {
     // The same sources give the same file: processes share it, nothing is rewritten.
     expect(await bundleThreadCode(registry)).toBe(url);
     const code = readFileSync(path, "utf8");
-    // Packages stay imports, resolved from where the registry's own imports resolve.
-    expect(code).toMatch(/from "effect"/);
+    // The thread code's own package is in the bundle (the registry's imports of it too).
+    expect(code).not.toMatch(/from "effect/);
+    // Its own dependencies (effect's Schema imports fast-check) are imported from where the
+    // package would find them, not from the bundle's directory.
+    expect(code).toMatch(
+      new RegExp(`from "${pathToFileURL(join(root, "node_modules", "fast-check"))}/[^"]+\\.js"`),
+    );
     expect(code).toContain(`//# sourceMappingURL=${basename(path)}.map`);
-    expect(existsSync(`${path}.map`)).toBe(true);
+    // Its map leaves the bundled package out: a thread parses all of it as it loads the bundle.
+    const { sources } = JSON.parse(readFileSync(`${path}.map`, "utf8")) as { sources: string[] };
+    expect(sources.some((source) => source.endsWith("test/support/jobs.ts"))).toBe(true);
+    expect(sources.some((source) => source.includes("node_modules/effect/"))).toBe(false);
+  });
+
+  it("keeps every other package an import, resolved from where the registry's imports resolve", async () => {
+    const url = await bundleThreadCode(new URL("../../src/jobs/index.ts", import.meta.url).href);
+    const code = readFileSync(fileURLToPath(url), "utf8");
+    expect(code).toMatch(/from "@mikro-orm\/core"/);
+    expect(code).toMatch(/from "sharp"/);
+    expect(code).not.toMatch(/from "effect/);
+  });
+
+  it("is used again without a build while every file it was built from reads the same", async () => {
+    const dir = scratch();
+    const cacheDir = join(dir, "cache");
+    const jobs = join(dir, "jobs.mjs");
+    const helper = join(dir, "helper.mjs");
+    writeFileSync(helper, "export const greeting = 'hello';\n");
+    writeFileSync(
+      jobs,
+      "import { greeting } from './helper.mjs';\nexport default { kinds: {}, greeting };\n",
+    );
+    const registryUrl = pathToFileURL(jobs).href;
+    const first = fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }));
+    const records = readdirSync(cacheDir).filter((name) => name.endsWith(".json"));
+    expect(records).toHaveLength(1);
+    const recordPath = join(cacheDir, records[0]!);
+    const record = JSON.parse(readFileSync(recordPath, "utf8")) as {
+      bundle: string;
+      inputs: Record<string, string>;
+    };
+    expect(record.bundle).toBe(basename(first));
+    expect(Object.keys(record.inputs)).toEqual(
+      expect.arrayContaining([
+        jobs,
+        helper,
+        fileURLToPath(new URL("../../src/pool/thread.ts", import.meta.url)),
+      ]),
+    );
+
+    // A record is believed, not the build: pointed at another file, the next start loads that.
+    const stand_in = join(cacheDir, "thread-STANDIN.mjs");
+    writeFileSync(stand_in, readFileSync(first));
+    writeFileSync(recordPath, JSON.stringify({ ...record, bundle: basename(stand_in) }));
+    expect(fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }))).toBe(stand_in);
+
+    // One input changed: built again, and the record names the new bundle.
+    writeFileSync(helper, "export const greeting = 'hello again';\n");
+    const second = fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }));
+    expect(second).not.toBe(first);
+    expect(second).not.toBe(stand_in);
+    expect(readFileSync(second, "utf8")).toContain("hello again");
+    expect((JSON.parse(readFileSync(recordPath, "utf8")) as { bundle: string }).bundle).toBe(
+      basename(second),
+    );
+
+    // A record whose bundle is gone, or that cannot be read, only means a build.
+    rmSync(second);
+    expect(fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }))).toBe(second);
+    expect(existsSync(second)).toBe(true);
+    writeFileSync(recordPath, "{ not json");
+    expect(fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }))).toBe(second);
+    expect((JSON.parse(readFileSync(recordPath, "utf8")) as { bundle: string }).bundle).toBe(
+      basename(second),
+    );
   });
 
   it("refuses a registry that is not a file, is missing, or has no node_modules above it", async () => {
@@ -63,17 +135,24 @@ describe("thread bundle", () => {
     mkdirSync(cacheDir);
     const old = join(cacheDir, "thread-OLD.mjs");
     const recent = join(cacheDir, "thread-RECENT.mjs");
+    const oldRecord = join(cacheDir, "thread-build-0123456789abcdef.json");
     const other = join(cacheDir, "notes.txt");
-    for (const file of [old, recent, other]) writeFileSync(file, "");
+    for (const file of [old, oldRecord, recent, other]) writeFileSync(file, "");
     const longAgo = new Date(Date.now() - 31 * 86_400_000);
     utimesSync(old, longAgo, longAgo);
+    utimesSync(oldRecord, longAgo, longAgo);
     utimesSync(other, longAgo, longAgo);
     utimesSync(recent, new Date(Date.now() - 29 * 86_400_000), new Date(Date.now() - 29 * 86_400_000));
     const url = await bundleThreadCode(registry, { cacheDir });
+    const record = readdirSync(cacheDir).find(
+      (name) => name.startsWith("thread-build-") && name !== basename(oldRecord),
+    );
+    expect(record).toMatch(/^thread-build-[0-9a-f]{16}\.json$/);
     expect(readdirSync(cacheDir).sort()).toEqual(
       [
         basename(fileURLToPath(url)),
         `${basename(fileURLToPath(url))}.map`,
+        record,
         "notes.txt",
         "thread-RECENT.mjs",
       ].sort(),

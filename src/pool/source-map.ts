@@ -1,0 +1,139 @@
+/**
+ * Source maps (version 3) with some of their sources taken out. A thread with source maps on
+ * parses its bundle's whole map as it loads it; the mappings into a bundled package are most of
+ * that map and name no code of the application's.
+ */
+
+export interface RawSourceMap {
+  readonly version: number;
+  readonly file?: string;
+  readonly sourceRoot?: string;
+  readonly sources: readonly string[];
+  readonly sourcesContent?: ReadonlyArray<string | null>;
+  readonly names: readonly string[];
+  readonly mappings: string;
+}
+
+const BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const DIGITS = new Map([...BASE64].map((char, digit) => [char, digit]));
+
+/** One segment's fields, each a base64 VLQ: 1, 4 or 5 of them. */
+const decodeSegment = (text: string): number[] => {
+  const fields: number[] = [];
+  let value = 0;
+  let scale = 1;
+  for (const char of text) {
+    const digit = DIGITS.get(char);
+    if (digit === undefined) throw new Error(`source map mappings hold ${JSON.stringify(char)}`);
+    value += (digit & 31) * scale;
+    if (digit & 32) scale *= 32;
+    else {
+      fields.push(value % 2 === 1 ? -(value - 1) / 2 : value / 2);
+      value = 0;
+      scale = 1;
+    }
+  }
+  if (scale !== 1) throw new Error("source map mappings end inside a number");
+  return fields;
+};
+
+const encodeField = (field: number): string => {
+  let value = field < 0 ? -field * 2 + 1 : field * 2;
+  let text = "";
+  do {
+    const digit = value % 32;
+    value = Math.floor(value / 32);
+    text += BASE64[value > 0 ? digit | 32 : digit];
+  } while (value > 0);
+  return text;
+};
+
+/** Numbers the entries of a list that are kept anew, in the order they are first used. */
+class Renumbering {
+  /** Old numbers, by new number. */
+  readonly kept: number[] = [];
+  private readonly numbers = new Map<number, number>();
+  number(old: number): number {
+    let number = this.numbers.get(old);
+    if (number === undefined) {
+      number = this.kept.push(old) - 1;
+      this.numbers.set(old, number);
+    }
+    return number;
+  }
+}
+
+/**
+ * The map without the mappings into the sources `drop` names. Where dropped code begins on a
+ * line, the line gets a segment that maps to nothing, so that a position in that code is not
+ * taken for the code mapped before it: a stack frame there names the generated file's own line.
+ */
+export const withoutSources = (map: RawSourceMap, drop: (source: string) => boolean): RawSourceMap => {
+  const sources = new Renumbering();
+  const names = new Renumbering();
+  // Fields are relative to the segment before: absolute values as read, and as written.
+  const read = { source: 0, line: 0, column: 0, name: 0 };
+  const written = { source: 0, line: 0, column: 0, name: 0 };
+  let lastLineEndsUnmapped = false;
+  const lines = map.mappings.split(";").map((lineText) => {
+    const segments: string[] = [];
+    let readColumn = 0;
+    let writtenColumn = 0;
+    let unmapped = false;
+    for (const segmentText of lineText.split(",")) {
+      if (segmentText === "") continue;
+      const fields = decodeSegment(segmentText);
+      readColumn += fields[0]!;
+      const mapped = fields.length >= 4;
+      if (mapped) {
+        read.source += fields[1]!;
+        read.line += fields[2]!;
+        read.column += fields[3]!;
+        if (fields.length === 5) read.name += fields[4]!;
+      }
+      if (!mapped || drop(map.sources[read.source]!)) {
+        if (!unmapped) {
+          segments.push(encodeField(readColumn - writtenColumn));
+          writtenColumn = readColumn;
+          unmapped = true;
+        }
+        continue;
+      }
+      unmapped = false;
+      const source = sources.number(read.source);
+      let text =
+        encodeField(readColumn - writtenColumn) +
+        encodeField(source - written.source) +
+        encodeField(read.line - written.line) +
+        encodeField(read.column - written.column);
+      writtenColumn = readColumn;
+      written.source = source;
+      written.line = read.line;
+      written.column = read.column;
+      if (fields.length === 5) {
+        const name = names.number(read.name);
+        text += encodeField(name - written.name);
+        written.name = name;
+      }
+      segments.push(text);
+    }
+    lastLineEndsUnmapped = unmapped;
+    return segments.join(",");
+  });
+  // Node 20 reads a one-field segment that ends the mappings as if it carried the fields of the
+  // segment before it: an empty line after it makes it end a line, read as it should be.
+  const mappings = lines.join(";") + (lastLineEndsUnmapped ? ";" : "");
+  // Only the fields this module knows: any other (an ignore list) would number the old sources.
+  const { version, file, sourceRoot, sourcesContent } = map;
+  return {
+    version,
+    ...(file === undefined ? {} : { file }),
+    ...(sourceRoot === undefined ? {} : { sourceRoot }),
+    sources: sources.kept.map((old) => map.sources[old]!),
+    ...(sourcesContent === undefined
+      ? {}
+      : { sourcesContent: sources.kept.map((old) => sourcesContent[old] ?? null) }),
+    names: names.kept.map((old) => map.names[old]!),
+    mappings,
+  };
+};
