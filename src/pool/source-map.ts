@@ -69,6 +69,7 @@ class Renumbering {
  * taken for the code mapped before it: a stack frame there names the generated file's own line.
  */
 export const withoutSources = (map: RawSourceMap, drop: (source: string) => boolean): RawSourceMap => {
+  const dropped = map.sources.map(drop);
   const sources = new Renumbering();
   const names = new Renumbering();
   // Fields are relative to the segment before: absolute values as read, and as written.
@@ -91,7 +92,7 @@ export const withoutSources = (map: RawSourceMap, drop: (source: string) => bool
         read.column += fields[3]!;
         if (fields.length === 5) read.name += fields[4]!;
       }
-      if (!mapped || drop(map.sources[read.source]!)) {
+      if (!mapped || dropped[read.source]) {
         if (!unmapped) {
           segments.push(encodeField(readColumn - writtenColumn));
           writtenColumn = readColumn;

@@ -1,10 +1,11 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { isBuiltin } from "node:module";
 import { mkdir, readdir, readFile, rename, stat, unlink, utimes, writeFile } from "node:fs/promises";
-import { basename, dirname, extname, isAbsolute, join, resolve } from "node:path";
+import { basename, dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { build, type Loader, type OutputFile, type Plugin, version as esbuildVersion } from "esbuild";
+import { BuildInputs, builtAlready, digest, writeRecord } from "./bundle-record.js";
 import { type RawSourceMap, withoutSources } from "./source-map.js";
 
 /** A bundle no pool has started from for this long is deleted when the next one is built. */
@@ -25,32 +26,52 @@ const BUNDLED_PACKAGES: ReadonlySet<string> = new Set(["effect"]);
 const inBundledPackage = (path: string) =>
   [...BUNDLED_PACKAGES].some((name) => path.includes(`/node_modules/${name}/`));
 
+/** Marks the plugin's own call to esbuild's resolver, which would otherwise come back to it. */
+const RESOLVING = Symbol("resolving");
+
+/** Whether Node would find `name` as a package from `dir`: a `node_modules/<name>` above it. */
+const installedFrom = (dir: string, name: string): boolean => {
+  for (let at = dir; ; at = dirname(at)) {
+    if (existsSync(join(at, "node_modules", name))) return true;
+    if (dirname(at) === at) return false;
+  }
+};
+
 const packageOf = (specifier: string) =>
   specifier
     .split("/")
     .slice(0, specifier.startsWith("@") ? 2 : 1)
     .join("/");
 
-/** Marks the plugin's own call to esbuild's resolver, which would otherwise come back to it. */
-const RESOLVING = Symbol("resolving");
-
-const otherPackagesExternal: Plugin = {
+/**
+ * Which imports stay imports: those of packages (not a tsconfig `paths` alias or a `#` import
+ * naming a file of the application, which is bundled), but the bundled ones. By its name from
+ * the application's code, as the sources import it; by its resolved file from a bundled
+ * package's code, which would not find it from the bundle's directory (a pnpm or nested install).
+ */
+const otherPackagesExternal = (inputs: BuildInputs): Plugin => ({
   name: "other-packages-external",
   setup(build) {
-    // Bare specifiers only: packages and Node's builtins.
     build.onResolve({ filter: /^[^./]/ }, async ({ path, importer, resolveDir, kind, pluginData }) => {
-      if (isAbsolute(path) || BUNDLED_PACKAGES.has(packageOf(path)) || pluginData === RESOLVING) {
-        return undefined;
-      }
-      if (isBuiltin(path) || !inBundledPackage(importer)) return { path, external: true };
-      // A bundled package's own dependency resolves from the package, as it did unbundled, not
-      // from the bundle's directory, where it may not be found (a pnpm or nested install).
+      if (pluginData === RESOLVING) return undefined;
+      if (isBuiltin(path)) return { path, external: true };
       const resolved = await build.resolve(path, { importer, resolveDir, kind, pluginData: RESOLVING });
-      if (resolved.errors.length > 0) return { errors: resolved.errors };
-      return { path: pathToFileURL(resolved.path).href, external: true };
+      // Not found now (an optional package): an import, as the sources have it, that fails
+      // where it is run, if it is.
+      if (resolved.errors.length > 0) return { path, external: true };
+      if (resolved.external) return { path: resolved.path, external: true };
+      if (inBundledPackage(resolved.path)) return undefined;
+      if (path.startsWith("#") || !installedFrom(resolveDir, packageOf(path))) return undefined;
+      if (!inBundledPackage(importer)) return { path, external: true };
+      // The bundle names this file: a change to it (an upgrade, a move) must make a new bundle.
+      inputs.read(resolved.path, await readFile(resolved.path));
+      return {
+        path: kind === "require-call" ? resolved.path : pathToFileURL(resolved.path).href,
+        external: true,
+      };
     });
   },
-};
+});
 
 const LOADERS: Record<string, Loader> = {
   ".ts": "ts",
@@ -67,11 +88,12 @@ const LOADERS: Record<string, Loader> = {
  * In a bundle every module shares the bundle's own `import.meta`; code that finds files next to
  * itself (a `createRequire`, a directory of scripts) must still see its source file's.
  */
-const ownImportMeta: Plugin = {
+const ownImportMeta = (inputs: BuildInputs): Plugin => ({
   name: "own-import-meta",
   setup(build) {
     build.onLoad({ filter: /\.[cm]?[jt]sx?$/ }, async ({ path }) => {
       const source = await readFile(path, "utf8");
+      inputs.read(path, source);
       const meta = {
         url: pathToFileURL(path).href,
         filename: path,
@@ -83,7 +105,7 @@ const ownImportMeta: Plugin = {
       return { contents, loader: LOADERS[extname(path)] ?? "js" };
     });
   },
-};
+});
 
 /** Where packages resolve from the registry: a bundle there imports them as its sources did. */
 const cacheDirFor = (registryPath: string): string => {
@@ -97,11 +119,13 @@ const cacheDirFor = (registryPath: string): string => {
 
 /**
  * Written under a temporary name and renamed: a thread never reads half a file. One there
- * already (the same hash: the same code) is only marked as used, and where the directory is
- * read-only to this process (a bundle made at install, `ratatoskr threads bundle`), not even that.
+ * already with the same contents (a bundle's name is its code's hash) is only marked as used,
+ * and where the directory is read-only to this process (a bundle made at install, `ratatoskr
+ * threads bundle`), not even that. A map of the same code made another way is replaced.
  */
-const writeOnce = async (path: string, contents: Uint8Array) => {
-  if (existsSync(path)) {
+const writeIfChanged = async (path: string, contents: Uint8Array) => {
+  const present = await readFile(path).catch(() => undefined);
+  if (present?.equals(contents)) {
     const now = new Date();
     await utimes(path, now, now).catch(() => {});
     return;
@@ -133,44 +157,16 @@ const mapOfOwnCode = (file: OutputFile, outdir: string): Uint8Array => {
   return Buffer.from(JSON.stringify(trimmed));
 };
 
-/**
- * What a bundle was made from: each input file (absolute path) with its content's digest. Its
- * name says which registry, thread code and builder it is for; a start whose inputs all still
- * read the same loads the bundle without building it again (a build that bundles a package
- * takes 0.35-0.97 s, a check 13-59 ms).
- */
-interface BuildRecord {
-  readonly bundle: string;
-  readonly inputs: Readonly<Record<string, string>>;
-}
-
-const digest = (contents: string | Uint8Array) => createHash("sha1").update(contents).digest("hex");
-
-// This module's own text is part of every record's name: a change to how bundles are built
-// makes every bundle built before it stale.
-const BUILDER = readFileSync(fileURLToPath(import.meta.url), "utf8");
+// The text of the modules that build bundles is part of every record's name: a change to how
+// bundles are built makes every bundle built before it stale.
+const BUILDER = ["./thread-bundle", "./bundle-record", "./source-map"]
+  .map((module) =>
+    readFileSync(fileURLToPath(new URL(`${module}${extname(import.meta.url)}`, import.meta.url)), "utf8"),
+  )
+  .join("\0");
 
 const recordName = (entry: string) =>
   `thread-build-${digest([BUILDER, esbuildVersion, entry].join("\0")).slice(0, 16)}.json`;
-
-/** The bundle of a record whose every input reads as it did, or nothing. */
-const builtAlready = async (outdir: string, recordPath: string): Promise<string | undefined> => {
-  let record: BuildRecord;
-  try {
-    record = JSON.parse(await readFile(recordPath, "utf8")) as BuildRecord;
-  } catch {
-    return undefined;
-  }
-  const bundle = join(outdir, record.bundle);
-  if (!existsSync(bundle)) return undefined;
-  const contents = await Promise.all(
-    Object.keys(record.inputs).map((path) => readFile(path).catch(() => undefined)),
-  );
-  const unchanged = Object.values(record.inputs).every(
-    (hash, i) => contents[i] !== undefined && digest(contents[i]) === hash,
-  );
-  return unchanged ? bundle : undefined;
-};
 
 /** Marks files as used (pruning goes by age); where the directory is read-only, it cannot. */
 const touch = async (paths: readonly string[]) => {
@@ -204,15 +200,17 @@ export const bundleThreadCode = async (registryUrl: string, options: { cacheDir?
     "export default serve;",
   ].join("\n");
   const recordPath = join(outdir, recordName(entry));
-  const built = await builtAlready(outdir, recordPath);
+  const built = await builtAlready(recordPath);
   if (built) {
     await touch([built, `${built}.map`, recordPath]);
     return pathToFileURL(built).href;
   }
+  const inputs = new BuildInputs();
+  // The metafile names inputs relative to it.
+  const workingDir = process.cwd();
   const result = await build({
     stdin: { contents: entry, resolveDir: dirname(registryPath), sourcefile: ENTRY_NAME },
-    // The metafile names inputs relative to it.
-    absWorkingDir: process.cwd(),
+    absWorkingDir: workingDir,
     bundle: true,
     format: "esm",
     platform: "node",
@@ -227,39 +225,28 @@ export const bundleThreadCode = async (registryUrl: string, options: { cacheDir?
     outExtension: { ".js": ".mjs" },
     write: false,
     logLevel: "silent",
+    // Node's conditions only: a package's dependency imported by its file must be the file
+    // Node would choose (esbuild adds `module` by default).
+    conditions: [],
     metafile: true,
-    plugins: [otherPackagesExternal, ownImportMeta],
+    plugins: [otherPackagesExternal(inputs), ownImportMeta(inputs)],
   });
-  const files = result.outputFiles;
   // The map first: a thread that finds the code finds its map.
-  for (const file of [...files].sort(
+  for (const file of [...result.outputFiles].sort(
     (a, b) => Number(b.path.endsWith(".map")) - Number(a.path.endsWith(".map")),
   )) {
-    await writeOnce(file.path, file.path.endsWith(".map") ? mapOfOwnCode(file, outdir) : file.contents);
+    await writeIfChanged(file.path, file.path.endsWith(".map") ? mapOfOwnCode(file, outdir) : file.contents);
   }
-  const code = files.find((f) => f.path.endsWith(".mjs"));
+  const code = result.outputFiles.find((f) => f.path.endsWith(".mjs"));
   if (!code) throw new Error("esbuild wrote no code for the thread bundle");
+  // esbuild names the entry as if it were a file in its resolve directory; its text is in the
+  // record's name.
   const entryPath = join(dirname(registryPath), ENTRY_NAME);
-  await writeRecord(recordPath, code.path, Object.keys(result.metafile.inputs), entryPath);
-  await pruneOld(outdir, new Set([...files.map((f) => basename(f.path)), basename(recordPath)]));
+  const files = Object.keys(result.metafile.inputs)
+    .map((input) => resolve(workingDir, input))
+    .filter((path) => path !== entryPath);
+  const recorded = await inputs.all(files).catch(() => undefined);
+  if (recorded) await writeRecord(recordPath, { bundle: basename(code.path), inputs: recorded });
+  await pruneOld(outdir, new Set([...result.outputFiles.map((f) => basename(f.path)), basename(recordPath)]));
   return pathToFileURL(code.path).href;
-};
-
-/**
- * Every input but the entry is a file. esbuild names the entry as if it were a file in its
- * resolve directory; its text is in the record's name.
- */
-const writeRecord = async (recordPath: string, bundle: string, inputs: string[], entryPath: string) => {
-  const files = inputs.map((input) => resolve(input)).filter((path) => path !== entryPath);
-  const contents = await Promise.all(files.map((file) => readFile(file)));
-  const record: BuildRecord = {
-    bundle: basename(bundle),
-    inputs: Object.fromEntries(files.map((file, i) => [file, digest(contents[i]!)])),
-  };
-  // Replaced whole, as the bundle is; where the directory is read-only (a bundle made at
-  // install) the next start builds again, as it did before records.
-  const temporary = `${recordPath}.${randomBytes(6).toString("hex")}.tmp`;
-  await writeFile(temporary, JSON.stringify(record))
-    .then(() => rename(temporary, recordPath))
-    .catch(() => unlink(temporary).catch(() => {}));
 };

@@ -101,11 +101,68 @@ describe("thread bundle", () => {
     rmSync(second);
     expect(fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }))).toBe(second);
     expect(existsSync(second)).toBe(true);
-    writeFileSync(recordPath, "{ not json");
-    expect(fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }))).toBe(second);
-    expect((JSON.parse(readFileSync(recordPath, "utf8")) as { bundle: string }).bundle).toBe(
-      basename(second),
+    for (const unusable of [
+      "{ not json",
+      "null",
+      "{}",
+      JSON.stringify({ bundle: "../elsewhere.mjs", inputs: {} }),
+    ]) {
+      writeFileSync(recordPath, unusable);
+      expect(fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }))).toBe(second);
+      expect((JSON.parse(readFileSync(recordPath, "utf8")) as { bundle: string }).bundle).toBe(
+        basename(second),
+      );
+    }
+  });
+
+  it("records the files a bundled package's dependencies and the project's settings come from", async () => {
+    const cacheDir = join(scratch(), "cache");
+    const url = await bundleThreadCode(registry, { cacheDir });
+    const records = readdirSync(cacheDir).filter((name) => name.startsWith("thread-build-"));
+    expect(records).toHaveLength(1);
+    const record = JSON.parse(readFileSync(join(cacheDir, records[0]!), "utf8")) as {
+      bundle: string;
+      inputs: object;
+    };
+    expect(record.bundle).toBe(basename(fileURLToPath(url)));
+    const root = fileURLToPath(new URL("../../", import.meta.url));
+    expect(Object.keys(record.inputs)).toEqual(
+      expect.arrayContaining([
+        join(root, "package.json"),
+        join(root, "tsconfig.json"),
+        join(root, "node_modules", "effect", "package.json"),
+        join(root, "node_modules", "fast-check", "lib", "esm", "fast-check.js"),
+      ]),
     );
+  });
+
+  it("bundles what a `#` import names in the application, and replaces a map made another way", async () => {
+    const dir = scratch();
+    const cacheDir = join(dir, "cache");
+    writeFileSync(
+      join(dir, "package.json"),
+      JSON.stringify({ type: "module", imports: { "#helper": "./helper.mjs" } }),
+    );
+    writeFileSync(join(dir, "helper.mjs"), "export const greeting = 'from the helper';\n");
+    writeFileSync(
+      join(dir, "jobs.mjs"),
+      "import { greeting } from '#helper';\nexport default { kinds: {}, greeting };\n",
+    );
+    const path = fileURLToPath(
+      await bundleThreadCode(pathToFileURL(join(dir, "jobs.mjs")).href, { cacheDir }),
+    );
+    const code = readFileSync(path, "utf8");
+    expect(code).toContain("from the helper");
+    expect(code).not.toContain("#helper");
+
+    const map = readFileSync(`${path}.map`, "utf8");
+    writeFileSync(`${path}.map`, "{}");
+    for (const name of readdirSync(cacheDir))
+      if (name.startsWith("thread-build-")) rmSync(join(cacheDir, name));
+    expect(
+      fileURLToPath(await bundleThreadCode(pathToFileURL(join(dir, "jobs.mjs")).href, { cacheDir })),
+    ).toBe(path);
+    expect(readFileSync(`${path}.map`, "utf8")).toBe(map);
   });
 
   it("refuses a registry that is not a file, is missing, or has no node_modules above it", async () => {
