@@ -101,6 +101,19 @@ const threadEnv = (config: Config): Record<string, string> => {
   return env;
 };
 
+/** The worker threads, once the registry is known to have job kinds. */
+const openPool = async (config: Config, warnings: string[]): Promise<JobPool> => {
+  const registry = jobsModuleUrl(config);
+  await checkRegistry(registry);
+  return new JobPool({
+    registry,
+    ...(config.RT_THREAD_CODE === "bundle" ? await threadBundle(registry, warnings) : {}),
+    heapMb: config.RT_THREAD_HEAP_MB,
+    env: threadEnv(config),
+    ...(config.RT_POOL_THREADS === undefined ? {} : { threads: config.RT_POOL_THREADS }),
+  });
+};
+
 const checkRegistry = async (url: string) => {
   const module = (await import(url)) as { default?: JobRegistry<unknown> };
   const kinds = Object.keys(module.default?.kinds ?? {});
@@ -163,6 +176,11 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
 
   let pool: JobPool | undefined;
   let orm: MikroORM | undefined;
+  // The threads take longest to be ready (each loads its code): started first, they load while
+  // Redis and the database are made ready.
+  const pooling = options.groups.length > 0 ? openPool(config, startupWarnings) : undefined;
+  // Heard now, answered below: a failure before then must not count as unhandled.
+  pooling?.catch(() => {});
   try {
     const prepared = await Effect.runPromise(Effect.either(queue.prepare()));
     if (Either.isLeft(prepared)) {
@@ -177,18 +195,9 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
       orm = await openDatabase(settings);
       await assertMigrated(orm, settings);
     }
-    if (options.groups.length > 0) {
-      const registry = jobsModuleUrl(config);
-      await checkRegistry(registry);
-      pool = new JobPool({
-        registry,
-        ...(config.RT_THREAD_CODE === "bundle" ? await threadBundle(registry, startupWarnings) : {}),
-        heapMb: config.RT_THREAD_HEAP_MB,
-        env: threadEnv(config),
-        ...(config.RT_POOL_THREADS === undefined ? {} : { threads: config.RT_POOL_THREADS }),
-      });
-    }
+    pool = await pooling;
   } catch (error) {
+    await (await pooling?.catch(() => undefined))?.close();
     await orm?.close();
     await closeConnections();
     throw error;

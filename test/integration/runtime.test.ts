@@ -2,9 +2,10 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFil
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { queueOptionsFrom } from "../../config/schema.js";
 import { PRIORITIES } from "../../src/domain/priority.js";
+import { JobPool } from "../../src/pool/pool.js";
 import { QueueAdmin } from "../../src/queue/admin.js";
 import { WorkerRegistry } from "../../src/queue/workers.js";
 import { type RuntimeHandle, start } from "../../src/runtime.js";
@@ -272,6 +273,18 @@ describe("embedded runtime", () => {
       "the job",
     );
     expect((await run(runtime.queue.getJob(job.id)))?.result).toBe("hello from tsx");
+  });
+
+  it("closes the worker threads it started when a later step of the start fails", async () => {
+    // The threads start first and load while the database opens; this database is not there.
+    const closed = vi.spyOn(JobPool.prototype, "close");
+    const config = testConfig(redis.server.url, { DATABASE_URL: "postgresql://ratatoskr@127.0.0.1:1/none" });
+    try {
+      await expect(start({ config, groups: allInOne(), ledger: true })).rejects.toThrow();
+      expect(closed).toHaveBeenCalledTimes(1);
+    } finally {
+      closed.mockRestore();
+    }
   });
 
   it("refuses to start workers with a registry that has no job kinds", async () => {
