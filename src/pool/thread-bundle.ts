@@ -20,7 +20,7 @@ const ENTRY_NAME = "thread-bundle-entry.js";
  * bundled, with the registry's imports of them and everything they import in turn (`effect`
  * imports `fast-check`, which imports `pure-rand`). A thread loads one file where it loaded
  * hundreds of modules (`effect` took a fresh thread 0.5-0.67 s to import, `fast-check` alone
- * 0.14-0.18 s; the bundle of what is used loads in 0.15-0.17 s). Every other package stays an
+ * 0.14-0.18 s; the bundle of what is used loads in 0.14-0.16 s). Every other package stays an
  * import, resolved from the registry.
  */
 const BUNDLED_PACKAGES: ReadonlySet<string> = new Set(["effect"]);
@@ -197,7 +197,7 @@ const touch = async (paths: readonly string[]) => {
 /**
  * Builds the code every worker thread of a pool loads, once, in this process: the thread's
  * serve loop and the job registry, TypeScript compiled, with the packages the thread code
- * itself imports, in one ES module; other packages stay imports. Each thread then loads one
+ * itself imports and what they import, in one ES module; other packages stay imports. Each thread then loads one
  * file with Node's own loader. Through tsx, every thread compiled the sources again and sent
  * every import (packages too) through a loader thread of its own: a thread with the caption
  * registry took 2.6 s to be ready instead of 1.1 s.

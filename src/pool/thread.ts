@@ -2,6 +2,7 @@ import { type MessagePort, threadId } from "node:worker_threads";
 import { Either } from "effect";
 import { makeEnvelopeCodec } from "../domain/envelope.js";
 import type { JobRegistry, JobRunContext } from "../jobs/definition.js";
+import { LazyAbort } from "../jobs/lazy-abort.js";
 import { describeFailure, failureKindOf } from "../queue/failures.js";
 import type { FromThread, JobRequest, ServeTask, ThreadOutcome, ToThread } from "./protocol.js";
 
@@ -49,7 +50,7 @@ const toResult = (value: unknown): string | undefined =>
 const runJob = async (
   registryUrl: string,
   request: JobRequest,
-  signal: AbortSignal,
+  abort: LazyAbort,
   port: MessagePort,
 ): Promise<ThreadOutcome> => {
   const { seq, job } = request;
@@ -65,7 +66,10 @@ const runJob = async (
     try {
       const context: JobRunContext<unknown> = {
         job,
-        signal,
+        // An AbortController only for a handler that reads its signal.
+        get signal() {
+          return abort.signal;
+        },
         resources,
         progress: (progress) => port.postMessage({ type: "progress", seq, progress } satisfies FromThread),
         log: (level, message) =>
@@ -78,7 +82,7 @@ const runJob = async (
       await registry.scope?.close(resources, { ok });
     }
   } catch (error) {
-    const message = signal.aborted ? describeFailure(signal.reason) : describeFailure(error);
+    const message = abort.aborted ? describeFailure(abort.reason) : describeFailure(error);
     return { ok: false, kind: failureKindOf(error), message };
   }
 };
@@ -88,7 +92,7 @@ const runJob = async (
  * its port, all at once, and answers with their outcomes, batched per tick.
  */
 export const serve = async ({ registry, port }: ServeTask): Promise<void> => {
-  const running = new Map<number, AbortController>();
+  const running = new Map<number, LazyAbort>();
   let outcomes: Array<{ seq: number; outcome: ThreadOutcome }> = [];
   const answer = (seq: number, outcome: ThreadOutcome) => {
     if (outcomes.length === 0) {
@@ -109,15 +113,16 @@ export const serve = async ({ registry, port }: ServeTask): Promise<void> => {
     port.on("message", (message: ToThread) => {
       if (message.type === "run") {
         for (const request of message.jobs) {
-          const controller = new AbortController();
-          running.set(request.seq, controller);
-          void runJob(registry, request, controller.signal, port).then((outcome) => {
+          const abort = new LazyAbort();
+          running.set(request.seq, abort);
+          void runJob(registry, request, abort, port).then((outcome) => {
             running.delete(request.seq);
             answer(request.seq, outcome);
           });
         }
       } else if (message.type === "abort") {
-        running.get(message.seq)?.abort(new Error(message.reason));
+        const abort = running.get(message.seq);
+        if (abort) LazyAbort.abort(abort, new Error(message.reason));
       } else {
         port.close();
         closed();

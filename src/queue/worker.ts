@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { drainRunning } from "../jobs/drain.js";
+import { LazyAbort } from "../jobs/lazy-abort.js";
 import { Effect } from "effect";
 import type { Priority } from "../domain/priority.js";
 import { duplicateConnection, type RedisClient } from "../redis/connection.js";
@@ -49,75 +50,6 @@ export interface WorkerOptions {
   /** Longest single blocking wait when idle (a resume or new job wakes it sooner). */
   readonly idleBlockMs?: number;
   readonly onEvent?: (event: WorkerEvent) => void;
-}
-
-/**
- * A job's abort, and the context its handler gets: an AbortController made only when the
- * handler reads its signal. Most handlers never do, and one controller per job cost more than the
- * rest of the job's bookkeeping in the engine. Its state is private (`#`) and `abort` static: a
- * handler can read its abort but not cause one. `onAbort` is a getter that hands out a function
- * bound to the job, so it may be destructured like `signal`, and costs nothing unless read.
- */
-class LazyAbort implements JobContext {
-  #controller: AbortController | undefined;
-  #listeners: Array<(reason: unknown) => void> | undefined;
-  #aborted = false;
-  #reason: unknown;
-
-  get aborted(): boolean {
-    return this.#aborted;
-  }
-
-  get reason(): unknown {
-    return this.#reason;
-  }
-
-  get signal(): AbortSignal {
-    if (!this.#controller) {
-      this.#controller = new AbortController();
-      if (this.#aborted) this.#controller.abort(this.#reason);
-    }
-    return this.#controller.signal;
-  }
-
-  get onAbort(): JobContext["onAbort"] {
-    return (listener) => this.#listen(listener);
-  }
-
-  #listen(listener: (reason: unknown) => void): () => void {
-    if (this.#aborted) {
-      LazyAbort.#call(listener, this.#reason);
-      return () => {};
-    }
-    (this.#listeners ??= []).push(listener);
-    return () => {
-      const at = this.#listeners?.indexOf(listener) ?? -1;
-      if (at >= 0) this.#listeners!.splice(at, 1);
-    };
-  }
-
-  static abort(job: LazyAbort, reason: unknown): void {
-    if (job.#aborted) return;
-    job.#aborted = true;
-    job.#reason = reason;
-    job.#controller?.abort(reason);
-    const listeners = job.#listeners;
-    if (!listeners) return;
-    for (const listener of [...listeners]) {
-      // One that an earlier listener removed is not called, as with an AbortSignal.
-      if (listeners.includes(listener)) LazyAbort.#call(listener, reason);
-    }
-    job.#listeners = undefined;
-  }
-
-  /** As the worker's event listeners: one that throws stops neither the others nor the abort. */
-  static #call(listener: (reason: unknown) => void, reason: unknown) {
-    try {
-      listener(reason);
-    } catch (error) {
-      console.error(`a job's abort listener threw: ${describeFailure(error)}`);
-    }
-  }
 }
 
 /** Claims in flight at once: while Redis answers one, this process starts the jobs of the other. */

@@ -64,6 +64,16 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
     expect(lines()).toEqual(expect.arrayContaining([`open ${job.id}`, `close ${job.id} failed`]));
   });
 
+  it("shows an abort that came before the handler read its signal on the signal it reads", async () => {
+    const controller = new AbortController();
+    const running = pool.run(info(), envelope("lateSignal", { ms: 300 }), { signal: controller.signal });
+    setTimeout(() => controller.abort(new Error("cancelled early")), 50);
+    expect(await running).toBe("aborted: cancelled early");
+    expect(await pool.run(info(), envelope("lateSignal", { ms: 1 }), { signal: never() })).toBe(
+      "not aborted",
+    );
+  });
+
   it("hears an abort through an Abortable (the engine's job context) as through a signal", async () => {
     const job = info();
     const listeners = new Set<(reason: unknown) => void>();

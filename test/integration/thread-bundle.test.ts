@@ -39,7 +39,7 @@ describe("thread bundle", () => {
     expect(imported.filter((specifier) => !specifier!.startsWith("node:"))).toEqual([]);
     expect(code).toContain("node_modules/fast-check/");
     expect(code).toContain(`//# sourceMappingURL=${basename(path)}.map`);
-    // Its map leaves the bundled package out: a thread parses all of it as it loads the bundle.
+    // Its map leaves the bundled packages out: a thread parses all of it as it loads the bundle.
     const { sources } = JSON.parse(readFileSync(`${path}.map`, "utf8")) as { sources: string[] };
     expect(sources.some((source) => source.endsWith("test/support/jobs.ts"))).toBe(true);
     expect(sources.some((source) => source.includes("node_modules/"))).toBe(false);
@@ -82,16 +82,16 @@ describe("thread bundle", () => {
     );
 
     // A record is believed, not the build: pointed at another file, the next start loads that.
-    const stand_in = join(cacheDir, "thread-STANDIN.mjs");
-    writeFileSync(stand_in, readFileSync(first));
-    writeFileSync(recordPath, JSON.stringify({ ...record, bundle: basename(stand_in) }));
-    expect(fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }))).toBe(stand_in);
+    const standIn = join(cacheDir, "thread-STANDIN.mjs");
+    writeFileSync(standIn, readFileSync(first));
+    writeFileSync(recordPath, JSON.stringify({ ...record, bundle: basename(standIn) }));
+    expect(fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }))).toBe(standIn);
 
     // One input changed: built again, and the record names the new bundle.
     writeFileSync(helper, "export const greeting = 'hello again';\n");
     const second = fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }));
     expect(second).not.toBe(first);
-    expect(second).not.toBe(stand_in);
+    expect(second).not.toBe(standIn);
     expect(readFileSync(second, "utf8")).toContain("hello again");
     expect((JSON.parse(readFileSync(recordPath, "utf8")) as { bundle: string }).bundle).toBe(
       basename(second),

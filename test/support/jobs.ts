@@ -38,6 +38,15 @@ export default defineRegistry<{ id: string }>({
         return "slept";
       },
     },
+    /** Reads its signal only after `ms`: an abort that came first must show on it. */
+    lateSignal: {
+      schema: Schema.Struct({ ms: Schema.Number }),
+      handler: async ({ ms }, context) => {
+        await sleep(ms);
+        const { signal } = context;
+        return signal.aborted ? `aborted: ${(signal.reason as Error).message}` : "not aborted";
+      },
+    },
     ignoreAbort: {
       schema: Schema.Struct({ ms: Schema.Number }),
       handler: async ({ ms }) => {
