@@ -197,10 +197,10 @@ const touch = async (paths: readonly string[]) => {
 /**
  * Builds the code every worker thread of a pool loads, once, in this process: the thread's
  * serve loop and the job registry, TypeScript compiled, with the packages the thread code
- * itself imports and what they import, in one ES module; other packages stay imports. Each thread then loads one
- * file with Node's own loader. Through tsx, every thread compiled the sources again and sent
- * every import (packages too) through a loader thread of its own: a thread with the caption
- * registry took 2.6 s to be ready instead of 1.1 s.
+ * itself imports and what they import, in one ES module; other packages stay imports. Each
+ * thread then loads one file with Node's own loader. Through tsx, every thread compiled the
+ * sources again and sent every import (packages too) through a loader thread of its own: a
+ * thread with the caption registry took 2.6 s to be ready instead of 1.1 s.
  *
  * The file is named by its content's hash and kept under the node_modules nearest the
  * registry, so packages resolve as they do from the registry, processes built from the same
