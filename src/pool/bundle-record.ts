@@ -86,16 +86,22 @@ export const builtAlready = async (recordPath: string): Promise<string | undefin
   return unchanged ? bundle : undefined;
 };
 
+/** Written under a temporary name and renamed: a reader never finds half a file. */
+export const replaceFile = async (path: string, contents: string | Uint8Array): Promise<void> => {
+  const temporary = `${path}.${randomBytes(6).toString("hex")}.tmp`;
+  try {
+    await writeFile(temporary, contents);
+    await rename(temporary, path);
+  } catch (error) {
+    await unlink(temporary).catch(() => {});
+    throw error;
+  }
+};
+
 /**
  * Replaced whole, as a bundle is. A record that cannot be written (a read-only directory) only
  * means the next start builds again.
  */
 export const writeRecord = async (recordPath: string, record: BuildRecord): Promise<void> => {
-  const temporary = `${recordPath}.${randomBytes(6).toString("hex")}.tmp`;
-  try {
-    await writeFile(temporary, JSON.stringify(record));
-    await rename(temporary, recordPath);
-  } catch {
-    await unlink(temporary).catch(() => {});
-  }
+  await replaceFile(recordPath, JSON.stringify(record)).catch(() => {});
 };

@@ -1,11 +1,10 @@
-import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { isBuiltin } from "node:module";
-import { mkdir, readdir, readFile, rename, stat, unlink, utimes, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, stat, unlink, utimes } from "node:fs/promises";
 import { basename, dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { build, type Loader, type OutputFile, type Plugin, version as esbuildVersion } from "esbuild";
-import { BuildInputs, builtAlready, digest, writeRecord } from "./bundle-record.js";
+import { BuildInputs, builtAlready, digest, replaceFile, writeRecord } from "./bundle-record.js";
 import { type RawSourceMap, withoutSources } from "./source-map.js";
 
 /** A bundle no pool has started from for this long is deleted when the next one is built. */
@@ -138,10 +137,10 @@ const cacheDirFor = (registryPath: string): string => {
 };
 
 /**
- * Written under a temporary name and renamed: a thread never reads half a file. One there
- * already with the same contents (a bundle's name is its code's hash) is only marked as used,
- * and where the directory is read-only to this process (a bundle made at install, `ratatoskr
- * threads bundle`), not even that. A map of the same code made another way is replaced.
+ * Written whole (`replaceFile`): a thread never reads half a file. One there already with the
+ * same contents (a bundle's name is its code's hash) is only marked as used, and where the
+ * directory is read-only to this process (a bundle made at install, `ratatoskr threads
+ * bundle`), not even that. A map of the same code made another way is replaced.
  */
 const writeIfChanged = async (path: string, contents: Uint8Array) => {
   const present = await readFile(path).catch(() => undefined);
@@ -151,9 +150,7 @@ const writeIfChanged = async (path: string, contents: Uint8Array) => {
     return;
   }
   await mkdir(dirname(path), { recursive: true });
-  const temporary = `${path}.${randomBytes(6).toString("hex")}.tmp`;
-  await writeFile(temporary, contents);
-  await rename(temporary, path);
+  await replaceFile(path, contents);
 };
 
 const pruneOld = async (dir: string, keep: ReadonlySet<string>) => {
