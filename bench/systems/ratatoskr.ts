@@ -6,6 +6,7 @@ import { spawn } from "node:child_process";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { Worker as Thread } from "node:worker_threads";
 import { Effect } from "effect";
 import { loadConfig, queueOptionsFrom } from "../../config/schema.js";
 import { PRIORITIES, type Priority } from "../../src/domain/priority.js";
@@ -27,6 +28,7 @@ import {
   dataMemory,
   waitFor,
 } from "../harness.js";
+import type { ConsumerData, ConsumerReport } from "../thread-consumer.js";
 import { lineFrom, REPO_ROOT } from "./child.js";
 import type { System, Target } from "./system.js";
 
@@ -211,6 +213,65 @@ export class Ratatoskr implements System {
     } finally {
       close();
     }
+  }
+
+  /**
+   * bench/thread-consumers.ts's stand-in, not a case of bench/main.ts: the same jobs as
+   * drain-threads, run by `threads` worker threads that each claim for themselves (the engine
+   * `Worker` in the thread: `bundle`, made by `bundleThreadConsumer`) at an even share of
+   * `concurrency`.
+   */
+  async drainThreadConsumers(
+    jobs: number,
+    concurrency: number,
+    threads: number,
+    bundle: string,
+  ): Promise<Figures> {
+    const { queue, close } = await this.open();
+    const started: Thread[] = [];
+    try {
+      await this.prequeue(queue, jobs, (i) => ({ id: `j${i}`, priority: "normal", data: NOOP_ENVELOPE }));
+      let completed = 0;
+      let firstAt = Number.NaN;
+      let finishedAt = Number.NaN;
+      let problem: string | undefined;
+      const startedAt = performance.now();
+      for (let i = 0; i < threads; i++) {
+        const data: ConsumerData = {
+          url: this.target.url,
+          consumer: `bench-thread-${i}`,
+          concurrency: Math.ceil(concurrency / threads),
+        };
+        const thread = new Thread(bundle, { workerData: data, execArgv: [] });
+        thread.on("message", (report: ConsumerReport) => {
+          completed += report.completed;
+          problem ??= report.problem;
+          if (completed > 0 && Number.isNaN(firstAt)) firstAt = performance.now();
+          if (completed >= jobs && Number.isNaN(finishedAt)) finishedAt = performance.now();
+        });
+        thread.on("error", (error) => (problem ??= `thread ${i}: ${error.message}`));
+        started.push(thread);
+      }
+      await waitFor("ratatoskr thread consumers", {
+        pollMs: 5,
+        progress: () => completed,
+        failure: () => problem,
+        done: () => completed >= jobs,
+      });
+      await Promise.all(started.map((thread) => this.stopThread(thread)));
+      await verifyCompleted(queue, jobs, "thread consumers");
+      return drainFigures(jobs, startedAt, firstAt, finishedAt);
+    } finally {
+      for (const thread of started) void thread.terminate();
+      close();
+    }
+  }
+
+  private stopThread(thread: Thread): Promise<void> {
+    return new Promise((resolve) => {
+      thread.once("exit", () => resolve());
+      thread.postMessage("stop");
+    });
   }
 
   async latency(rate: number, seconds: number): Promise<Figures> {

@@ -32,6 +32,7 @@ const SHRINK: Record<string, string> = {
   "bench:record-cost": "--jobs 300 --rounds 1 --concurrency 16",
   "bench:latency-floor": "--seconds 1 --rounds 1",
   "bench:redis-work": "--jobs 200 --concurrency 16",
+  "bench:thread-consumers": "--jobs 200 --rounds 1",
 };
 
 const runShell = (command: string, timeoutMs: number) =>
@@ -50,7 +51,7 @@ const runShell = (command: string, timeoutMs: number) =>
 describe("the documented benchmark commands", () => {
   const commands = documentedBenchCommands();
 
-  it("are found in the docs: the quick run, the full run, a case list, the HTTP benchmark, the two floors and the count", () => {
+  it("are found in the docs: the quick run, the full run, a case list, the HTTP benchmark, the two floors, the count and the thread consumers", () => {
     expect(commands).toEqual(
       expect.arrayContaining([
         "npm run bench -- --quick",
@@ -59,6 +60,7 @@ describe("the documented benchmark commands", () => {
         "npm run bench:record-cost",
         "npm run bench:latency-floor",
         "npm run bench:redis-work",
+        "npm run bench:thread-consumers",
       ]),
     );
   });
@@ -73,6 +75,11 @@ describe("the documented benchmark commands", () => {
       expect(status, output).toBe(0);
       if (script === "bench:latency-floor")
         expect(output).toMatch(/\| ours \|.*\| streams only \|.*\| BullMQ \|/s);
+      // Every side drained its jobs (each is verified) and has its row, BullMQ's at 1.00.
+      if (script === "bench:thread-consumers")
+        expect(output).toMatch(
+          /\| ours \(the pool\) \|.*\| claims in 1 thread \|.*\| claims in 2 threads \|.*\| BullMQ sandbox \| [\d,]+ \| 1\.00 \|/s,
+        );
       if (script === "bench:record-cost")
         expect(output).toMatch(/\| step 0: streams only .*\| step 5: .*\| step 6: .*\| BullMQ \|/s);
       // Counted under valgrind (a job's life, then its drain and its enqueue apart), or said
