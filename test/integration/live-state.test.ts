@@ -4,6 +4,7 @@ import { QueueAdmin } from "../../src/queue/admin.js";
 import type { Queue } from "../../src/queue/queue.js";
 import type { RedisClient } from "../../src/redis/connection.js";
 import { LIVE_FIELDS } from "../../src/queue/live-state.js";
+import { tracingOn } from "../../src/tracing.js";
 import { type LiveState, packStrings, readLive, writeRawLive } from "../support/live-state.js";
 import { ALL, makeQueue, newJob } from "../support/queue.js";
 import { run, useRedis } from "../support/redis.js";
@@ -48,6 +49,16 @@ const expectCompletedAndGone = async (
 
 describe("a live job's state in the live hash", () => {
   const redis = useRedis();
+
+  it("hands out a job's trace context as it was given when no tracer is installed (no span of the enqueue's own)", async () => {
+    expect(tracingOn()).toBe(false);
+    const queue = await makeQueue(redis);
+    const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    const job = { ...newJob("normal"), meta: { requestId: "req-2", traceparent } };
+    await run(queue.enqueue(job));
+    const [claimed] = (await run(queue.claim("worker-a/g", ALL, 1))).jobs;
+    expect(claimed!.meta).toEqual({ requestId: "req-2", traceparent });
+  });
 
   it("follows a job through waiting, running, completion and failure, with no hash of its own until it ends", async () => {
     const raw = redis.client();
