@@ -1,6 +1,6 @@
 /**
- * What the benchmark's standalone measurements (record-cost.ts, latency-floor.ts, redis-work.ts)
- * share: a private redis-server for the run, a connection of their own to it, and the process's
+ * What the benchmark's standalone measurements (record-cost.ts, latency-floor.ts, redis-work.ts,
+ * thread-consumers.ts) share: a private redis-server for the run, a connection of their own to it, and the process's
  * exit.
  */
 import { connectRedis } from "../src/redis/connection.js";

@@ -1,16 +1,19 @@
 /**
  * One worker thread of bench/thread-consumers.ts: the engine `Worker` claiming for itself on a
- * connection of its own, its handler the drain-threads registry's (the envelope decoded against
- * the kind's schema, then the kind's handler), so no job crosses to the main thread. It tells
- * the main thread how many jobs completed every 10 ms, and the first problem it meets. Bundled
- * with everything it imports (`bundleThreadConsumer`), as the pool's thread code is.
+ * connection of its own, each job run as a pool thread runs it (`runJob`, the drain-threads
+ * registry), so no job crosses to the main thread. It tells the main thread how many jobs
+ * completed every 10 ms, and the first problem it meets. Bundled with everything it imports into
+ * one file (`bundleThreadConsumer`).
  */
-import { parentPort, workerData } from "node:worker_threads";
-import { Effect, Either } from "effect";
-import { makeEnvelopeCodec } from "../src/domain/envelope.js";
+import { MessageChannel, parentPort, workerData } from "node:worker_threads";
+import { Effect } from "effect";
 import { PRIORITIES } from "../src/domain/priority.js";
+import type { JobRegistry } from "../src/jobs/definition.js";
+import { LazyAbort } from "../src/jobs/lazy-abort.js";
+import { preloadRegistry, runJob } from "../src/pool/thread.js";
+import { JobFailure } from "../src/queue/failures.js";
 import { Queue } from "../src/queue/queue.js";
-import { Worker } from "../src/queue/worker.js";
+import { type JobContext, Worker } from "../src/queue/worker.js";
 import { connectRedis } from "../src/redis/connection.js";
 import jobs from "./noop-jobs.js";
 
@@ -28,9 +31,12 @@ export interface ConsumerReport {
 
 const { url, consumer, concurrency } = workerData as ConsumerData;
 const port = parentPort!;
-const codec = makeEnvelopeCodec(
-  Object.fromEntries(Object.entries(jobs.kinds).map(([k, d]) => [k, d.schema])),
-);
+const REGISTRY = "bench:noop-jobs";
+// The registry has no scope, so the handler's resources are `undefined`, as `unknown` allows.
+preloadRegistry(REGISTRY, () => Promise.resolve({ default: jobs as JobRegistry<unknown> }));
+// A job's progress and log lines (the no-op job has none) go nowhere: a closed channel drops them.
+const { port1: jobLines, port2 } = new MessageChannel();
+port2.close();
 const redis = connectRedis(url, { name: consumer });
 const queue = new Queue(redis);
 await Effect.runPromise(queue.prepare());
@@ -45,31 +51,32 @@ const report = () => {
 };
 const reporting = setInterval(report, 10);
 
+/** The engine hands each handler its job's LazyAbort as the context; any other is followed. */
+const abortOf = (context: JobContext): LazyAbort => {
+  if (context instanceof LazyAbort) return context;
+  const abort = new LazyAbort();
+  context.onAbort((reason) => LazyAbort.abort(abort, reason));
+  return abort;
+};
+
 const worker = new Worker({
   queue,
   consumer,
   priorities: PRIORITIES,
   concurrency,
+  // As a pool thread runs a job (decoded against its kind's schema, its scope opened and closed),
+  // only here rather than after a message from the main thread.
   handler: async (job, context) => {
-    const decoded = codec.decode(job.data);
-    if (Either.isLeft(decoded)) throw new Error(decoded.left.message);
-    const definition = jobs.kinds[decoded.right.kind]!;
-    const result = await definition.handler(decoded.right.body, {
-      job: {
-        id: job.id,
-        attempt: job.attempt,
-        runAttempt: job.runAttempt,
-        priority: job.priority,
-        userId: job.userId,
-      },
-      get signal() {
-        return context.signal;
-      },
-      resources: undefined,
-      progress: () => {},
-      log: () => {},
-    });
-    return result === undefined ? undefined : JSON.stringify(result);
+    const info = {
+      id: job.id,
+      attempt: job.attempt,
+      runAttempt: job.runAttempt,
+      priority: job.priority,
+      userId: job.userId,
+    };
+    const outcome = await runJob(REGISTRY, { seq: 0, job: info, data: job.data }, abortOf(context), jobLines);
+    if (outcome.ok) return outcome.result;
+    throw new JobFailure(outcome.kind, outcome.message);
   },
   onEvent: (event) => {
     if (event.type === "completed") completed++;

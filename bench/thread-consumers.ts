@@ -12,6 +12,7 @@
 import { mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { build } from "esbuild";
 import { type Figures, median } from "./harness.js";
@@ -23,16 +24,17 @@ import { Ratatoskr } from "./systems/ratatoskr.js";
 const CONCURRENCY = 16;
 
 /**
- * bench/thread-consumer.ts with all it imports in one file, so a thread loads what a pool thread
- * loads (one file, no TypeScript loader). ioredis is CommonJS: its `require`s of Node's builtins
+ * bench/thread-consumer.ts with all it imports in one file, so a thread starts as a pool thread
+ * does (one file to load, no TypeScript loader; unlike the pool's bundle, packages included and
+ * no source map). ioredis is CommonJS: its `require`s of Node's builtins
  * need a `require` in the module. The queue reads its Lua scripts from `./lua/` beside its module,
  * which in the bundle is beside the bundle.
  */
 const bundleThreadConsumer = async (dir: string): Promise<string> => {
   const outfile = join(dir, "thread-consumer.mjs");
-  symlinkSync(new URL("../src/queue/lua/", import.meta.url).pathname, join(dir, "lua"));
+  symlinkSync(fileURLToPath(new URL("../src/queue/lua/", import.meta.url)), join(dir, "lua"));
   await build({
-    entryPoints: [new URL("./thread-consumer.ts", import.meta.url).pathname],
+    entryPoints: [fileURLToPath(new URL("./thread-consumer.ts", import.meta.url))],
     outfile,
     bundle: true,
     platform: "node",
@@ -54,7 +56,8 @@ runStandalone(async (target) => {
     number,
     number,
   ];
-  // Each thread's output joins this process's stdout and stderr.
+  // Every worker thread's stdout and stderr are piped into this process's (BullMQ's sandbox
+  // starts one a slot): Node's warning past 10 listeners would be noise, not a leak.
   process.stdout.setMaxListeners(64);
   process.stderr.setMaxListeners(64);
   const dir = mkdtempSync(join(tmpdir(), "thread-consumers-"));

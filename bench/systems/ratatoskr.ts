@@ -218,8 +218,9 @@ export class Ratatoskr implements System {
   /**
    * bench/thread-consumers.ts's stand-in, not a case of bench/main.ts: the same jobs as
    * drain-threads, run by `threads` worker threads that each claim for themselves (the engine
-   * `Worker` in the thread: `bundle`, made by `bundleThreadConsumer`) at an even share of
-   * `concurrency`.
+   * `Worker` in the thread: `bundle`, made by `bundleThreadConsumer`), each at
+   * `concurrency / threads` slots (rounded up). The threads report every 10 ms, so this clock
+   * stops up to 10 ms late (drain-threads' polling: up to 20 ms).
    */
   async drainThreadConsumers(
     jobs: number,
@@ -228,7 +229,8 @@ export class Ratatoskr implements System {
     bundle: string,
   ): Promise<Figures> {
     const { queue, close } = await this.open();
-    const started: Thread[] = [];
+    const started: Array<{ thread: Thread; exited: Promise<void> }> = [];
+    let stopping = false;
     try {
       await this.prequeue(queue, jobs, (i) => ({ id: `j${i}`, priority: "normal", data: NOOP_ENVELOPE }));
       let completed = 0;
@@ -242,6 +244,7 @@ export class Ratatoskr implements System {
           consumer: `bench-thread-${i}`,
           concurrency: Math.ceil(concurrency / threads),
         };
+        // No execArgv: the bundle needs no TypeScript loader, which the thread would inherit.
         const thread = new Thread(bundle, { workerData: data, execArgv: [] });
         thread.on("message", (report: ConsumerReport) => {
           completed += report.completed;
@@ -250,7 +253,14 @@ export class Ratatoskr implements System {
           if (completed >= jobs && Number.isNaN(finishedAt)) finishedAt = performance.now();
         });
         thread.on("error", (error) => (problem ??= `thread ${i}: ${error.message}`));
-        started.push(thread);
+        // Not events.once: it rejects on the thread's 'error', which the listener above reports.
+        const exited = new Promise<void>((resolve) =>
+          thread.once("exit", (code) => {
+            if (!stopping) problem ??= `thread ${i} exited (code ${code}) before the drain ended`;
+            resolve();
+          }),
+        );
+        started.push({ thread, exited });
       }
       await waitFor("ratatoskr thread consumers", {
         pollMs: 5,
@@ -258,20 +268,27 @@ export class Ratatoskr implements System {
         failure: () => problem,
         done: () => completed >= jobs,
       });
-      await Promise.all(started.map((thread) => this.stopThread(thread)));
+      stopping = true;
+      await Promise.all(started.map((s) => this.stopThread(s.thread, s.exited)));
+      if (problem !== undefined) throw new Error(`ratatoskr thread consumers: ${problem}`);
       await verifyCompleted(queue, jobs, "thread consumers");
       return drainFigures(jobs, startedAt, firstAt, finishedAt);
     } finally {
-      for (const thread of started) void thread.terminate();
+      stopping = true;
+      for (const { thread } of started) void thread.terminate();
       close();
     }
   }
 
-  private stopThread(thread: Thread): Promise<void> {
-    return new Promise((resolve) => {
-      thread.once("exit", () => resolve());
-      thread.postMessage("stop");
-    });
+  /** Asks a thread to stop its worker and waits for it to exit; past 10 s, terminates it. */
+  private async stopThread(thread: Thread, exited: Promise<void>): Promise<void> {
+    thread.postMessage("stop");
+    const timer = setTimeout(() => void thread.terminate(), 10_000);
+    try {
+      await exited;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async latency(rate: number, seconds: number): Promise<Figures> {

@@ -47,7 +47,7 @@ const toResult = (value: unknown): string | undefined =>
   value === undefined ? undefined : typeof value === "string" ? value : JSON.stringify(value);
 
 /** Runs one job in this worker thread: decode, open the job's scope, handle, always close. */
-const runJob = async (
+export const runJob = async (
   registryUrl: string,
   request: JobRequest,
   abort: LazyAbort,

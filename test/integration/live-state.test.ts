@@ -50,7 +50,7 @@ const expectCompletedAndGone = async (
 describe("a live job's state in the live hash", () => {
   const redis = useRedis();
 
-  it("hands out a job's trace context as it was given when no tracer is installed (no span of the enqueue's own)", async () => {
+  it("hands out a job's request id and trace context as they were given, with no tracer installed", async () => {
     expect(tracingOn()).toBe(false);
     const queue = await makeQueue(redis);
     const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
