@@ -26,9 +26,9 @@ const CONCURRENCY = 16;
 /**
  * bench/thread-consumer.ts with all it imports in one file, so a thread starts as a pool thread
  * does (one file to load, no TypeScript loader; unlike the pool's bundle, packages included and
- * no source map). ioredis is CommonJS: its `require`s of Node's builtins
- * need a `require` in the module. The queue reads its Lua scripts from `./lua/` beside its module,
- * which in the bundle is beside the bundle.
+ * no source map). ioredis is CommonJS: its `require`s of Node's builtins need a `require` in the
+ * module. The queue reads its Lua scripts from `./lua/` beside its module, which in the bundle is
+ * beside the bundle.
  */
 const bundleThreadConsumer = async (dir: string): Promise<string> => {
   const outfile = join(dir, "thread-consumer.mjs");

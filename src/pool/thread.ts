@@ -46,7 +46,11 @@ export const preloadRegistry = (url: string, load: () => Promise<RegistryModule>
 const toResult = (value: unknown): string | undefined =>
   value === undefined ? undefined : typeof value === "string" ? value : JSON.stringify(value);
 
-/** Runs one job in this worker thread: decode, open the job's scope, handle, always close. */
+/**
+ * Runs one job in this worker thread: decode, open the job's scope, handle, always close.
+ * Exported for bench/thread-consumer.ts, whose threads claim for themselves and must run a job
+ * exactly as this thread does for the comparison to hold.
+ */
 export const runJob = async (
   registryUrl: string,
   request: JobRequest,
