@@ -70,19 +70,15 @@ type Outcome =
   | { readonly type: "postponed"; readonly message: string; readonly delayMs: number }
   | { readonly type: "lease-lost" | "shutdown" };
 
-/** A handler's result on its way to Redis; `done` lets its `execute` finish. */
-interface PendingCompletion {
+/**
+ * A handler's result on its way to Redis, as the claim or completion script takes it; its job
+ * stays in `running` (under `key`) until Redis has answered.
+ */
+interface PendingCompletion extends Completion {
   readonly job: ClaimedJob;
   readonly result: string;
-  readonly done: () => void;
+  readonly key: string;
 }
-
-const toCompletion = (c: PendingCompletion): Completion => ({
-  id: c.job.id,
-  attempt: c.job.attempt,
-  result: c.result,
-  job: c.job,
-});
 
 const LEASE_LOST = "lease lost";
 const CANCELLED = "cancelled";
@@ -255,7 +251,7 @@ export class Worker {
     // Completions waiting for their flush ride with the claim: one script for both.
     const done = this.completions.splice(0);
     void queue
-      .claimNow(consumer, priorities, want, done.map(toCompletion))
+      .claimNow(consumer, priorities, want, done)
       .then(
         (claim) => {
           this.errors = 0;
@@ -334,15 +330,27 @@ export class Worker {
     const key = `${job.id}#${job.attempt}`;
     this.running.set(key, entry);
     this.executing++;
-    void this.execute(entry)
-      .catch((error) => this.emit({ type: "error", error: describeFailure(error) }))
-      .finally(() => {
-        this.running.delete(key);
-        this.wake();
-      });
+    this.execute(entry, key).then(
+      (answering) => {
+        if (!answering) this.ended(key);
+      },
+      (error: unknown) => {
+        this.emit({ type: "error", error: describeFailure(error) });
+        this.ended(key);
+      },
+    );
   }
 
-  private async execute(entry: Running): Promise<void> {
+  private ended(key: string) {
+    this.running.delete(key);
+    this.wake();
+  }
+
+  /**
+   * Runs the job and reports its outcome. True when a completion went to the next batch: the job
+   * leaves `running` when Redis answers it (`settle`), with no promise per job waiting for that.
+   */
+  private async execute(entry: Running, key: string): Promise<boolean> {
     let outcome: Outcome;
     try {
       outcome = await this.runHandler(entry);
@@ -354,24 +362,23 @@ export class Worker {
     switch (outcome.type) {
       case "invalid":
         await this.reportFailure(job, outcome.reason, "invalid");
-        return;
+        return false;
       case "lease-lost":
         // Another attempt owns the job now: this one's answer would be refused.
-        return;
+        return false;
       case "shutdown":
         await this.release(job);
-        return;
+        return false;
       case "postponed":
         await this.postpone(job, outcome.message, outcome.delayMs);
-        return;
+        return false;
       case "failed":
         await this.reportFailure(job, outcome.message, outcome.kind);
-        return;
+        return false;
       case "completed":
-        await new Promise<void>((done) => {
-          this.completions.push({ job, result: outcome.result, done });
-          this.scheduleFlush();
-        });
+        this.completions.push({ id: job.id, attempt: job.attempt, result: outcome.result, job, key });
+        this.scheduleFlush();
+        return true;
     }
   }
 
@@ -469,18 +476,23 @@ export class Worker {
   private flushCompletions() {
     if (this.completions.length === 0) return;
     const batch = this.completions.splice(0);
-    void this.retryingRedis(() => this.options.queue.completeNow(batch.map(toCompletion))).then((answers) =>
+    void this.retryingRedis(() => this.options.queue.completeNow(batch)).then((answers) =>
       this.settle(batch, answers),
     );
   }
 
-  /** Tells of each completion as Redis answered it (no answer: it gave up, the reclaimer runs it). */
+  /**
+   * Tells of each completion as Redis answered it (no answer: it gave up, the reclaimer runs it),
+   * and the job leaves `running`.
+   */
   private settle(batch: readonly PendingCompletion[], answers: readonly CompleteOutcome[] | undefined) {
+    if (batch.length === 0) return;
     batch.forEach((c, i) => {
       if (answers?.[i] === "ok") this.emit({ type: "completed", job: c.job, result: c.result });
       else if (answers?.[i] === "stale") this.emit({ type: "stale", job: c.job });
-      c.done();
+      this.running.delete(c.key);
     });
+    this.wake();
   }
 
   /**
