@@ -3,7 +3,7 @@ import type { Config } from "../config/schema.js";
 import type { JobPool } from "../src/pool/pool.js";
 import type { TaskLedger } from "../src/tasks/ledger.js";
 import type { Queue } from "../src/queue/queue.js";
-import type { Worker } from "../src/queue/worker.js";
+import type { ClaimingWorker } from "../src/queue/worker.js";
 import type { WorkerRegistry } from "../src/queue/workers.js";
 import type { RedisHealth } from "../src/health/redis-health.js";
 import type { DatabaseQueue } from "../src/tasks/database-queue.js";
@@ -19,12 +19,14 @@ export interface RuntimeContext {
   readonly workerId: string;
   readonly config: Config;
   readonly queue: Queue;
+  /** The Redis the runtime uses (a private server's, when it started one). */
+  readonly redisUrl: string;
   readonly registry: WorkerRegistry;
   readonly pool: JobPool | undefined;
   /** The worker groups this runtime runs, one dispatcher each. */
   readonly groups: readonly WorkerGroup[];
   /** Running dispatchers' workers by group name, for heartbeats and stats. */
-  readonly workers: Map<string, Worker>;
+  readonly workers: Map<string, ClaimingWorker>;
   /** The database ledger, when this runtime keeps task rows in step with the queue. */
   readonly ledger: TaskLedger | undefined;
   /** How long a stopping dispatcher lets running jobs finish; a forced stop sets it to 0. */

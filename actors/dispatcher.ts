@@ -2,14 +2,18 @@ import { Effect, Runtime } from "effect";
 import { jobTimeoutsMs, type WorkerGroup } from "../config/profiles.js";
 import type { Progress } from "../src/jobs/definition.js";
 import { throttleProgress } from "../src/jobs/throttle-progress.js";
-import { describeFailure, JobPostponed } from "../src/queue/failures.js";
+import { describeFailure, failureKindOf, JobPostponed } from "../src/queue/failures.js";
 import { isLedgerUnreachable, LedgerOutage } from "../src/tasks/ledger-outage.js";
 import type { TaskLedger } from "../src/tasks/ledger.js";
 import { isSkip, skipResult } from "../src/tasks/skip.js";
 import type { ClaimedJob } from "../src/queue/queue.js";
-import { type JobContext, Worker, type WorkerEvent } from "../src/queue/worker.js";
+import { type ClaimingWorker, type JobContext, Worker, type WorkerEvent } from "../src/queue/worker.js";
+import { HostedGroup, type HostListener } from "../src/pool/hosted-group.js";
+import type { GateVerdict, ThreadOutcome } from "../src/pool/protocol.js";
+import { queueOptionsFrom, redisAccessFrom } from "../config/schema.js";
 import type { RuntimeContext } from "./context.js";
-import { endFailed } from "../src/tracing.js";
+import type { Span } from "@opentelemetry/api";
+import { endFailed, NO_SPAN, tracingOn } from "../src/tracing.js";
 import { AttemptSpans, jobAnnotations, jobLogLine } from "./job-telemetry.js";
 import type { ChildSpec } from "./supervisor.js";
 
@@ -66,29 +70,71 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
       return row;
     };
 
-    const handler = async (job: ClaimedJob, context: JobContext) => {
-      const at = { id: job.id, attempt: job.attempt, backend: "redis" } as const;
+    const runSpans = new Map<string, Span>();
+    const attemptKey = (job: ClaimedJob) => `${job.id}#${job.attempt}`;
+    /**
+     * Before a job runs, wherever it runs: its ledger row moves to running (or the job is not
+     * run: the reason comes back), its spans start, its debug line. Throws to postpone or fail it.
+     */
+    const begin = async (job: ClaimedJob): Promise<string | undefined> => {
       if (ctx.ledger) {
         const row = await startInLedger(ctx.ledger, job);
         // The ledger has moved on: the task ended (say, cancelled while Redis was away), a
         // database-fallback dispatcher runs it, or a later attempt started. Nothing to run here.
-        if (row !== "started" && row !== undefined) return skipResult(`the ledger has this task as ${row}`);
+        if (row !== "started" && row !== undefined) return `the ledger has this task as ${row}`;
       }
-      // Made at the job's first report: most jobs make none, and it is four closures a job (this
-      // wrapper is one).
-      let throttled: ReturnType<typeof throttledProgress> | undefined;
-      const reportProgress = (progress: Progress) => (throttled ??= throttledProgress(ctx, job))(progress);
-      const started = Date.now();
       // Only at debug level: a fiber per job for a line nobody keeps would cost the hot path.
       if (ctx.config.RT_LOG_LEVEL === "debug") {
         logJob(
           job,
           Effect.logDebug(
-            `job ${job.id} attempt ${job.attempt} started, ${started - job.createdAt} ms after it was enqueued`,
+            `job ${job.id} attempt ${job.attempt} started, ${Date.now() - job.createdAt} ms after it was enqueued`,
           ),
         );
       }
       const runSpan = spans.begin(job);
+      if (runSpan !== NO_SPAN) runSpans.set(attemptKey(job), runSpan);
+      return undefined;
+    };
+
+    /**
+     * After the handler, before Redis hears of it: its spans, its metrics, and a result recorded
+     * in the ledger first, as a result must not wait on Redis, which may be away right now. If the
+     * queue's acknowledgement is lost, a later attempt finds the row completed and skips.
+     */
+    const finish = async (job: ClaimedJob, outcome: ThreadOutcome, seconds: number) => {
+      if (runSpans.size > 0) {
+        const key = attemptKey(job);
+        const runSpan = runSpans.get(key);
+        runSpans.delete(key);
+        if (outcome.ok) runSpan?.end();
+        else if (runSpan) endFailed(runSpan, outcome.message);
+      }
+      spans.ran(job);
+      if (!outcome.ok) return;
+      ctx.metrics.attemptEnded(job.priority, "completed", "redis", seconds);
+      if (ctx.ledger) {
+        const at = { id: job.id, attempt: job.attempt, backend: "redis" } as const;
+        await ctx.ledger
+          .markCompleted(at, outcome.result || undefined)
+          .catch((error: unknown) =>
+            logJob(
+              job,
+              Effect.logWarning(`ledger: could not record ${job.id} completed: ${describeFailure(error)}`),
+            ),
+          );
+      }
+    };
+
+    /** The job claimed here and sent to a thread of the pool (RT_CLAIM_IN=main). */
+    const handler = async (job: ClaimedJob, context: JobContext) => {
+      const skip = await begin(job);
+      if (skip !== undefined) return skipResult(skip);
+      // Made at the job's first report: most jobs make none, and it is four closures a job (this
+      // wrapper is one).
+      let throttled: ReturnType<typeof throttledProgress> | undefined;
+      const reportProgress = (progress: Progress) => (throttled ??= throttledProgress(ctx, job))(progress);
+      const started = Date.now();
       try {
         const result = await pool.run(
           {
@@ -107,27 +153,11 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
             onLog: (level, message) => log(jobLogLine(job, level, message)),
           },
         );
-        runSpan.end();
-        spans.ran(job);
         throttled?.flush();
-        ctx.metrics.attemptEnded(job.priority, "completed", "redis", (Date.now() - started) / 1000);
-        // The ledger first: a result must not wait on Redis, which may be away right now. If the
-        // queue's acknowledgement is lost, a later attempt finds the row completed and skips.
-        if (ctx.ledger) {
-          const { ledger } = ctx;
-          await ledger
-            .markCompleted(at, result || undefined)
-            .catch((error: unknown) =>
-              logJob(
-                job,
-                Effect.logWarning(`ledger: could not record ${job.id} completed: ${describeFailure(error)}`),
-              ),
-            );
-        }
+        await finish(job, { ok: true, result }, (Date.now() - started) / 1000);
         return result;
       } catch (error) {
-        endFailed(runSpan, describeFailure(error));
-        spans.ran(job);
+        await finish(job, { ok: false, kind: failureKindOf(error), message: describeFailure(error) }, 0);
         throw error;
       } finally {
         throttled?.flush();
@@ -211,18 +241,76 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
       }
     };
 
-    const worker = yield* Effect.acquireRelease(
-      Effect.sync(() =>
-        new Worker({
-          queue: ctx.queue,
+    /** What the main thread does for the jobs the threads claim (RT_CLAIM_IN=threads). */
+    const hostListener: HostListener = {
+      events: (events) => {
+        for (const event of events) onEvent(event);
+      },
+      completed: (seconds) => {
+        for (const [priority, ran] of Object.entries(seconds))
+          ctx.metrics.attemptsCompleted(priority, "redis", ran);
+      },
+      gate: async (request): Promise<GateVerdict> => {
+        if (request.step === "ran") {
+          await finish(request.job, request.outcome, request.seconds);
+          return RUN;
+        }
+        try {
+          const skip = await begin(request.job);
+          return skip === undefined ? RUN : { type: "skip", reason: skip };
+        } catch (error) {
+          if (error instanceof JobPostponed)
+            return { type: "postpone", delayMs: error.delayMs, message: describeFailure(error) };
+          return { type: "fail", kind: failureKindOf(error), message: describeFailure(error) };
+        }
+      },
+      // The thread writes progress to Redis itself, throttled; the ledger's copy is written here.
+      progress: (job, progress) => {
+        ctx.ledger
+          ?.markProgress(
+            { id: job.id, attempt: job.attempt, backend: "redis" },
+            progress.percent,
+            progress.step,
+          )
+          .catch(() => {});
+      },
+      log: (job, level, message) => log(jobLogLine(job, level, message)),
+    };
+
+    const claimInThreads = (): HostedGroup =>
+      pool.host(
+        {
+          group: group.name,
+          redisUrl: ctx.redisUrl,
+          redisAccess: redisAccessFrom(ctx.config),
+          queue: queueOptionsFrom(ctx.config),
           consumer: `${ctx.workerId}/${group.name}`,
           priorities: group.queues,
           concurrency: group.concurrency,
           leaseMs: ctx.config.RT_LEASE_MS,
-          handler,
-          onEvent,
-        }).start(),
-      ),
+          timeoutsMs: timeouts,
+          abortGraceMs: pool.abortGraceMs,
+          // The main thread's part of each job, when there is one to do.
+          gated: ctx.ledger !== undefined || tracingOn() || ctx.config.RT_LOG_LEVEL === "debug",
+        },
+        hostListener,
+        // A thread silent past the longest a job may run (and its grace) has its loop blocked.
+        { silentMs: Math.max(...Object.values(timeouts)) + pool.abortGraceMs + WATCHDOG_SLACK_MS },
+      );
+
+    const claimHere = (): ClaimingWorker =>
+      new Worker({
+        queue: ctx.queue,
+        consumer: `${ctx.workerId}/${group.name}`,
+        priorities: group.queues,
+        concurrency: group.concurrency,
+        leaseMs: ctx.config.RT_LEASE_MS,
+        handler,
+        onEvent,
+      }).start();
+
+    const worker = yield* Effect.acquireRelease(
+      Effect.sync(() => (ctx.config.RT_CLAIM_IN === "threads" ? claimInThreads() : claimHere())),
       (w) =>
         Effect.promise(() => w.stop({ timeoutMs: ctx.drainMs() })).pipe(
           Effect.tap(({ abandoned }) =>
@@ -234,10 +322,22 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
         ),
     );
     ctx.workers.set(group.name, worker);
+    if (worker instanceof HostedGroup) {
+      yield* Effect.logInfo(
+        `claiming ${group.queues.join(" > ")} with ${group.concurrency} slots, in the worker threads`,
+      );
+      const reason = yield* Effect.promise(() => worker.failed);
+      return yield* Effect.fail(new Error(reason));
+    }
     yield* Effect.logInfo(`claiming ${group.queues.join(" > ")} with ${group.concurrency} slots`);
     return yield* Effect.never;
   }),
 });
+
+const RUN: GateVerdict = { type: "run" };
+
+/** Beyond the longest job and its abort grace, before a silent hosting thread is ended. */
+const WATCHDOG_SLACK_MS = 5_000;
 
 /** The metrics' outcome of the attempts a worker event ends. */
 const ENDED_AS = {

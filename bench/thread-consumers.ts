@@ -68,7 +68,10 @@ runStandalone(async (target) => {
   const ours = new Ratatoskr(target);
   const bullmq = new Bullmq(target);
   const sides: Record<string, () => Promise<Figures>> = {
-    "ours (the pool)": () => ours.drainThreads(jobs, CONCURRENCY),
+    "ours, the main thread claims": () => ours.drainThreads(jobs, CONCURRENCY),
+    "ours, RT_CLAIM_IN=threads (2 threads)": () =>
+      ours.drainThreadsWith(jobs, CONCURRENCY, { RT_CLAIM_IN: "threads" }),
+    "ours, RT_CLAIM_IN=threads (1 thread)": () => ours.drainThreads(jobs, CONCURRENCY, "thread"),
     "claims in 1 thread": () => ours.drainThreadConsumers(jobs, CONCURRENCY, 1, bundle),
     "claims in 2 threads": () => ours.drainThreadConsumers(jobs, CONCURRENCY, 2, bundle),
     "BullMQ sandbox": () => bullmq.drainThreads(jobs, CONCURRENCY),

@@ -61,6 +61,7 @@ export const EnvSchema = Schema.Struct({
   RT_POOL_THREADS: Schema.optional(IntFromEnv(1, 256)),
   RT_THREAD_HEAP_MB: Schema.optionalWith(IntFromEnv(32, 65_536), { default: () => 512 }),
   RT_THREAD_CODE: Schema.optionalWith(Schema.Literal("bundle", "tsx"), { default: () => "bundle" as const }),
+  RT_CLAIM_IN: Schema.optionalWith(Schema.Literal("main", "threads"), { default: () => "main" as const }),
   RT_SHUTDOWN_MS: Schema.optionalWith(IntFromEnv(0, 3_600_000), { default: () => 30_000 }),
   RT_TIMEOUT_URGENT_S: Schema.optionalWith(IntFromEnv(1, 86_400), { default: () => 600 }),
   RT_TIMEOUT_HIGH_S: Schema.optionalWith(IntFromEnv(1, 86_400), { default: () => 300 }),
@@ -140,6 +141,8 @@ export const DESCRIPTIONS: Readonly<Record<keyof typeof EnvSchema.fields, string
   RT_THREAD_HEAP_MB: "Heap cap per worker thread (old generation), in MB.",
   RT_THREAD_CODE:
     "How worker threads load the job registry: `bundle` (compiled once at start, threads ready about twice as soon) or `tsx` (each thread compiles the sources itself).",
+  RT_CLAIM_IN:
+    "Where a worker group's jobs are claimed: `main` (the main thread claims and sends each job to a worker thread) or `threads` (each worker thread claims its share itself; no job crosses between threads).",
   RT_SHUTDOWN_MS: "On stop, how long running jobs may finish before they are left to the reclaimer.",
   RT_TIMEOUT_URGENT_S:
     "Longest run of an urgent job, in seconds; past it the attempt is aborted and retried.",

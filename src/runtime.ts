@@ -21,7 +21,7 @@ import { loggerLayer } from "./log.js";
 import { JobPool } from "./pool/pool.js";
 import { bundleThreadCode } from "./pool/thread-bundle.js";
 import { Queue } from "./queue/queue.js";
-import type { Worker } from "./queue/worker.js";
+import type { ClaimingWorker } from "./queue/worker.js";
 import { WorkerRegistry } from "./queue/workers.js";
 import { type HealthSnapshot, RedisHealth } from "./health/redis-health.js";
 import { JobMetrics } from "./metrics/job-metrics.js";
@@ -33,7 +33,7 @@ import { connectRedis } from "./redis/connection.js";
 import { alertsActor, alertWebhookActor } from "../actors/alerts.js";
 import { AlertCenter, type AlertSnapshot } from "./alerts/center.js";
 import { AlertWebhook } from "./alerts/webhook.js";
-import { flushTracing, startTracing } from "./tracing.js";
+import { flushTracing, startTracing } from "./tracing-setup.js";
 import { PrivateRedis } from "./redis/private-server.js";
 
 export interface StartOptions {
@@ -109,6 +109,7 @@ const openPool = async (config: Config, warnings: string[]): Promise<JobPool> =>
     registry,
     ...(config.RT_THREAD_CODE === "bundle" ? await threadBundle(registry, warnings) : {}),
     heapMb: config.RT_THREAD_HEAP_MB,
+    hosting: config.RT_CLAIM_IN === "threads",
     env: threadEnv(config),
     ...(config.RT_POOL_THREADS === undefined ? {} : { threads: config.RT_POOL_THREADS }),
   });
@@ -216,11 +217,12 @@ export const start = async (options: StartOptions): Promise<RuntimeHandle> => {
     workerId,
     config,
     queue,
+    redisUrl,
     registry: new WorkerRegistry(queue),
     pool,
     groups: options.groups,
     ledger,
-    workers: new Map<string, Worker>(),
+    workers: new Map<string, ClaimingWorker>(),
     drainMs: () => drainMs,
     health,
     dbQueue,

@@ -10,15 +10,6 @@ import {
   SpanStatusCode,
   trace,
 } from "@opentelemetry/api";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
-import { resourceFromAttributes } from "@opentelemetry/resources";
-import {
-  BasicTracerProvider,
-  BatchSpanProcessor,
-  ConsoleSpanExporter,
-  type SpanExporter,
-} from "@opentelemetry/sdk-trace-base";
 
 /**
  * OpenTelemetry traces of a task's way through the queue: `enqueue` (where it was submitted),
@@ -28,11 +19,11 @@ import {
  *
  * Off by default: with no provider installed every span is a no-op. `OTEL_TRACES_EXPORTER=otlp`
  * (the OTLP/HTTP exporter, configured by the standard OTEL_EXPORTER_OTLP_* variables) or
- * `console` turns it on, with OTEL_SERVICE_NAME naming the service.
+ * `console` turns it on, with OTEL_SERVICE_NAME naming the service (`startTracing`,
+ * tracing-setup.ts). This module needs only OpenTelemetry's API: the worker threads that claim
+ * for themselves import it, and need no SDK.
  */
 export const tracer = () => trace.getTracer("ratatoskr");
-
-let installed: BasicTracerProvider | undefined;
 
 /**
  * Whether a tracer provider is installed, here (`startTracing`) or by the application this runs
@@ -46,27 +37,6 @@ export const tracingOn = (): boolean => {
 
 /** A span that records nothing, for where tracing is off. */
 export const NO_SPAN: Span = trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
-
-/** Installs the process's tracer provider once, as the environment asks; safe to call again. */
-export const startTracing = (env: {
-  readonly OTEL_TRACES_EXPORTER?: string | undefined;
-  readonly OTEL_SERVICE_NAME?: string | undefined;
-}): void => {
-  const kind = env.OTEL_TRACES_EXPORTER;
-  if (installed || kind === undefined || kind === "none") return;
-  const exporter: SpanExporter = kind === "console" ? new ConsoleSpanExporter() : new OTLPTraceExporter();
-  installed = new BasicTracerProvider({
-    resource: resourceFromAttributes({ "service.name": env.OTEL_SERVICE_NAME ?? "ratatoskr" }),
-    spanProcessors: [new BatchSpanProcessor(exporter)],
-  });
-  trace.setGlobalTracerProvider(installed);
-  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-};
-
-/** Sends the spans still buffered (at shutdown). */
-export const flushTracing = async (): Promise<void> => {
-  await installed?.forceFlush();
-};
 
 /** The trace context a job carries across Redis: its traceparent, when a trace is recorded. */
 export const traceparentOf = (span: Span): string | undefined => {

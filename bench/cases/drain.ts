@@ -44,6 +44,16 @@ const drainThreads = (concurrency: number): ComparedCase => ({
     system.drainThreads(concurrency === 16 ? options.jobs : options.slowJobs, concurrency),
 });
 
+/** Ours with one worker thread claiming for itself (RT_CLAIM_IN=threads): no job crosses threads. */
+const drainThreadClaims: ComparedCase = {
+  kind: "compared",
+  name: "drain-thread-claims-c16",
+  what: "as drain-threads-c16, ours with one worker thread claiming for itself at concurrency 16 (RT_CLAIM_IN=threads, RT_POOL_THREADS=1); BullMQ's sandbox as there",
+  metrics: [JOBS_PER_SECOND, FIRST_JOB, AFTER_FIRST],
+  goals: [{ kind: "vs-bullmq", metric: "jobsPerSecond", atLeast: 5 }],
+  run: (system, options) => system.drainThreads(options.jobs, 16, "thread"),
+};
+
 export const drainCases: ComparedCase[] = [
   drainMain(1),
   drainMain(16),
@@ -52,5 +62,6 @@ export const drainCases: ComparedCase[] = [
   drainMainPriorities(100),
   drainThreads(1),
   drainThreads(16),
+  drainThreadClaims,
   drainThreads(100),
 ];

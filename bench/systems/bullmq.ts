@@ -157,6 +157,7 @@ export class Bullmq implements System {
   }
 
   /** Its sandbox: a processor file run in worker threads, one thread per concurrency slot. */
+  // BullMQ has one way to run jobs in threads: its sandbox (`claims` is ours alone).
   drainThreads(jobs: number, concurrency: number): Promise<Figures> {
     const processor = new URL("./bullmq-noop-processor.js", import.meta.url);
     return this.drain(

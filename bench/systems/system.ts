@@ -31,8 +31,13 @@ export interface System {
     priorities: "single" | "mixed",
     queued?: () => Promise<void>,
   ): Promise<Figures>;
-  /** Drain figures of N pre-queued jobs run in worker threads. */
-  drainThreads(jobs: number, concurrency: number): Promise<Figures>;
+  /**
+   * Drain figures of N pre-queued jobs run in worker threads. `claims`, for ours: the main
+   * thread claims and sends each job to a thread (`main`, the default), or one worker thread
+   * claims for itself at the whole concurrency (`thread`: RT_CLAIM_IN=threads, RT_POOL_THREADS=1).
+   * BullMQ's sandbox has one way.
+   */
+  drainThreads(jobs: number, concurrency: number, claims?: "main" | "thread"): Promise<Figures>;
   /** `start…`/`done…` percentiles of an open-loop load at `rate` for `seconds`. */
   latency(rate: number, seconds: number): Promise<Figures>;
   /** `waitingBytesPerJob` and `completedBytesPerJob` of Redis used_memory. */

@@ -134,10 +134,12 @@ export const makeEnvelopeCodec = <Kinds extends Record<string, AnySchema>>(kinds
         const message = `nested more than ${MAX_BODY_DEPTH} levels deep`;
         return Either.left(new EnvelopeBodyInvalid({ kind, issues: [{ path: "", message }] }));
       }
-      return Either.match(decodeBody(body), {
-        onLeft: (error) => Either.left(new EnvelopeBodyInvalid({ kind, issues: describeIssues(error) })),
-        onRight: (decoded) => Either.right({ kind, body: decoded } as DecodedOf<Kinds>),
-      });
+      // No `Either.match`: its two callbacks, made per job, each get their name set in a bundle
+      // that keeps names (thread-bundle.ts), a cost a no-op job notices.
+      const decoded = decodeBody(body);
+      return Either.isLeft(decoded)
+        ? Either.left(new EnvelopeBodyInvalid({ kind, issues: describeIssues(decoded.left) }))
+        : Either.right({ kind, body: decoded.right } as DecodedOf<Kinds>);
     });
 
   return { encode, decode };

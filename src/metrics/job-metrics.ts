@@ -20,6 +20,13 @@ export class JobMetrics {
     this.enqueued.inc({ priority, backend });
   }
 
+  /** Attempts that completed, each with how long it ran: counted at once. */
+  attemptsCompleted(priority: string, backend: string, seconds: readonly number[]): void {
+    if (seconds.length === 0) return;
+    this.ended.inc({ priority, outcome: "completed", backend }, seconds.length);
+    this.durations.observeAll({ priority, backend }, seconds);
+  }
+
   attemptEnded(priority: string, outcome: JobOutcome, backend: string, seconds?: number): void {
     this.ended.inc({ priority, outcome, backend });
     if (seconds !== undefined && outcome === "completed")

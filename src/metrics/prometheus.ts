@@ -56,13 +56,20 @@ export class HistogramVec {
   constructor(private readonly bounds: readonly number[]) {}
 
   observe(labels: Labels, value: number): void {
+    this.observeAll(labels, [value]);
+  }
+
+  /** Many values of one label set: the set's key made once. */
+  observeAll(labels: Labels, values: readonly number[]): void {
     const key = JSON.stringify(labels);
     const entry = this.values.get(key) ?? { labels, counts: this.bounds.map(() => 0), sum: 0, count: 0 };
-    this.bounds.forEach((bound, i) => {
-      if (value <= bound) entry.counts[i] = (entry.counts[i] ?? 0) + 1;
-    });
-    entry.sum += value;
-    entry.count++;
+    for (const value of values) {
+      this.bounds.forEach((bound, i) => {
+        if (value <= bound) entry.counts[i] = (entry.counts[i] ?? 0) + 1;
+      });
+      entry.sum += value;
+      entry.count++;
+    }
     this.values.set(key, entry);
   }
 

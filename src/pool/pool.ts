@@ -3,7 +3,15 @@ import { MessageChannel, type MessagePort } from "node:worker_threads";
 import { Piscina } from "piscina";
 import type { JobInfo, LogLevel, Progress } from "../jobs/definition.js";
 import { JobFailure } from "../queue/failures.js";
-import type { FromThread, JobRequest, ServeTask, ThreadOutcome, ToThread } from "./protocol.js";
+import { type GroupMessage, type GroupSpec, HostedGroup, type HostListener } from "./hosted-group.js";
+import {
+  describeTimeout,
+  type FromThread,
+  type JobRequest,
+  type ServeTask,
+  type ThreadOutcome,
+  type ToThread,
+} from "./protocol.js";
 
 export interface PoolOptions {
   /** URL (file:) of the job registry module the threads load. */
@@ -19,6 +27,8 @@ export interface PoolOptions {
   readonly heapMb?: number;
   /** After an abort, how long a job may take to wind down before its thread is terminated. */
   readonly abortGraceMs?: number;
+  /** Worker groups will claim in the threads (`host`): each loads that code as it starts. */
+  readonly hosting?: boolean;
   /** The threads' environment (they read their configuration from it); default: this process's. */
   readonly env?: Record<string, string>;
 }
@@ -98,13 +108,19 @@ export const bundleExecArgv = (execArgv: readonly string[]): string[] => {
 
 /** One worker thread as this side sees it: its port, the jobs it runs, those not yet sent. */
 interface Lane {
+  readonly index: number;
   readonly port: MessagePort;
   readonly pending: Map<number, Pending>;
   outbox: JobRequest[];
   threadId: number | undefined;
   /** The job whose ignored abort got this thread terminated. */
   terminatedFor: number | undefined;
+  /** When the thread last said anything (a thread that hosts a group speaks every STATUS_MS). */
+  lastHeard: number;
 }
+
+/** How often the pool looks for hosting threads gone silent. */
+const WATCH_MS = 1_000;
 
 /**
  * One Piscina pool per process. Each worker thread runs one long Piscina task that serves jobs
@@ -116,10 +132,13 @@ interface Lane {
  */
 export class JobPool {
   private readonly piscina: Piscina;
-  private readonly abortGraceMs: number;
+  readonly abortGraceMs: number;
   private readonly lanes: Lane[];
   private seq = 0;
   private closing = false;
+  /** Worker groups the threads claim for (RT_CLAIM_IN=threads), by name. */
+  private readonly hosted = new Map<string, { group: HostedGroup; silentMs: number }>();
+  private watchdog: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: PoolOptions) {
     const threads = options.threads ?? availableParallelism();
@@ -146,7 +165,7 @@ export class JobPool {
         `worker thread died between jobs: ${error instanceof Error ? error.message : String(error)}`,
       );
     });
-    this.lanes = Array.from({ length: threads }, () => this.openLane());
+    this.lanes = Array.from({ length: threads }, (_, index) => this.openLane(index));
   }
 
   get threads(): number {
@@ -168,8 +187,7 @@ export class JobPool {
       };
       const pending: Pending = { resolve, reject, options, unlisten: unheard, aborted: false };
       if (options.timeoutMs !== undefined) {
-        const ms = options.timeoutMs;
-        const timedOut = `timed out after ${ms < 1000 ? `${ms} ms` : `${Math.round(ms / 1000)} s`}`;
+        const timedOut = describeTimeout(options.timeoutMs);
         pending.timeout = setTimeout(() => {
           pending.timedOut = timedOut;
           abort(timedOut);
@@ -184,23 +202,57 @@ export class JobPool {
     });
   }
 
+  /**
+   * The threads claim for this worker group from now on, each at its share of the concurrency,
+   * instead of running jobs the main thread claimed and sent: no job crosses between threads.
+   * A hosting thread silent for `silentMs` (its event loop blocked) is ended and replaced.
+   */
+  host(spec: GroupSpec, listener: HostListener, options: { silentMs: number }): HostedGroup {
+    if (this.closing) throw new Error("the worker pool is closing");
+    if (this.hosted.has(spec.group)) throw new Error(`worker group ${spec.group} is claimed for already`);
+    const group = new HostedGroup(
+      spec,
+      listener,
+      this.lanes.length,
+      (index, message) => this.lanes[index]?.port.postMessage(message),
+      () => {
+        if (this.hosted.get(spec.group)?.group === group) this.hosted.delete(spec.group);
+      },
+    );
+    this.hosted.set(spec.group, { group, silentMs: options.silentMs });
+    const now = Date.now();
+    for (const lane of this.lanes) {
+      lane.lastHeard = Math.max(lane.lastHeard, now);
+      group.attach(lane.index);
+    }
+    this.watchdog ??= setInterval(() => this.watch(), WATCH_MS).unref();
+    return group;
+  }
+
   async close(): Promise<void> {
     this.closing = true;
+    clearInterval(this.watchdog);
     for (const lane of this.lanes) lane.port.postMessage({ type: "close" } satisfies ToThread);
     await this.piscina.close({ force: true });
   }
 
-  private openLane(): Lane {
+  private openLane(index: number): Lane {
     const { port1, port2 } = new MessageChannel();
     const lane: Lane = {
+      index,
       port: port1,
       pending: new Map(),
       outbox: [],
       threadId: undefined,
       terminatedFor: undefined,
+      lastHeard: Date.now(),
     };
     port1.on("message", (message: FromThread) => this.hear(lane, message));
-    const task: ServeTask = { registry: this.options.registry, port: port2 };
+    const task: ServeTask = {
+      registry: this.options.registry,
+      port: port2,
+      ...(this.options.hosting ? { hosting: true } : {}),
+    };
     this.piscina.run(task, { transferList: [port2] }).then(
       () => this.laneEnded(lane, undefined),
       (error: unknown) => this.laneEnded(lane, error),
@@ -216,15 +268,49 @@ export class JobPool {
   }
 
   private hear(lane: Lane, message: FromThread) {
-    if (message.type === "ready") {
-      lane.threadId = message.threadId;
-    } else if (message.type === "progress") {
-      lane.pending.get(message.seq)?.options.onProgress?.(message.progress);
-    } else if (message.type === "log") {
-      lane.pending.get(message.seq)?.options.onLog?.(message.level, message.message);
-    } else {
-      for (const { seq, outcome } of message.outcomes) this.settle(lane, seq, outcome);
+    lane.lastHeard = Date.now();
+    switch (message.type) {
+      case "ready":
+        lane.threadId = message.threadId;
+        return;
+      case "progress":
+        return lane.pending.get(message.seq)?.options.onProgress?.(message.progress);
+      case "log":
+        return lane.pending.get(message.seq)?.options.onLog?.(message.level, message.message);
+      case "outcomes":
+        for (const { seq, outcome } of message.outcomes) this.settle(lane, seq, outcome);
+        return;
+      case "retire":
+        return this.end(lane, `worker thread retired: ${message.reason}`);
+      default:
+        this.hosted.get(message.group)?.group.hear(lane.index, message as GroupMessage);
     }
+  }
+
+  /** Ends a hosting thread gone silent for longer than any of its groups allows. */
+  private watch() {
+    const now = Date.now();
+    for (const lane of this.lanes) {
+      let silentMs = Number.POSITIVE_INFINITY;
+      for (const { group, silentMs: limit } of this.hosted.values())
+        if (group.hosts(lane.index)) silentMs = Math.min(silentMs, limit);
+      if (now - lane.lastHeard > silentMs) {
+        this.end(
+          lane,
+          `worker thread silent for ${Math.round((now - lane.lastHeard) / 1000)} s, its event loop blocked`,
+        );
+      }
+    }
+  }
+
+  /** Ends a thread whole; Piscina replaces it, and its lane opens again (`laneEnded`). */
+  private end(lane: Lane, why: string) {
+    const worker = this.piscina.threads.find((t) => t.threadId === lane.threadId);
+    if (!worker) return;
+    console.error(why);
+    // Heard as new: the watchdog must not end it again while it goes.
+    lane.lastHeard = Number.POSITIVE_INFINITY;
+    void worker.terminate();
   }
 
   private settle(lane: Lane, seq: number, outcome: ThreadOutcome | JobFailure) {
@@ -264,8 +350,10 @@ export class JobPool {
           : new JobFailure(outOfMemory ? "exhausted" : "transient", `worker thread died: ${message}`);
       this.settle(lane, seq, failure);
     }
-    if (this.closing) return;
-    const at = this.lanes.indexOf(lane);
-    if (at >= 0) this.lanes[at] = this.openLane();
+    for (const { group } of this.hosted.values()) group.detach(lane.index);
+    if (this.closing || this.lanes[lane.index] !== lane) return;
+    const opened = this.openLane(lane.index);
+    this.lanes[lane.index] = opened;
+    for (const { group } of this.hosted.values()) group.attach(lane.index);
   }
 }

@@ -52,6 +52,19 @@ export interface WorkerOptions {
   readonly onEvent?: (event: WorkerEvent) => void;
 }
 
+/**
+ * What the runtime needs of a worker group's claims, wherever they run: this engine `Worker` in
+ * the main thread, or the pool's threads claiming for themselves (pool/hosted-group.ts).
+ */
+export interface ClaimingWorker {
+  /** Jobs running now. */
+  readonly active: number;
+  /** Which (task ids). */
+  readonly runningIds: string[];
+  cancelRunning(id: string, attempt: number): boolean;
+  stop(options?: { timeoutMs?: number }): Promise<{ abandoned: number }>;
+}
+
 /** Claims in flight at once: while Redis answers one, this process starts the jobs of the other. */
 const CLAIMS_IN_FLIGHT = 2;
 
@@ -89,7 +102,7 @@ const SHUTDOWN = "worker shut down";
  * blocks on the streams when there is nothing to claim, renews leases of what it runs, and
  * acknowledges completions in batches. One failing job never stops it.
  */
-export class Worker {
+export class Worker implements ClaimingWorker {
   private readonly running = new Map<string, Running>();
   /**
    * Handlers running now: what concurrency limits. A job whose handler has returned stays in

@@ -78,7 +78,7 @@ describe("the documented benchmark commands", () => {
       // Every side drained its jobs (each is verified) and has its row, BullMQ's at 1.00.
       if (script === "bench:thread-consumers")
         expect(output).toMatch(
-          /\| ours \(the pool\) \|.*\| claims in 1 thread \|.*\| claims in 2 threads \|.*\| BullMQ sandbox \| [\d,.]+ \| 1\.00 \|/s,
+          /\| ours, the main thread claims \|.*\| ours, RT_CLAIM_IN=threads \(2 threads\) \|.*\| ours, RT_CLAIM_IN=threads \(1 thread\) \|.*\| claims in 1 thread \|.*\| claims in 2 threads \|.*\| BullMQ sandbox \| [\d,.]+ \| 1\.00 \|/s,
         );
       if (script === "bench:record-cost")
         expect(output).toMatch(/\| step 0: streams only .*\| step 5: .*\| step 6: .*\| BullMQ \|/s);

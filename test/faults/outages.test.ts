@@ -40,48 +40,53 @@ describe("faults", () => {
   const allCompleted = (ids: readonly string[], timeoutMs: number, what: string) =>
     eventually(async () => (await countByStatus(db!.orm, ids)).completed === ids.length, timeoutMs, what);
 
-  it("(a) Redis killed during 500 queued and running tasks, back empty: all 500 complete exactly once", async () => {
-    db = await openLedgerDb("sqlite");
-    const log = runLog();
-    runtime = await startCaptionRuntime(redis.server.url, db.url);
-    const service = new TaskService(db.orm, runtime.queue, { health: runtime.health });
-    const users = await seedUsers(db.orm, 500);
-    const ids = (await Promise.all(users.map((u, i) => submitOne(service, u, PRIORITIES[i % 4]!, 0.15)))).map(
-      (s) => s.taskId,
-    );
-    await eventually(
-      async () => {
-        // Mid-batch: tasks of one batch start and end together, so wait for some to be running.
-        const counts = await countByStatus(db!.orm, ids);
-        return (counts.completed ?? 0) >= 16 && (counts.running ?? 0) >= 8;
-      },
-      30_000,
-      "work under way",
-    );
-    const before = await countByStatus(db.orm, ids);
-    const killedAt = Date.now();
-    await redis.server.kill();
-    await eventually(async () => runtime!.health.mode() === "database", 10_000, "the outage noticed");
-    const detectedMs = Date.now() - killedAt;
-    await sleep(1_500);
-    await redis.server.restart();
-    const restartedAt = Date.now();
-    await allCompleted(ids, 120_000, "all 500 tasks");
-    const recoveryMs = Date.now() - restartedAt;
-    const result = await verdict(db.orm, ids, log);
-    report("(a)", {
-      runningAtKill: before.running ?? 0,
-      completedAtKill: before.completed ?? 0,
-      detectionMs: detectedMs,
-      recoveryMs,
-      ...result,
-    });
-    expect(before.running).toBeGreaterThan(0);
-    expect(before.queued).toBeGreaterThan(0);
-    expect(result).toMatchObject({ tasks: 500, completed: 500, lost: 0, unbacked: 0 });
-    expect(result.duplicates).toBe(0);
-    expect(runtime.health.snapshot().transitions).toEqual({ toDatabase: 1, toRedis: 1 });
-  }, 180_000);
+  // Claimed by the main thread and sent to the threads, and claimed in the threads themselves.
+  it.each(["main", "threads"] as const)(
+    "(a) Redis killed during 500 queued and running tasks, back empty: all 500 complete exactly once (claims in %s)",
+    async (claimIn) => {
+      db = await openLedgerDb("sqlite");
+      const log = runLog();
+      runtime = await startCaptionRuntime(redis.server.url, db.url, { RT_CLAIM_IN: claimIn });
+      const service = new TaskService(db.orm, runtime.queue, { health: runtime.health });
+      const users = await seedUsers(db.orm, 500);
+      const ids = (
+        await Promise.all(users.map((u, i) => submitOne(service, u, PRIORITIES[i % 4]!, 0.15)))
+      ).map((s) => s.taskId);
+      await eventually(
+        async () => {
+          // Mid-batch: tasks of one batch start and end together, so wait for some to be running.
+          const counts = await countByStatus(db!.orm, ids);
+          return (counts.completed ?? 0) >= 16 && (counts.running ?? 0) >= 8;
+        },
+        30_000,
+        "work under way",
+      );
+      const before = await countByStatus(db.orm, ids);
+      const killedAt = Date.now();
+      await redis.server.kill();
+      await eventually(async () => runtime!.health.mode() === "database", 10_000, "the outage noticed");
+      const detectedMs = Date.now() - killedAt;
+      await sleep(1_500);
+      await redis.server.restart();
+      const restartedAt = Date.now();
+      await allCompleted(ids, 120_000, "all 500 tasks");
+      const recoveryMs = Date.now() - restartedAt;
+      const result = await verdict(db.orm, ids, log);
+      report(`(a, claims in ${claimIn})`, {
+        runningAtKill: before.running ?? 0,
+        completedAtKill: before.completed ?? 0,
+        detectionMs: detectedMs,
+        recoveryMs,
+        ...result,
+      });
+      expect(before.running).toBeGreaterThan(0);
+      expect(before.queued).toBeGreaterThan(0);
+      expect(result).toMatchObject({ tasks: 500, completed: 500, lost: 0, unbacked: 0 });
+      expect(result.duplicates).toBe(0);
+      expect(runtime.health.snapshot().transitions).toEqual({ toDatabase: 1, toRedis: 1 });
+    },
+    180_000,
+  );
 
   it("(b) Redis paused 10 s under steady submissions: none fails, noticed in under 5 s, all complete", async () => {
     db = await openLedgerDb("sqlite");

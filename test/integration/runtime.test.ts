@@ -11,12 +11,18 @@ import { WorkerRegistry } from "../../src/queue/workers.js";
 import { type RuntimeHandle, start } from "../../src/runtime.js";
 import { eventually, makeQueue } from "../support/queue.js";
 import { run, useRedis } from "../support/redis.js";
-import { testConfig, testJob } from "../support/runtime.js";
+import { testConfig as baseConfig, testJob } from "../support/runtime.js";
 
 const allInOne = (concurrency = 4) => [{ name: "all", queues: PRIORITIES, concurrency }];
 
-describe("embedded runtime", () => {
+/**
+ * Run twice: with the main thread claiming and sending each job to a thread (RT_CLAIM_IN=main),
+ * and with the threads claiming for themselves (`threads`).
+ */
+describe.each(["main", "threads"] as const)("embedded runtime, claiming in %s", (claimIn) => {
   const redis = useRedis();
+  const testConfig = (url: string, env: Record<string, string> = {}) =>
+    baseConfig(url, { RT_CLAIM_IN: claimIn, ...env });
   let runtime: RuntimeHandle | undefined;
   let log: string;
 
@@ -76,7 +82,11 @@ describe("embedded runtime", () => {
   });
 
   it("a job whose thread exits is retried on a fresh thread and completes", async () => {
-    runtime = await start({ config: testConfig(redis.server.url), groups: allInOne() });
+    // Claimed in its thread, it waits for its lease to lapse and the reclaimer to take it back.
+    runtime = await start({
+      config: testConfig(redis.server.url, { RT_LEASE_MS: "1000" }),
+      groups: allInOne(),
+    });
     const job = testJob("exit", {});
     await run(runtime.queue.enqueue(job));
     await eventually(
@@ -85,16 +95,34 @@ describe("embedded runtime", () => {
       "the retry",
     );
     expect(await run(runtime.queue.getJob(job.id))).toMatchObject({ attempt: 2, result: "survived" });
+    // The replacement thread claims for the group again.
+    const again = testJob("echo", { text: "after" });
+    await run(runtime.queue.enqueue(again));
+    await eventually(
+      async () => (await run(runtime!.queue.getJob(again.id)))?.state === "completed",
+      15_000,
+      "a job after the replacement",
+    );
   });
 
   it("a job over the heap limit is requeued for later, not lost, and then completes", async () => {
     runtime = await start({
-      config: testConfig(redis.server.url, { RT_THREAD_HEAP_MB: "48" }),
+      config: testConfig(redis.server.url, { RT_THREAD_HEAP_MB: "48", RT_LEASE_MS: "1000" }),
       groups: allInOne(),
     });
     const { queue } = runtime;
     const job = testJob("hog", {}, "low");
     await run(queue.enqueue(job));
+    if (claimIn === "threads") {
+      // Claimed in the thread that died, it is reclaimed once its lease lapses, and runs again.
+      await eventually(
+        async () => (await run(queue.getJob(job.id)))?.state === "completed",
+        30_000,
+        "the reclaim",
+      );
+      expect(await run(queue.getJob(job.id))).toMatchObject({ result: "fits now", attempt: 2 });
+      return;
+    }
     await eventually(
       async () => (await run(queue.getJob(job.id)))?.state === "delayed",
       20_000,

@@ -33,9 +33,10 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       runtime = undefined;
     });
 
-    const startRuntime = async () => {
+    const startRuntime = async (claimIn: "main" | "threads" = "main") => {
       runtime = await start({
         config: testConfig(redis.server.url, {
+          RT_CLAIM_IN: claimIn,
           DATABASE_URL: db.url,
           RT_JOBS_MODULE: LEDGER_JOBS,
           RT_LEASE_MS: "1000",
@@ -97,103 +98,113 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       expect(await row(taskId)).toMatchObject({ status: "queued", queueBackend: "database" });
     });
 
-    it("follows a task through the runtime: running with progress, a retry, then completed with results", async () => {
-      const { queue } = await startRuntime();
-      const service = new TaskService(db.orm, queue);
-      const { userId } = await seedUser(db.orm);
-      const ok = await service.submit({ userId, priority: "urgent", settings: { processing_delay: 1 } });
-      const flakyUser = (await seedUser(db.orm)).userId;
-      const flaky = await service.submit({
-        userId: flakyUser,
-        priority: "normal",
-        settings: { max_posts_per_run: 13, processing_delay: 0 },
-      });
-      const okId = Either.isRight(ok) ? ok.right.taskId : "";
-      const flakyId = Either.isRight(flaky) ? flaky.right.taskId : "";
-      const seen = new Set<number>();
-      await eventually(
-        async () => {
-          const r = await row(okId);
-          seen.add(r.progressPercent);
-          return r.status === "completed";
-        },
-        20_000,
-        "the task to complete",
-      );
-      expect([...seen].some((p) => p > 0 && p < 100)).toBe(true);
-      const done = await row(okId);
-      expect(done).toMatchObject({
-        status: "completed",
-        progressPercent: 100,
-        attempt: 1,
-        currentStep: "Completed",
-      });
-      expect(JSON.parse(done.resultsJson!)).toMatchObject({ captions_generated: 2, task_id: okId });
-      expect(await service.results(okId, { userId })).toEqual(Either.right(JSON.parse(done.resultsJson!)));
-      expect(Either.isLeft(await service.results(okId, { userId: userId + 1000 }))).toBe(true);
-      expect(Either.isRight(await service.results(okId, { userId: userId + 1000, admin: true }))).toBe(true);
-      expect(done.startedAt).toBeInstanceOf(Date);
-      await eventually(async () => (await row(flakyId)).status === "completed", 20_000, "the retried task");
-      expect(await row(flakyId)).toMatchObject({ attempt: 2, retryCount: 1, errorMessage: null });
-      // Its audit trail: made by its user, then the runtime's moves, each from one state to the next.
-      const trail = await auditTrail(db.orm.em.fork(), flakyId);
-      expect(trail[0]).toMatchObject({ action: "created", actor: `user:${flakyUser}`, toStatus: "queued" });
-      expect(trail.at(-1)).toMatchObject({
-        action: "completed",
-        fromStatus: "running",
-        toStatus: "completed",
-        attempt: 2,
-      });
-      expect(trail.at(-1)!.processingSeconds).toBeGreaterThanOrEqual(0);
-      expect(trail.filter((a) => a.action === "started").map((a) => a.attempt)).toEqual([1, 2]);
-      // The first attempt's "retrying" may lose its race with the second's start; if it landed, it came first.
-      expect(trail.map((a) => a.action).join(",")).toMatch(/^created,started,(retrying,)?started,completed$/);
-      for (const a of trail.slice(1)) expect(a.actor).toMatch(/^system:/);
-    });
+    it.each(["main", "threads"] as const)(
+      "follows a task through the runtime: running with progress, a retry, then completed with results (claims in %s)",
+      async (claimIn) => {
+        const { queue } = await startRuntime(claimIn);
+        const service = new TaskService(db.orm, queue);
+        const { userId } = await seedUser(db.orm);
+        const ok = await service.submit({ userId, priority: "urgent", settings: { processing_delay: 1 } });
+        const flakyUser = (await seedUser(db.orm)).userId;
+        const flaky = await service.submit({
+          userId: flakyUser,
+          priority: "normal",
+          settings: { max_posts_per_run: 13, processing_delay: 0 },
+        });
+        const okId = Either.isRight(ok) ? ok.right.taskId : "";
+        const flakyId = Either.isRight(flaky) ? flaky.right.taskId : "";
+        const seen = new Set<number>();
+        await eventually(
+          async () => {
+            const r = await row(okId);
+            seen.add(r.progressPercent);
+            return r.status === "completed";
+          },
+          20_000,
+          "the task to complete",
+        );
+        expect([...seen].some((p) => p > 0 && p < 100)).toBe(true);
+        const done = await row(okId);
+        expect(done).toMatchObject({
+          status: "completed",
+          progressPercent: 100,
+          attempt: 1,
+          currentStep: "Completed",
+        });
+        expect(JSON.parse(done.resultsJson!)).toMatchObject({ captions_generated: 2, task_id: okId });
+        expect(await service.results(okId, { userId })).toEqual(Either.right(JSON.parse(done.resultsJson!)));
+        expect(Either.isLeft(await service.results(okId, { userId: userId + 1000 }))).toBe(true);
+        expect(Either.isRight(await service.results(okId, { userId: userId + 1000, admin: true }))).toBe(
+          true,
+        );
+        expect(done.startedAt).toBeInstanceOf(Date);
+        await eventually(async () => (await row(flakyId)).status === "completed", 20_000, "the retried task");
+        expect(await row(flakyId)).toMatchObject({ attempt: 2, retryCount: 1, errorMessage: null });
+        // Its audit trail: made by its user, then the runtime's moves, each from one state to the next.
+        const trail = await auditTrail(db.orm.em.fork(), flakyId);
+        expect(trail[0]).toMatchObject({ action: "created", actor: `user:${flakyUser}`, toStatus: "queued" });
+        expect(trail.at(-1)).toMatchObject({
+          action: "completed",
+          fromStatus: "running",
+          toStatus: "completed",
+          attempt: 2,
+        });
+        expect(trail.at(-1)!.processingSeconds).toBeGreaterThanOrEqual(0);
+        expect(trail.filter((a) => a.action === "started").map((a) => a.attempt)).toEqual([1, 2]);
+        // The first attempt's "retrying" may lose its race with the second's start; if it landed, it came first.
+        expect(trail.map((a) => a.action).join(",")).toMatch(
+          /^created,started,(retrying,)?started,completed$/,
+        );
+        for (const a of trail.slice(1)) expect(a.actor).toMatch(/^system:/);
+      },
+    );
 
-    it("cancels: a queued task at once, a running one through its worker, a lost one in the ledger", async () => {
-      const queue = await makeQueue(redis);
-      const service = new TaskService(db.orm, queue);
-      const a = await seedUser(db.orm);
-      const queued = await service.submit({ userId: a.userId, priority: "low" });
-      const queuedId = Either.isRight(queued) ? queued.right.taskId : "";
-      expect(await service.cancel(queuedId, { userId: a.userId })).toEqual(Either.right("cancelled"));
-      expect(await row(queuedId)).toMatchObject({ status: "cancelled", cancelledByAdmin: false });
-      // Another user cannot see, let alone cancel, it.
-      const b = await seedUser(db.orm);
-      expect(Either.isLeft(await service.cancel(queuedId, { userId: b.userId }))).toBe(true);
+    it.each(["main", "threads"] as const)(
+      "cancels: a queued task at once, a running one through its worker, a lost one in the ledger (claims in %s)",
+      async (claimIn) => {
+        const queue = await makeQueue(redis);
+        const service = new TaskService(db.orm, queue);
+        const a = await seedUser(db.orm);
+        const queued = await service.submit({ userId: a.userId, priority: "low" });
+        const queuedId = Either.isRight(queued) ? queued.right.taskId : "";
+        expect(await service.cancel(queuedId, { userId: a.userId })).toEqual(Either.right("cancelled"));
+        expect(await row(queuedId)).toMatchObject({ status: "cancelled", cancelledByAdmin: false });
+        // Another user cannot see, let alone cancel, it.
+        const b = await seedUser(db.orm);
+        expect(Either.isLeft(await service.cancel(queuedId, { userId: b.userId }))).toBe(true);
 
-      const { queue: rq } = await startRuntime();
-      const svc = new TaskService(db.orm, rq);
-      const running = await svc.submit({
-        userId: b.userId,
-        priority: "high",
-        settings: { processing_delay: 30 },
-      });
-      const runningId = Either.isRight(running) ? running.right.taskId : "";
-      await eventually(async () => (await row(runningId)).status === "running", 15_000, "the start");
-      expect(await svc.cancel(runningId, { userId: 1, admin: true }, "admin stop")).toEqual(
-        Either.right("cancelling"),
-      );
-      await eventually(
-        async () => (await row(runningId)).status === "cancelled",
-        15_000,
-        "the worker to stop",
-      );
+        const { queue: rq } = await startRuntime(claimIn);
+        const svc = new TaskService(db.orm, rq);
+        const running = await svc.submit({
+          userId: b.userId,
+          priority: "high",
+          settings: { processing_delay: 30 },
+        });
+        const runningId = Either.isRight(running) ? running.right.taskId : "";
+        await eventually(async () => (await row(runningId)).status === "running", 15_000, "the start");
+        expect(await svc.cancel(runningId, { userId: 1, admin: true }, "admin stop")).toEqual(
+          Either.right("cancelling"),
+        );
+        await eventually(
+          async () => (await row(runningId)).status === "cancelled",
+          15_000,
+          "the worker to stop",
+        );
 
-      const c = await seedUser(db.orm);
-      const lost = await svc.submit({
-        userId: c.userId,
-        priority: "low",
-        settings: { processing_delay: 30 },
-      });
-      const lostId = Either.isRight(lost) ? lost.right.taskId : "";
-      // Redis loses it: its live field and its own hash (if it has one).
-      await dropLive(redis.client(), rq, lostId);
-      await redis.client().del(rq.keys.job(lostId));
-      expect(await svc.cancel(lostId, { userId: c.userId })).toEqual(Either.right("cancelled"));
-      expect((await row(lostId)).status).toBe("cancelled");
-    });
+        const c = await seedUser(db.orm);
+        const lost = await svc.submit({
+          userId: c.userId,
+          priority: "low",
+          settings: { processing_delay: 30 },
+        });
+        const lostId = Either.isRight(lost) ? lost.right.taskId : "";
+        // Redis loses it: its live field and its own hash (if it has one).
+        await dropLive(redis.client(), rq, lostId);
+        await redis.client().del(rq.keys.job(lostId));
+        expect(await svc.cancel(lostId, { userId: c.userId })).toEqual(Either.right("cancelled"));
+        expect((await row(lostId)).status).toBe("cancelled");
+      },
+    );
 
     it("refuses a stale attempt's word in the ledger, and retries a failed task as a new one", async () => {
       const queue = await makeQueue(redis);

@@ -41,61 +41,64 @@ describe("telemetry", () => {
     await db?.cleanup();
   });
 
-  it("traces one task: enqueue, then claim with run and complete under it, one trace, the task id on each", async () => {
-    const exporter = new InMemorySpanExporter();
-    const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-    trace.setGlobalTracerProvider(provider);
-    propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-    try {
-      runtime = await start({
-        config: testConfig(redis.server.url),
-        groups: [{ name: "all", queues: PRIORITIES, concurrency: 2 }],
-      });
-      const job = testJob("sleep", { ms: 50 });
-      await run(runtime.queue.enqueue(job));
-      await eventually(
-        async () => (await run(runtime!.queue.getJob(job.id)))?.state === "completed",
-        15_000,
-        "the job",
-      );
-      await eventually(
-        () => exporter.getFinishedSpans().some((s) => s.name === "ratatoskr claim"),
-        5_000,
-        "the claim span to end",
-      );
-      const spans = exporter.getFinishedSpans();
-      const byName = new Map(spans.map((s) => [s.name, s]));
-      const [enqueue, claim, runSpan, complete] = [
-        "ratatoskr enqueue",
-        "ratatoskr claim",
-        "ratatoskr run",
-        "ratatoskr complete",
-      ].map((name) => {
-        const span = byName.get(name);
-        if (!span) throw new Error(`no ${name} span among ${spans.map((s) => s.name).join(", ")}`);
-        return span;
-      });
-      const traceId = enqueue!.spanContext().traceId;
-      for (const span of [enqueue, claim, runSpan, complete]) {
-        expect(span!.spanContext().traceId).toBe(traceId);
-        expect(span!.attributes["ratatoskr.task_id"]).toBe(job.id);
+  it.each(["main", "threads"] as const)(
+    "traces one task: enqueue, then claim with run and complete under it, one trace, the task id on each (claims in %s)",
+    async (claimIn) => {
+      const exporter = new InMemorySpanExporter();
+      const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+      trace.setGlobalTracerProvider(provider);
+      propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+      try {
+        runtime = await start({
+          config: testConfig(redis.server.url, { RT_CLAIM_IN: claimIn }),
+          groups: [{ name: "all", queues: PRIORITIES, concurrency: 2 }],
+        });
+        const job = testJob("sleep", { ms: 50 });
+        await run(runtime.queue.enqueue(job));
+        await eventually(
+          async () => (await run(runtime!.queue.getJob(job.id)))?.state === "completed",
+          15_000,
+          "the job",
+        );
+        await eventually(
+          () => exporter.getFinishedSpans().some((s) => s.name === "ratatoskr claim"),
+          5_000,
+          "the claim span to end",
+        );
+        const spans = exporter.getFinishedSpans();
+        const byName = new Map(spans.map((s) => [s.name, s]));
+        const [enqueue, claim, runSpan, complete] = [
+          "ratatoskr enqueue",
+          "ratatoskr claim",
+          "ratatoskr run",
+          "ratatoskr complete",
+        ].map((name) => {
+          const span = byName.get(name);
+          if (!span) throw new Error(`no ${name} span among ${spans.map((s) => s.name).join(", ")}`);
+          return span;
+        });
+        const traceId = enqueue!.spanContext().traceId;
+        for (const span of [enqueue, claim, runSpan, complete]) {
+          expect(span!.spanContext().traceId).toBe(traceId);
+          expect(span!.attributes["ratatoskr.task_id"]).toBe(job.id);
+        }
+        expect(enqueue!.kind).toBe(SpanKind.PRODUCER);
+        expect(claim!.kind).toBe(SpanKind.CONSUMER);
+        expect(claim!.parentSpanContext?.spanId).toBe(enqueue!.spanContext().spanId);
+        expect(runSpan!.parentSpanContext?.spanId).toBe(claim!.spanContext().spanId);
+        expect(complete!.parentSpanContext?.spanId).toBe(claim!.spanContext().spanId);
+        expect(claim!.attributes).toMatchObject({ "ratatoskr.attempt": 1, "ratatoskr.priority": "normal" });
+        // The run lasted the job's 50 ms sleep, inside its claim.
+        const ms = (t: [number, number]) => t[0] * 1000 + t[1] / 1e6;
+        expect(ms(runSpan!.endTime) - ms(runSpan!.startTime)).toBeGreaterThanOrEqual(45);
+        // The queue's answer comes after the run (a millisecond of slack: two clocks are involved).
+        expect(ms(complete!.startTime)).toBeGreaterThanOrEqual(ms(runSpan!.endTime) - 1);
+      } finally {
+        trace.disable();
+        propagation.disable();
       }
-      expect(enqueue!.kind).toBe(SpanKind.PRODUCER);
-      expect(claim!.kind).toBe(SpanKind.CONSUMER);
-      expect(claim!.parentSpanContext?.spanId).toBe(enqueue!.spanContext().spanId);
-      expect(runSpan!.parentSpanContext?.spanId).toBe(claim!.spanContext().spanId);
-      expect(complete!.parentSpanContext?.spanId).toBe(claim!.spanContext().spanId);
-      expect(claim!.attributes).toMatchObject({ "ratatoskr.attempt": 1, "ratatoskr.priority": "normal" });
-      // The run lasted the job's 50 ms sleep, inside its claim.
-      const ms = (t: [number, number]) => t[0] * 1000 + t[1] / 1e6;
-      expect(ms(runSpan!.endTime) - ms(runSpan!.startTime)).toBeGreaterThanOrEqual(45);
-      // The queue's answer comes after the run (a millisecond of slack: two clocks are involved).
-      expect(ms(complete!.startTime)).toBeGreaterThanOrEqual(ms(runSpan!.endTime) - 1);
-    } finally {
-      trace.disable();
-      propagation.disable();
-    }
-  });
+    },
+  );
 
   it("exports traces over OTLP/HTTP when OTEL_TRACES_EXPORTER=otlp, from a supervisor process", async () => {
     const port = await freePort();
@@ -134,53 +137,60 @@ describe("telemetry", () => {
     expect(exported).toContain(job.id);
   }, 60_000);
 
-  it("carries the request id and the task id on every log line, through HTTP, the dispatcher and the worker thread", async () => {
-    db ??= await openLedgerDb("sqlite");
-    const serve = await processes.spawnServe({
-      REDIS_URL: redis.server.url,
-      DATABASE_URL: db.url,
-      RT_JOBS_MODULE: LEDGER_JOBS,
-      WORKER_MODE: "integrated",
-      RT_LOG_FORMAT: "json",
-      RT_LOG_LEVEL: "debug",
-    });
-    const { userId } = await seedUser(db.orm);
-    const token = newApiToken();
-    await db.orm.em.fork().nativeUpdate(User, { id: userId }, { apiTokenHash: hashToken(token) });
-    const response = await fetch(`${serve.base}/caption/start`, {
-      method: "POST",
-      headers: {
-        authorization: `Bearer ${token}`,
-        "content-type": "application/json",
-        "x-request-id": "req-telemetry-42",
-      },
-      body: JSON.stringify({}),
-    });
-    expect(response.status).toBe(202);
-    const taskId = ((await response.json()) as { data: { task_id: string } }).data.task_id;
-    const lines = () =>
-      serve
-        .output()
-        .split("\n")
-        .filter((l) => l.startsWith("{"))
-        .map((l) => JSON.parse(l) as { message: string; annotations: Record<string, unknown> });
-    const about = () => lines().filter((l) => l.annotations.task_id === taskId);
-    await eventually(
-      () => about().some((l) => String(l.message).includes(`job ${taskId} completed`)),
-      30_000,
-      "the task's log lines",
-    );
-    const messages = about().map((l) => String(l.message));
-    expect(messages).toEqual(
-      expect.arrayContaining([
-        "POST /caption/start 202",
-        expect.stringMatching(new RegExp(`^job ${taskId} attempt 1 started, \\d+ ms after it was enqueued$`)),
-        `walking the steps of ${taskId}`,
-        `job ${taskId} completed`,
-      ]),
-    );
-    for (const line of about()) expect(line.annotations.request_id).toBe("req-telemetry-42");
-    const own = about().find((l) => l.message === `walking the steps of ${taskId}`);
-    expect(own?.annotations).toMatchObject({ source: "job", attempt: 1 });
-  }, 60_000);
+  it.each(["main", "threads"] as const)(
+    "carries the request id and the task id on every log line, through HTTP, the dispatcher and the worker thread (claims in %s)",
+    async (claimIn) => {
+      db ??= await openLedgerDb("sqlite");
+      const serve = await processes.spawnServe({
+        RT_CLAIM_IN: claimIn,
+        REDIS_URL: redis.server.url,
+        DATABASE_URL: db.url,
+        RT_JOBS_MODULE: LEDGER_JOBS,
+        WORKER_MODE: "integrated",
+        RT_LOG_FORMAT: "json",
+        RT_LOG_LEVEL: "debug",
+      });
+      const { userId } = await seedUser(db.orm);
+      const token = newApiToken();
+      await db.orm.em.fork().nativeUpdate(User, { id: userId }, { apiTokenHash: hashToken(token) });
+      const response = await fetch(`${serve.base}/caption/start`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${token}`,
+          "content-type": "application/json",
+          "x-request-id": "req-telemetry-42",
+        },
+        body: JSON.stringify({}),
+      });
+      expect(response.status).toBe(202);
+      const taskId = ((await response.json()) as { data: { task_id: string } }).data.task_id;
+      const lines = () =>
+        serve
+          .output()
+          .split("\n")
+          .filter((l) => l.startsWith("{"))
+          .map((l) => JSON.parse(l) as { message: string; annotations: Record<string, unknown> });
+      const about = () => lines().filter((l) => l.annotations.task_id === taskId);
+      await eventually(
+        () => about().some((l) => String(l.message).includes(`job ${taskId} completed`)),
+        30_000,
+        "the task's log lines",
+      );
+      const messages = about().map((l) => String(l.message));
+      expect(messages).toEqual(
+        expect.arrayContaining([
+          "POST /caption/start 202",
+          expect.stringMatching(
+            new RegExp(`^job ${taskId} attempt 1 started, \\d+ ms after it was enqueued$`),
+          ),
+          `walking the steps of ${taskId}`,
+          `job ${taskId} completed`,
+        ]),
+      );
+      for (const line of about()) expect(line.annotations.request_id).toBe("req-telemetry-42");
+      const own = about().find((l) => l.message === `walking the steps of ${taskId}`);
+      expect(own?.annotations).toMatchObject({ source: "job", attempt: 1 });
+    },
+    60_000,
+  );
 });

@@ -1,5 +1,6 @@
 import { appendFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
+import { threadId } from "node:worker_threads";
 import { Schema } from "effect";
 import { defineRegistry } from "../../src/jobs/definition.js";
 import { JobFailure } from "../../src/queue/failures.js";
@@ -52,6 +53,20 @@ export default defineRegistry<{ id: string }>({
       handler: async ({ ms }) => {
         await sleep(ms);
         return "finished anyway";
+      },
+    },
+    /** Which worker thread ran it. */
+    thread: {
+      schema: Schema.Struct({}),
+      handler: async () => String(threadId),
+    },
+    /** Holds its thread's event loop for `ms`: nothing else in the thread runs meanwhile. */
+    spin: {
+      schema: Schema.Struct({ ms: Schema.Number }),
+      handler: async ({ ms }) => {
+        const until = Date.now() + ms;
+        while (Date.now() < until);
+        return "spun";
       },
     },
     exit: {

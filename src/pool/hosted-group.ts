@@ -1,0 +1,221 @@
+import type { Priority } from "../domain/priority.js";
+import type { LogLevel, Progress } from "../jobs/definition.js";
+import { describeFailure } from "../queue/failures.js";
+import type { ClaimingWorker } from "../queue/worker.js";
+import type {
+  FromThread,
+  GateRequest,
+  GateVerdict,
+  HostedEvent,
+  HostedJob,
+  HostSpec,
+  ToThread,
+} from "./protocol.js";
+
+/** A worker group for the threads to claim for; the pool splits its concurrency among them. */
+export type GroupSpec = Omit<HostSpec, "consumer" | "concurrency"> & {
+  /** The group's consumer name; each thread's is this with `/t<n>` after it. */
+  readonly consumer: string;
+  /** The whole group's concurrency. */
+  readonly concurrency: number;
+};
+
+/** What the main thread does for a hosted group's jobs. */
+export interface HostListener {
+  /** One thread's worker events of one tick, in order. */
+  events(events: readonly HostedEvent[]): void;
+  /** How long jobs that completed ran, by priority, where no gate saw them end. */
+  completed(seconds: Readonly<Partial<Record<Priority, readonly number[]>>>): void;
+  /** A job waiting at the gate (HostSpec.gated); a rejection fails the job, retriable. */
+  gate(request: GateRequest): Promise<GateVerdict>;
+  progress(job: HostedJob, progress: Progress): void;
+  log(job: HostedJob, level: LogLevel, message: string): void;
+}
+
+export type GroupMessage = Extract<FromThread, { readonly group: string }>;
+
+/** A thread that neither answers an unhost nor dies (its loop blocked) is not waited on for ever. */
+const UNHOST_SLACK_MS = 10_000;
+
+interface ThreadShare {
+  hosted: boolean;
+  active: number;
+  jobs: readonly string[];
+  verdicts: Array<{ ticket: number; verdict: GateVerdict }>;
+  unhosted: ((abandoned: number) => void) | undefined;
+}
+
+/**
+ * A worker group claimed for in the pool's threads, as the main thread sees it: what they run
+ * (from their status every STATUS_MS), the cancel sent to all of them, and the stop. A thread
+ * that dies leaves its jobs pending in Redis until their leases lapse and the reclaimer takes
+ * them; its replacement hosts the group again.
+ */
+export class HostedGroup implements ClaimingWorker {
+  private readonly threads: ThreadShare[];
+  private stopping: Promise<{ abandoned: number }> | undefined;
+  private fail: (reason: string) => void = () => {};
+  /**
+   * Settles if a thread could not claim for the group: the dispatcher fails with it, and its
+   * supervisor decides (a restart, or giving up), rather than the group claiming in no thread.
+   */
+  readonly failed = new Promise<string>((resolve) => {
+    this.fail = resolve;
+  });
+
+  constructor(
+    private readonly spec: GroupSpec,
+    private readonly listener: HostListener,
+    threads: number,
+    private readonly send: (thread: number, message: ToThread) => void,
+    /** Called once the group is stopped: the pool forgets it. */
+    private readonly forget: () => void,
+  ) {
+    this.threads = Array.from({ length: threads }, () => ({
+      hosted: false,
+      active: 0,
+      jobs: [],
+      verdicts: [],
+      unhosted: undefined,
+    }));
+  }
+
+  get name(): string {
+    return this.spec.group;
+  }
+
+  /** Thread `index`'s share of the concurrency, as even as it goes. */
+  share(index: number): number {
+    const { concurrency } = this.spec;
+    const n = this.threads.length;
+    return Math.floor(concurrency / n) + (index < concurrency % n ? 1 : 0);
+  }
+
+  hosts(index: number): boolean {
+    return this.threads[index]?.hosted ?? false;
+  }
+
+  /** Thread `index` (new, or a replacement) is there: it claims for the group from now on. */
+  attach(index: number): void {
+    const thread = this.threads[index];
+    const concurrency = this.share(index);
+    if (!thread || this.stopping || concurrency === 0) return;
+    thread.hosted = true;
+    this.send(index, {
+      type: "host",
+      spec: {
+        group: this.spec.group,
+        redisUrl: this.spec.redisUrl,
+        redisAccess: this.spec.redisAccess,
+        queue: this.spec.queue,
+        consumer: `${this.spec.consumer}/t${index}`,
+        priorities: this.spec.priorities,
+        concurrency,
+        leaseMs: this.spec.leaseMs,
+        timeoutsMs: this.spec.timeoutsMs,
+        abortGraceMs: this.spec.abortGraceMs,
+        gated: this.spec.gated,
+      },
+    });
+  }
+
+  /** Thread `index` died; its jobs wait in Redis for the reclaimer. */
+  detach(index: number): void {
+    const thread = this.threads[index];
+    if (!thread) return;
+    const { active } = thread;
+    Object.assign(thread, { hosted: false, active: 0, jobs: [], verdicts: [] });
+    thread.unhosted?.(active);
+  }
+
+  hear(index: number, message: GroupMessage): void {
+    const thread = this.threads[index];
+    if (!thread) return;
+    switch (message.type) {
+      case "events":
+        return this.listener.events(message.events);
+      case "completed":
+        return this.listener.completed(message.seconds);
+      case "gate":
+        for (const request of message.requests) {
+          this.listener
+            .gate(request)
+            .catch((error: unknown): GateVerdict => ({
+              type: "fail",
+              kind: "transient",
+              message: describeFailure(error),
+            }))
+            .then((verdict) => this.answer(index, thread, request.ticket, verdict));
+        }
+        return;
+      case "status":
+        thread.active = message.active;
+        thread.jobs = message.jobs;
+        return;
+      case "job-progress":
+        return this.listener.progress(message.job, message.progress);
+      case "job-log":
+        return this.listener.log(message.job, message.level, message.message);
+      case "unhosted":
+        thread.hosted = false;
+        thread.unhosted?.(message.abandoned);
+        return;
+      case "host-failed":
+        thread.hosted = false;
+        this.fail(`worker thread ${index} cannot claim for group ${message.group}: ${message.reason}`);
+    }
+  }
+
+  get active(): number {
+    return this.threads.reduce((n, t) => n + t.active, 0);
+  }
+
+  get runningIds(): string[] {
+    return this.threads.flatMap((t) => t.jobs);
+  }
+
+  /** Sent to every thread of the group: only the one running the attempt has it. */
+  cancelRunning(id: string, attempt: number): boolean {
+    this.threads.forEach((thread, index) => {
+      if (thread.hosted) this.send(index, { type: "cancel", id, attempt });
+    });
+    return this.runningIds.includes(id);
+  }
+
+  /**
+   * Every thread stops claiming at once and drains (see Worker.stop); resolves with the jobs
+   * abandoned in all of them.
+   */
+  stop(options: { timeoutMs?: number } = {}): Promise<{ abandoned: number }> {
+    this.stopping ??= (async () => {
+      const timeoutMs = options.timeoutMs ?? 30_000;
+      const counts = await Promise.all(
+        this.threads.map((thread, index) => {
+          if (!thread.hosted) return 0;
+          return new Promise<number>((resolve) => {
+            const slack = setTimeout(() => resolve(thread.active), timeoutMs + UNHOST_SLACK_MS);
+            thread.unhosted = (abandoned) => {
+              clearTimeout(slack);
+              thread.unhosted = undefined;
+              resolve(abandoned);
+            };
+            this.send(index, { type: "unhost", group: this.spec.group, timeoutMs });
+          });
+        }),
+      );
+      this.forget();
+      return { abandoned: counts.reduce((n, c) => n + c, 0) };
+    })();
+    return this.stopping;
+  }
+
+  /** Verdicts go back to their thread once per tick. */
+  private answer(index: number, thread: ThreadShare, ticket: number, verdict: GateVerdict) {
+    if (thread.verdicts.push({ ticket, verdict }) > 1) return;
+    setImmediate(() => {
+      const verdicts = thread.verdicts;
+      thread.verdicts = [];
+      if (verdicts.length > 0) this.send(index, { type: "verdicts", verdicts });
+    });
+  }
+}
