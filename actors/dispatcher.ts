@@ -243,9 +243,7 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
 
     /** What the main thread does for the jobs the threads claim (RT_CLAIM_IN=threads). */
     const hostListener: HostListener = {
-      events: (events) => {
-        for (const event of events) onEvent(event);
-      },
+      event: onEvent,
       completed: (seconds) => {
         for (const [priority, ran] of Object.entries(seconds))
           ctx.metrics.attemptsCompleted(priority, "redis", ran);

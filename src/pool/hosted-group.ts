@@ -22,8 +22,8 @@ export type GroupSpec = Omit<HostSpec, "consumer" | "concurrency"> & {
 
 /** What the main thread does for a hosted group's jobs. */
 export interface HostListener {
-  /** One thread's worker events of one tick, in order. */
-  events(events: readonly HostedEvent[]): void;
+  /** A thread's worker event (they come once per tick, in order). */
+  event(event: HostedEvent): void;
   /** How long jobs that completed ran, by priority, where no gate saw them end. */
   completed(seconds: Readonly<Partial<Record<Priority, readonly number[]>>>): void;
   /** A job waiting at the gate (HostSpec.gated); a rejection fails the job, retriable. */
@@ -34,10 +34,21 @@ export interface HostListener {
 
 export type GroupMessage = Extract<FromThread, { readonly group: string }>;
 
+/** As the engine's worker events: a listener that throws must not stop the others, nor the process. */
+const heard = (what: string, listen: () => void) => {
+  try {
+    listen();
+  } catch (error) {
+    console.error(`a hosted group's listener threw on ${what}: ${describeFailure(error)}`);
+  }
+};
+
 /** A thread that neither answers an unhost nor dies (its loop blocked) is not waited on for ever. */
 const UNHOST_SLACK_MS = 10_000;
 
 interface ThreadShare {
+  /** Counts the threads at this index: a dead one's gate answers must not reach its replacement. */
+  generation: number;
   hosted: boolean;
   active: number;
   jobs: readonly string[];
@@ -68,10 +79,13 @@ export class HostedGroup implements ClaimingWorker {
     private readonly listener: HostListener,
     threads: number,
     private readonly send: (thread: number, message: ToThread) => void,
+    /** Ends thread `index` (it is replaced): one that will not stop claiming for the group. */
+    private readonly end: (thread: number, why: string) => void,
     /** Called once the group is stopped: the pool forgets it. */
     private readonly forget: () => void,
   ) {
     this.threads = Array.from({ length: threads }, () => ({
+      generation: 0,
       hosted: false,
       active: 0,
       jobs: [],
@@ -124,7 +138,13 @@ export class HostedGroup implements ClaimingWorker {
     const thread = this.threads[index];
     if (!thread) return;
     const { active } = thread;
-    Object.assign(thread, { hosted: false, active: 0, jobs: [], verdicts: [] });
+    Object.assign(thread, {
+      generation: thread.generation + 1,
+      hosted: false,
+      active: 0,
+      jobs: [],
+      verdicts: [],
+    });
     thread.unhosted?.(active);
   }
 
@@ -133,35 +153,45 @@ export class HostedGroup implements ClaimingWorker {
     if (!thread) return;
     switch (message.type) {
       case "events":
-        return this.listener.events(message.events);
+        // One at a time: a listener that throws on one must not lose the others.
+        for (const event of message.events) heard(`a ${event.type} event`, () => this.listener.event(event));
+        return;
       case "completed":
-        return this.listener.completed(message.seconds);
-      case "gate":
+        return heard("completions", () => this.listener.completed(message.seconds));
+      case "gate": {
+        const { generation } = thread;
         for (const request of message.requests) {
-          this.listener
-            .gate(request)
+          Promise.resolve()
+            .then(() => this.listener.gate(request))
             .catch((error: unknown): GateVerdict => ({
               type: "fail",
               kind: "transient",
               message: describeFailure(error),
             }))
-            .then((verdict) => this.answer(index, thread, request.ticket, verdict));
+            .then((verdict) => {
+              // Tickets are numbered per thread: a dead thread's answer would find its
+              // replacement's job of the same number.
+              if (thread.generation === generation) this.answer(index, thread, request.ticket, verdict);
+            });
         }
         return;
+      }
       case "status":
         thread.active = message.active;
         thread.jobs = message.jobs;
         return;
       case "job-progress":
-        return this.listener.progress(message.job, message.progress);
+        return heard("progress", () => this.listener.progress(message.job, message.progress));
       case "job-log":
-        return this.listener.log(message.job, message.level, message.message);
+        return heard("a log line", () => this.listener.log(message.job, message.level, message.message));
       case "unhosted":
         thread.hosted = false;
         thread.unhosted?.(message.abandoned);
         return;
       case "host-failed":
         thread.hosted = false;
+        // A stop waiting on this thread has nothing to wait for.
+        thread.unhosted?.(0);
         this.fail(`worker thread ${index} cannot claim for group ${message.group}: ${message.reason}`);
     }
   }
@@ -193,7 +223,11 @@ export class HostedGroup implements ClaimingWorker {
         this.threads.map((thread, index) => {
           if (!thread.hosted) return 0;
           return new Promise<number>((resolve) => {
-            const slack = setTimeout(() => resolve(thread.active), timeoutMs + UNHOST_SLACK_MS);
+            // Ended, so that it claims for the group no longer: `detach` then answers for it.
+            const slack = setTimeout(
+              () => this.end(index, `worker thread did not stop claiming for group ${this.spec.group}`),
+              timeoutMs + UNHOST_SLACK_MS,
+            );
             thread.unhosted = (abandoned) => {
               clearTimeout(slack);
               thread.unhosted = undefined;

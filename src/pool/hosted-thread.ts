@@ -47,7 +47,8 @@ export class ThreadHosting {
   hear(message: Hosted): void {
     switch (message.type) {
       case "host":
-        if (this.groups.has(message.spec.group)) return;
+        // A retiring thread is about to be ended: its replacement hosts the group.
+        if (this.retiring || this.groups.has(message.spec.group)) return;
         try {
           this.groups.set(message.spec.group, new HostedWorker(message.spec, this));
         } catch (error) {
@@ -114,6 +115,8 @@ interface Guarded {
   readonly deadline: number;
   /** When the sweep first saw it aborted. */
   abortedAt: number;
+  /** Past its grace: its thread retires, and the job is left to the reclaimer. */
+  stuck: boolean;
   timedOut: string | undefined;
   /** Its progress, throttled; made at its first report. */
   throttled: ReturnType<typeof throttleProgress> | undefined;
@@ -198,6 +201,9 @@ class HostedWorker implements JobLines {
       this.flush();
       this.sendCompleted();
       this.redis.disconnect();
+      // A job that ignored the stop's abort still runs its code here: only the thread's end stops it.
+      if (this.guarded.size > 0)
+        this.host.retire(`${this.guarded.size} jobs of group ${this.group} still running after its stop`, 0);
       return abandoned;
     });
     return this.stopped;
@@ -264,6 +270,7 @@ class HostedWorker implements JobLines {
         abort,
         deadline: Date.now() + this.spec.timeoutsMs[job.priority],
         abortedAt: 0,
+        stuck: false,
         timedOut: undefined,
         throttled: undefined,
         resolve,
@@ -281,8 +288,7 @@ class HostedWorker implements JobLines {
   }
 
   private ran(guarded: Guarded, outcome: ThreadOutcome) {
-    // Settled already: it was stuck, and failed by the sweep.
-    if (!this.guarded.delete(guarded)) return;
+    this.guarded.delete(guarded);
     guarded.throttled?.flush();
     // A timeout is the job's own failure and retriable, unless it was aborted from outside first.
     guarded.resolve(
@@ -293,15 +299,17 @@ class HostedWorker implements JobLines {
   }
 
   /**
-   * Aborts jobs past their timeout; a job still running the grace time after its abort (for
-   * whatever reason) is failed, retriable, so its slot and its answer are not held, and the
-   * thread retires: that job's code may still be running.
+   * Aborts jobs past their timeout. A job still running the grace time after its abort (for
+   * whatever reason) retires the thread: its code may still be running, and only the thread's end
+   * stops it. It is not answered here: a retry elsewhere must not start while it runs, so it
+   * stays pending in Redis and the reclaimer gives it out again once its lease lapses.
    */
   private sweep() {
     if (this.guarded.size === 0) return;
     const now = Date.now();
     const grace = this.spec.abortGraceMs;
     for (const guarded of this.guarded) {
+      if (guarded.stuck) continue;
       if (!guarded.abort.aborted) {
         if (now < guarded.deadline) continue;
         guarded.timedOut = this.timeouts[guarded.job.priority];
@@ -309,11 +317,12 @@ class HostedWorker implements JobLines {
       }
       if (guarded.abortedAt === 0) guarded.abortedAt = now;
       if (now - guarded.abortedAt < grace) continue;
-      this.guarded.delete(guarded);
-      const stuck = `did not stop within ${grace} ms of being aborted`;
-      guarded.resolve({ ok: false, kind: "transient", message: stuck });
+      guarded.stuck = true;
       const { job } = guarded;
-      this.host.retire(`job ${job.id} attempt ${job.attempt} ${stuck}`, grace);
+      this.host.retire(
+        `job ${job.id} attempt ${job.attempt} did not stop within ${grace} ms of being aborted`,
+        grace,
+      );
     }
   }
 

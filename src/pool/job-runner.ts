@@ -49,35 +49,34 @@ export interface JobLines {
 }
 
 /**
- * What a handler is given. Its signal and its two reporters are made only when read: most
- * handlers read none of them, and a closure made per job is a cost of its own in a bundle that
- * keeps function names. Read as getters, they may be destructured.
+ * What a handler is given: an object of its own, so it may be destructured, spread or copied.
+ * Its signal and its two reporters are getters, made at the first read and the same after: most
+ * handlers read none of them, and two closures made per job (named, in a bundle that keeps
+ * names) cost a no-op job more than the rest of its context.
  */
-class RunContext implements JobRunContext<unknown> {
-  constructor(
-    private readonly request: JobRequest,
-    private readonly abort: LazyAbort,
-    readonly resources: unknown,
-    private readonly lines: JobLines,
-  ) {}
-
-  get job(): JobRequest["job"] {
-    return this.request.job;
-  }
-
-  /** An AbortController only for a handler that reads its signal. */
-  get signal(): AbortSignal {
-    return this.abort.signal;
-  }
-
-  get progress(): (progress: Progress) => void {
-    return (progress) => this.lines.progress(this.request, progress);
-  }
-
-  get log(): (level: LogLevel, message: string) => void {
-    return (level, message) => this.lines.log(this.request, level, String(message));
-  }
-}
+const runContext = (
+  request: JobRequest,
+  abort: LazyAbort,
+  resources: unknown,
+  lines: JobLines,
+): JobRunContext<unknown> => {
+  let progress: ((progress: Progress) => void) | undefined;
+  let log: ((level: LogLevel, message: string) => void) | undefined;
+  return {
+    job: request.job,
+    resources,
+    // An AbortController only for a handler that reads its signal.
+    get signal() {
+      return abort.signal;
+    },
+    get progress() {
+      return (progress ??= (report: Progress) => lines.progress(request, report));
+    },
+    get log() {
+      return (log ??= (level: LogLevel, message: string) => lines.log(request, level, String(message)));
+    },
+  };
+};
 
 const toResult = (value: unknown): string | undefined =>
   value === undefined ? undefined : typeof value === "string" ? value : JSON.stringify(value);
@@ -104,7 +103,7 @@ export const runJob = async (
     const resources = registry.scope ? await registry.scope.open(job) : undefined;
     let ok = false;
     try {
-      const context = new RunContext(request, abort, resources, lines);
+      const context = runContext(request, abort, resources, lines);
       const result = toResult(await definition.handler(decoded.right.body, context));
       ok = true;
       return { ok: true, result };

@@ -215,6 +215,10 @@ export class JobPool {
       listener,
       this.lanes.length,
       (index, message) => this.lanes[index]?.port.postMessage(message),
+      (index, why) => {
+        const lane = this.lanes[index];
+        if (lane) this.end(lane, why);
+      },
       () => {
         if (this.hosted.get(spec.group)?.group === group) this.hosted.delete(spec.group);
       },

@@ -86,8 +86,8 @@ export type FromThread =
   /** The thread could not claim for the group (its code would not load, say). */
   | { readonly type: "host-failed"; readonly group: string; readonly reason: string }
   /**
-   * A hosted job ignored its abort past the grace time: the thread has stopped claiming and
-   * drained, and asks to be ended (its stray code with it) and replaced.
+   * A hosted job ignored its abort past the grace time, or a stop's: the thread has stopped
+   * claiming and drained, and asks to be ended (the job's code with it) and replaced.
    */
   | { readonly type: "retire"; readonly reason: string };
 

@@ -64,23 +64,32 @@ export const serve = async ({ registry, port, hosting: willHost }: ServeTask): P
         }
         case "close":
           // Hosted groups were unhosted before the pool closes; any left stop at once.
-          void (hosting?.then((h) => h.close()) ?? Promise.resolve()).finally(() => {
-            port.close();
-            closed();
-          });
+          void (hosting?.then((h) => h.close()) ?? Promise.resolve())
+            .catch(() => {})
+            .finally(() => {
+              port.close();
+              closed();
+            });
           return;
         default: {
           // In order: each waits on the same promise, so they run as they arrived.
           host().then(
             (h) => h.hear(message),
             (error: unknown) => {
-              if (message.type !== "host") return;
               const reason = error instanceof Error ? error.message : String(error);
-              port.postMessage({
-                type: "host-failed",
-                group: message.spec.group,
-                reason,
-              } satisfies FromThread);
+              if (message.type === "host")
+                port.postMessage({
+                  type: "host-failed",
+                  group: message.spec.group,
+                  reason,
+                } satisfies FromThread);
+              // Nothing is hosted here: nothing to stop.
+              if (message.type === "unhost")
+                port.postMessage({
+                  type: "unhosted",
+                  group: message.group,
+                  abandoned: 0,
+                } satisfies FromThread);
             },
           );
         }
