@@ -223,13 +223,16 @@ export class HostedGroup implements ClaimingWorker {
         this.threads.map((thread, index) => {
           if (!thread.hosted) return 0;
           return new Promise<number>((resolve) => {
-            // Ended, so that it claims for the group no longer: `detach` then answers for it.
-            const slack = setTimeout(
-              () => this.end(index, `worker thread did not stop claiming for group ${this.spec.group}`),
-              timeoutMs + UNHOST_SLACK_MS,
-            );
+            let last: NodeJS.Timeout | undefined;
+            // Ended, so that it claims for the group no longer: `detach` then answers for it. One
+            // that cannot be found to end (it never said it was ready) is not waited on for ever.
+            const slack = setTimeout(() => {
+              this.end(index, `worker thread did not stop claiming for group ${this.spec.group}`);
+              last = setTimeout(() => thread.unhosted?.(thread.active), UNHOST_SLACK_MS);
+            }, timeoutMs + UNHOST_SLACK_MS);
             thread.unhosted = (abandoned) => {
               clearTimeout(slack);
+              clearTimeout(last);
               thread.unhosted = undefined;
               resolve(abandoned);
             };

@@ -91,8 +91,8 @@ export class ThreadHosting {
   }
 
   /**
-   * A job ignored its abort past the grace time and its code may still be running: stop claiming,
-   * let the other jobs drain for as long, then ask the main thread to end this thread.
+   * A job's code still runs past its abort's grace, or past a stop: only the thread's end stops
+   * it. Stop claiming, let the other jobs drain for `graceMs`, then ask the main thread for that.
    */
   retire(reason: string, graceMs: number): void {
     if (this.retiring) return;
@@ -253,9 +253,9 @@ class HostedWorker implements JobLines {
     // job it sent.
     if (gated) await this.ask({ step: "ran", job: withoutData(job), outcome, seconds });
     else if (outcome.ok) {
-      // Counted when the handler returns, as the main thread counts a job it sent.
-      // Sent with the next status: a message to the main thread wakes it, which costs this
-      // thread more than a no-op job, and the metrics need not be more recent than that.
+      // Counted when the handler returns, as the main thread counts a job it sent, and sent with
+      // the next status: a message wakes the main thread, which costs this thread more than a
+      // no-op job, and the metrics need not be more recent than that.
       (this.completed[job.priority] ??= []).push(seconds);
       this.completedCount++;
     }

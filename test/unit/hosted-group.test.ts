@@ -155,4 +155,15 @@ describe("a group claimed for in the threads, as the main thread keeps it", () =
     group.detach(1);
     expect(await stopped).toEqual({ abandoned: 2 });
   });
+
+  it("goes on without a thread that could not even be ended", async () => {
+    vi.useFakeTimers();
+    const { group, ended } = setUp();
+    group.hear(0, { type: "status", group: "all", active: 1, jobs: ["a"] });
+    const stopped = group.stop({ timeoutMs: 1_000 });
+    group.hear(1, { type: "unhosted", group: "all", abandoned: 0 });
+    await vi.advanceTimersByTimeAsync(22_000);
+    expect(ended.map((e) => e.thread)).toEqual([0]);
+    expect(await stopped).toEqual({ abandoned: 1 });
+  });
 });
