@@ -13,7 +13,7 @@ import { LazyAbort } from "../src/jobs/lazy-abort.js";
 import { type JobLines, preloadRegistry, runJob } from "../src/pool/job-runner.js";
 import { JobFailure } from "../src/queue/failures.js";
 import { Queue } from "../src/queue/queue.js";
-import { type JobContext, Worker } from "../src/queue/worker.js";
+import { Worker } from "../src/queue/worker.js";
 import { connectRedis } from "../src/redis/connection.js";
 import jobs from "./noop-jobs.js";
 
@@ -50,14 +50,6 @@ const report = () => {
 };
 const reporting = setInterval(report, 10);
 
-/** The engine hands each handler its job's LazyAbort as the context; any other is followed. */
-const abortOf = (context: JobContext): LazyAbort => {
-  if (context instanceof LazyAbort) return context;
-  const abort = new LazyAbort();
-  context.onAbort((reason) => LazyAbort.abort(abort, reason));
-  return abort;
-};
-
 const worker = new Worker({
   queue,
   consumer,
@@ -73,7 +65,12 @@ const worker = new Worker({
       priority: job.priority,
       userId: job.userId,
     };
-    const outcome = await runJob(REGISTRY, { seq: 0, job: info, data: job.data }, abortOf(context), jobLines);
+    const outcome = await runJob(
+      REGISTRY,
+      { seq: 0, job: info, data: job.data },
+      LazyAbort.of(context),
+      jobLines,
+    );
     if (outcome.ok) return outcome.result;
     throw new JobFailure(outcome.kind, outcome.message);
   },

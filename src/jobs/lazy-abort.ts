@@ -46,6 +46,17 @@ export class LazyAbort {
     };
   }
 
+  /**
+   * A job's abort as a LazyAbort: the engine hands each handler its job's own as the context; any
+   * other abort is followed by a new one.
+   */
+  static of(context: { readonly onAbort: (listener: (reason: unknown) => void) => () => void }): LazyAbort {
+    if (context instanceof LazyAbort) return context;
+    const abort = new LazyAbort();
+    context.onAbort((reason) => LazyAbort.abort(abort, reason));
+    return abort;
+  }
+
   static abort(job: LazyAbort, reason: unknown): void {
     if (job.#aborted) return;
     job.#aborted = true;

@@ -135,14 +135,6 @@ interface HostedRequest extends JobRequest {
  */
 const SWEEP_MS = 100;
 
-/** The engine hands each handler its job's LazyAbort as the context; any other is followed. */
-const abortOf = (context: JobContext): LazyAbort => {
-  if (context instanceof LazyAbort) return context;
-  const abort = new LazyAbort();
-  context.onAbort((reason) => LazyAbort.abort(abort, reason));
-  return abort;
-};
-
 /**
  * One worker group's claims in this thread: the engine `Worker` on a connection of its own,
  * running each job here as a sent job runs (`runJob`), under its priority's timeout. What the
@@ -247,7 +239,7 @@ class HostedWorker implements JobLines {
       if (verdict.type === "fail") throw new JobFailure(verdict.kind, verdict.message);
     }
     const started = performance.now();
-    const outcome = await this.runGuarded(job, abortOf(context));
+    const outcome = await this.runGuarded(job, LazyAbort.of(context));
     const seconds = (performance.now() - started) / 1000;
     // The main thread records the result (the ledger) before Redis hears of it, as it does for a
     // job it sent.
