@@ -10,6 +10,7 @@ import { Effect } from "effect";
 import { PRIORITIES } from "../src/domain/priority.js";
 import type { JobRegistry } from "../src/jobs/definition.js";
 import { LazyAbort } from "../src/jobs/lazy-abort.js";
+import { threadClaimsInFlight } from "../src/pool/hosted-thread.js";
 import { type JobLines, preloadRegistry, runJob } from "../src/pool/job-runner.js";
 import { JobFailure } from "../src/queue/failures.js";
 import { Queue } from "../src/queue/queue.js";
@@ -55,6 +56,8 @@ const worker = new Worker({
   consumer,
   priorities: PRIORITIES,
   concurrency,
+  // As many claims out as a pool thread hosting a group keeps.
+  claimsInFlight: threadClaimsInFlight(concurrency),
   // As a pool thread runs a job (decoded against its kind's schema, its scope opened and closed),
   // only here rather than after a message from the main thread.
   handler: async (job, context) => {

@@ -88,8 +88,9 @@ const isTsx = (module: string) => module === "tsx" || /[\\/]tsx[\\/]/.test(modul
 /**
  * A thread that loads a bundle needs no TypeScript loader, though it would inherit this
  * process's (`tsx` registers itself with `--import`): one per thread, each with a loader thread
- * of its own, is most of what the bundle saves. Other preloads are kept. Source maps on: a job's
- * stack trace names its source lines.
+ * of its own, is most of what the bundle saves. Other preloads are kept. A job's stack trace
+ * names its source lines through the bundle's map without Node's source maps
+ * (bundle-stacks.ts), which would parse the map as the thread loads.
  */
 export const bundleExecArgv = (execArgv: readonly string[]): string[] => {
   const kept: string[] = [];
@@ -103,7 +104,7 @@ export const bundleExecArgv = (execArgv: readonly string[]): string[] => {
       if (!isTsx(module)) kept.push(execArgv[i - 1]!, module);
     }
   }
-  return kept.includes("--enable-source-maps") ? kept : [...kept, "--enable-source-maps"];
+  return kept;
 };
 
 /** One worker thread as this side sees it: its port, the jobs it runs, those not yet sent. */

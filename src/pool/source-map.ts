@@ -138,3 +138,62 @@ export const withoutSources = (map: RawSourceMap, drop: (source: string) => bool
     mappings,
   };
 };
+
+/** A position in a map's sources: the source as the map names it, line and column from 0. */
+export interface SourcePosition {
+  readonly source: string;
+  readonly line: number;
+  readonly column: number;
+}
+
+/**
+ * Finds where a position in the generated file came from. Each line's segments are decoded at
+ * the first lookup that needs them (the fields carry over from line to line, so every line
+ * before it too), and kept.
+ */
+export class SourceMapLookup {
+  private readonly lines: readonly string[];
+  /** Per decoded line: its segments' fields as absolute values, sorted by generated column. */
+  private readonly decoded: number[][][] = [];
+  private readonly state = { source: 0, line: 0, column: 0 };
+
+  constructor(private readonly map: RawSourceMap) {
+    this.lines = map.mappings.split(";");
+  }
+
+  /** Undefined where the position maps to nothing (a dropped source's code, or none at all). */
+  find(line: number, column: number): SourcePosition | undefined {
+    const segments = this.segmentsOf(line);
+    let found: number[] | undefined;
+    for (const segment of segments) {
+      if (segment[0]! > column) break;
+      found = segment;
+    }
+    if (!found || found.length < 4) return undefined;
+    const source = this.map.sources[found[1]!];
+    return source === undefined ? undefined : { source, line: found[2]!, column: found[3]! };
+  }
+
+  private segmentsOf(line: number): number[][] {
+    while (this.decoded.length <= line && this.decoded.length < this.lines.length) {
+      const text = this.lines[this.decoded.length]!;
+      const segments: number[][] = [];
+      let column = 0;
+      for (const segmentText of text.split(",")) {
+        if (segmentText === "") continue;
+        const fields = decodeSegment(segmentText);
+        column += fields[0]!;
+        if (fields.length < 4) {
+          segments.push([column]);
+          continue;
+        }
+        this.state.source += fields[1]!;
+        this.state.line += fields[2]!;
+        this.state.column += fields[3]!;
+        segments.push([column, this.state.source, this.state.line, this.state.column]);
+      }
+      this.decoded.push(segments.sort((a, b) => a[0]! - b[0]!));
+    }
+    return this.decoded[line] ?? [];
+  }
+}

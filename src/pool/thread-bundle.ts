@@ -116,8 +116,7 @@ const ownImportMeta = (inputs: BuildInputs): Plugin => ({
   name: "own-import-meta",
   setup(build) {
     build.onLoad({ filter: /\.[cm]?[jt]sx?$/ }, async ({ path }) => {
-      const source = await readFile(path, "utf8");
-      inputs.read(path, source);
+      const source = await inputs.load(path);
       const meta = {
         url: pathToFileURL(path).href,
         filename: path,

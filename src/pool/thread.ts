@@ -1,5 +1,6 @@
-import { type MessagePort, threadId } from "node:worker_threads";
+import { type MessagePort, threadId, workerData } from "node:worker_threads";
 import { LazyAbort } from "../jobs/lazy-abort.js";
+import { mapBundleStacks } from "./bundle-stacks.js";
 import type { ThreadHosting } from "./hosted-thread.js";
 import { type JobLines, loadRegistry, runJob } from "./job-runner.js";
 import type { FromThread, ServeTask, ThreadOutcome, ToThread } from "./protocol.js";
@@ -7,11 +8,15 @@ import type { FromThread, ServeTask, ThreadOutcome, ToThread } from "./protocol.
 // The bundle's entry (thread-bundle.ts) preloads its registry through this module.
 export { preloadRegistry } from "./job-runner.js";
 
+// In a bundle's thread (thread-entry.js), before any job can throw.
+const bundle = (workerData as { ratatoskrBundle?: unknown } | null)?.ratatoskrBundle;
+if (typeof bundle === "string") mapBundleStacks(bundle);
+
 /** A sent job's lines go back over the thread's port, named by the job's number. */
 const portLines = (port: MessagePort): JobLines => ({
   progress: ({ seq }, progress) => port.postMessage({ type: "progress", seq, progress } satisfies FromThread),
   log: ({ seq }, level, message) =>
-    port.postMessage({ type: "log", seq, level, message } satisfies FromThread),
+    port.postMessage({ type: "log", seq, level, message: String(message) } satisfies FromThread),
 });
 
 /**

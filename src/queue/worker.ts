@@ -49,6 +49,12 @@ export interface WorkerOptions {
   readonly leaseMs?: number;
   /** Longest single blocking wait when idle (a resume or new job wakes it sooner). */
   readonly idleBlockMs?: number;
+  /**
+   * Claims out at once (default 2): while Redis answers one, this worker starts the jobs of
+   * another. A worker that runs its jobs' code itself between claims (a pool thread claiming for
+   * itself) keeps Redis busier with three, as long as each still carries a few jobs.
+   */
+  readonly claimsInFlight?: number;
   readonly onEvent?: (event: WorkerEvent) => void;
 }
 
@@ -65,7 +71,7 @@ export interface ClaimingWorker {
   stop(options?: { timeoutMs?: number }): Promise<{ abandoned: number }>;
 }
 
-/** Claims in flight at once: while Redis answers one, this process starts the jobs of the other. */
+/** Claims in flight at once by default: while Redis answers one, this process starts the jobs of the other. */
 const CLAIMS_IN_FLIGHT = 2;
 
 interface Running {
@@ -123,7 +129,7 @@ export class Worker implements ClaimingWorker {
   /** The last claim, when it came back short: its cursors are where to block. */
   private dry: Claim | undefined;
   /**
-   * The last claim came back full, so more is likely waiting: keep CLAIMS_IN_FLIGHT out. After a
+   * The last claim came back full, so more is likely waiting: keep `claimsInFlight` out. After a
    * dry spell one claim goes first, since a wake often means a single new job.
    */
   private flowing = false;
@@ -134,10 +140,15 @@ export class Worker implements ClaimingWorker {
   private readonly blocking: RedisClient;
   private readonly ownsBlocking: boolean;
   private readonly leaseMs: number;
+  private readonly claimsInFlight: number;
 
   constructor(private readonly options: WorkerOptions) {
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
       throw new Error(`concurrency must be a positive integer, got ${options.concurrency}`);
+    }
+    this.claimsInFlight = options.claimsInFlight ?? CLAIMS_IN_FLIGHT;
+    if (!Number.isInteger(this.claimsInFlight) || this.claimsInFlight < 1) {
+      throw new Error(`claimsInFlight must be a positive integer, got ${options.claimsInFlight}`);
     }
     this.ownsBlocking = options.blocking === undefined;
     this.blocking = options.blocking ?? duplicateConnection(options.queue.redis);
@@ -214,13 +225,13 @@ export class Worker implements ClaimingWorker {
   }
 
   /**
-   * Keeps up to CLAIMS_IN_FLIGHT claims out while slots are free, each for at most a share of
+   * Keeps up to `claimsInFlight` claims out while slots are free, each for at most a share of
    * them, so Redis answers one while the jobs of the last one start here. A claim that comes back
    * short means the streams ran dry: once no claim is out, block on them until something new.
    */
   private async loop(): Promise<void> {
     const { concurrency } = this.options;
-    const batch = Math.ceil(concurrency / CLAIMS_IN_FLIGHT);
+    const batch = Math.ceil(concurrency / this.claimsInFlight);
     while (!this.stopping) {
       const free = concurrency - this.executing - this.reserved;
       const backoff = this.backoffUntil - Date.now();
@@ -254,7 +265,7 @@ export class Worker implements ClaimingWorker {
    */
   private mayClaim(free: number, batch: number): boolean {
     if (this.claimsOut === 0) return true;
-    return this.flowing && this.claimsOut < CLAIMS_IN_FLIGHT && free >= batch;
+    return this.flowing && this.claimsOut < this.claimsInFlight && free >= batch;
   }
 
   private claimSome(want: number) {

@@ -53,6 +53,20 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
     expect(seen[2]?.step).toBe("step 3 of 3");
   });
 
+  it("a handler's context may be destructured and copied: its reporters and signal come along", async () => {
+    const job = info();
+    const progress: Progress[] = [];
+    const logged: string[] = [];
+    const result = await pool.run(job, envelope("copied", {}), {
+      signal: never(),
+      onProgress: (p) => progress.push(p),
+      onLog: (level, message) => logged.push(`${level} ${message}`),
+    });
+    expect(JSON.parse(result ?? "{}")).toEqual({ signal: true, id: job.id });
+    expect(progress).toEqual([{ percent: 50, step: "from a destructured reporter" }]);
+    expect(logged).toEqual(["info 42"]);
+  });
+
   it("a cooperative abort ends the job with its reason and closes its scope", async () => {
     const job = info();
     const controller = new AbortController();
@@ -179,8 +193,11 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
     expect(answer.url).toBe(registry);
     expect(answer.filename).toBe(fileURLToPath(registry));
     expect(answer.dirname).toBe(dirname(fileURLToPath(registry)));
-    // The frame names the source file (the bundle's source map), not the bundle.
-    expect(answer.stack).toContain("test/support/jobs.ts:");
+    // The frame names the source file's line and column (the bundle's source map), not the bundle's.
+    const source = readFileSync(new URL("../support/jobs.ts", import.meta.url), "utf8").split("\n");
+    const line = source.findIndex((text) => text.includes('new Error("here")'));
+    const column = source[line]!.indexOf('new Error("here")');
+    expect(answer.stack).toContain(`test/support/jobs.ts:${line + 1}:${column + 1})`);
     // The bundle's threads run without tsx: they load compiled code only.
     expect(answer.typescript).toBe(code === "tsx");
   });

@@ -5,6 +5,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   utimesSync,
   writeFileSync,
 } from "node:fs";
@@ -12,6 +13,7 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { spawnSync } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { bundleExecArgv, JobPool } from "../../src/pool/pool.js";
 import { JobFailure } from "../../src/queue/failures.js";
@@ -20,6 +22,16 @@ import { CLI } from "../support/processes.js";
 
 const registry = new URL("../support/jobs.ts", import.meta.url).href;
 const scratch = () => mkdtempSync(join(tmpdir(), "rt-bundle-"));
+
+/** A registry of two files in a directory of its own, and a cache directory beside them. */
+const twoFileRegistry = () => {
+  const dir = scratch();
+  const jobs = join(dir, "jobs.mjs");
+  const helper = join(dir, "helper.mjs");
+  writeFileSync(helper, "export const greeting = 'hello';\n");
+  writeFileSync(jobs, "import { greeting } from './helper.mjs';\nexport default { kinds: {}, greeting };\n");
+  return { cacheDir: join(dir, "cache"), jobs, helper };
+};
 
 describe("thread bundle", () => {
   it("is kept under the node_modules nearest the registry, named by its content", async () => {
@@ -54,15 +66,7 @@ describe("thread bundle", () => {
   });
 
   it("is used again without a build while every file it was built from reads the same", async () => {
-    const dir = scratch();
-    const cacheDir = join(dir, "cache");
-    const jobs = join(dir, "jobs.mjs");
-    const helper = join(dir, "helper.mjs");
-    writeFileSync(helper, "export const greeting = 'hello';\n");
-    writeFileSync(
-      jobs,
-      "import { greeting } from './helper.mjs';\nexport default { kinds: {}, greeting };\n",
-    );
+    const { cacheDir, jobs, helper } = twoFileRegistry();
     const registryUrl = pathToFileURL(jobs).href;
     const first = fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }));
     const records = readdirSync(cacheDir).filter((name) => name.endsWith(".json"));
@@ -70,7 +74,7 @@ describe("thread bundle", () => {
     const recordPath = join(cacheDir, records[0]!);
     const record = JSON.parse(readFileSync(recordPath, "utf8")) as {
       bundle: string;
-      inputs: Record<string, string>;
+      inputs: Record<string, object>;
     };
     expect(record.bundle).toBe(basename(first));
     expect(Object.keys(record.inputs)).toEqual(
@@ -113,6 +117,46 @@ describe("thread bundle", () => {
         basename(second),
       );
     }
+  });
+
+  it("believes a file's stat where it holds, reads the file where it does not, and misses no change", async () => {
+    const { cacheDir, jobs, helper } = twoFileRegistry();
+    // A modification time in whole seconds, which can be put back exactly.
+    const past = new Date(Math.floor(Date.now() / 1000) * 1000 - 60_000);
+    utimesSync(helper, past, past);
+    // Files changed within 2 s of being read get no stat in the record (they could change again
+    // and keep the same times): these are older, as checked-out sources usually are.
+    await sleep(2_100);
+    const registryUrl = pathToFileURL(jobs).href;
+    const first = await bundleThreadCode(registryUrl, { cacheDir });
+    const recordPath = join(
+      cacheDir,
+      readdirSync(cacheDir).find((name) => name.endsWith(".json"))!,
+    );
+    type Inputs = Record<string, { digest: string; stat?: string }>;
+    const inputs = () => (JSON.parse(readFileSync(recordPath, "utf8")) as { inputs: Inputs }).inputs;
+    const recorded = inputs();
+    expect(recorded[helper]?.stat).toMatch(/^\d+:[\d.]+:[\d.]+:\d+$/);
+    expect(recorded[jobs]?.stat).toBeDefined();
+
+    // Touched, not changed (a checkout, a copy): the same bundle, no build; the record now holds
+    // the file's new stat, or none while the change is that recent.
+    const now = new Date();
+    utimesSync(jobs, now, now);
+    expect(await bundleThreadCode(registryUrl, { cacheDir })).toBe(first);
+    const touched = inputs()[jobs]!;
+    expect(touched.digest).toBe(recorded[jobs]!.digest);
+    expect(touched.stat).not.toBe(recorded[jobs]!.stat);
+
+    // Rewritten with the same size and its modification time put back: the change time still
+    // moved, so the file is read, and the bundle built again.
+    writeFileSync(helper, "export const greeting = 'howdy';\n");
+    utimesSync(helper, past, past);
+    const [size, mtimeMs] = recorded[helper]!.stat!.split(":");
+    expect([statSync(helper).size, statSync(helper).mtimeMs]).toEqual([Number(size), Number(mtimeMs)]);
+    const second = await bundleThreadCode(registryUrl, { cacheDir });
+    expect(second).not.toBe(first);
+    expect(readFileSync(fileURLToPath(second), "utf8")).toContain("howdy");
   });
 
   it("records the files a bundled package's dependencies and the project's settings come from", async () => {
@@ -273,7 +317,10 @@ describe("a bundle thread's options", () => {
         "--require=./env.cjs",
         "--no-warnings",
       ]),
-    ).toEqual(["--import", "./otel.mjs", "--require=./env.cjs", "--no-warnings", "--enable-source-maps"]);
+    ).toEqual(["--import", "./otel.mjs", "--require=./env.cjs", "--no-warnings"]);
+    // Source maps are not turned on for the threads (bundle-stacks.ts maps their stacks); the
+    // process's own choice is kept.
+    expect(bundleExecArgv([])).toEqual([]);
     expect(bundleExecArgv(["--enable-source-maps"])).toEqual(["--enable-source-maps"]);
   });
 });

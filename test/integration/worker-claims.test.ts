@@ -11,13 +11,20 @@ import { run, runFailure, useRedis } from "../support/redis.js";
  * (the worker calls `claimNow`, the promise form of `claim`).
  */
 const countClaims = (queue: Queue) => {
-  const counts = { claims: 0, claimed: 0, completes: 0 };
+  /** `out`: claims sent and not yet answered; `mostOut` the most at once; `wants` what each asked. */
+  const counts = { claims: 0, claimed: 0, completes: 0, out: 0, mostOut: 0, wants: [] as number[] };
   const claimNow = queue.claimNow.bind(queue);
   queue.claimNow = async (...args) => {
     counts.claims++;
-    const claim = await claimNow(...args);
-    counts.claimed += claim.jobs.length;
-    return claim;
+    counts.wants.push(args[2]);
+    counts.mostOut = Math.max(counts.mostOut, ++counts.out);
+    try {
+      const claim = await claimNow(...args);
+      counts.claimed += claim.jobs.length;
+      return claim;
+    } finally {
+      counts.out--;
+    }
   };
   const completeNow = queue.completeNow.bind(queue);
   queue.completeNow = (...args) => {
@@ -119,6 +126,43 @@ describe("how a worker claims", () => {
     expect(counts.completes).toBeLessThanOrEqual(10);
     expect(counts.claims + counts.completes).toBeLessThanOrEqual(jobs / 3.5);
     expect(log.count("error")).toBe(0);
+  });
+
+  it.each([
+    { claimsInFlight: undefined, most: 2, size: 8 },
+    { claimsInFlight: 3, most: 3, size: 6 },
+  ])(
+    "keeps up to $most claims out while jobs flow, each for at most $size of 16 slots",
+    async ({ claimsInFlight, most, size }) => {
+      const queue = await makeQueue(redis);
+      const jobs = 600;
+      await run(queue.enqueueMany(Array.from({ length: jobs }, () => newJob("normal"))));
+      const counts = countClaims(queue);
+      const log = eventLog();
+      worker = testWorker(queue, {
+        concurrency: 16,
+        idleBlockMs: 60_000,
+        onEvent: log.onEvent,
+        // Long enough that the next claim goes out while Redis still answers the last.
+        handler: async () => {
+          await sleep(1);
+          return "ok";
+        },
+        ...(claimsInFlight === undefined ? {} : { claimsInFlight }),
+      }).start();
+      await eventually(() => log.count("completed") === jobs, 20_000, "the queue to drain");
+      expect(counts.mostOut).toBe(most);
+      expect(Math.max(...counts.wants)).toBe(size);
+      expect(log.count("error")).toBe(0);
+    },
+  );
+
+  it("refuses a number of claims in flight that is not a positive whole number", async () => {
+    const queue = await makeQueue(redis);
+    for (const claimsInFlight of [0, 1.5, -1])
+      expect(() => testWorker(queue, { claimsInFlight })).toThrow(
+        `claimsInFlight must be a positive integer, got ${claimsInFlight}`,
+      );
   });
 
   it("a listener that throws stops nothing: every job completes and the worker stops cleanly", async () => {

@@ -48,6 +48,18 @@ export default defineRegistry<{ id: string }>({
         return signal.aborted ? `aborted: ${(signal.reason as Error).message}` : "not aborted";
       },
     },
+    /** Uses a copy of its context, as a handler may: every part of it must have come along. */
+    copied: {
+      schema: Schema.Struct({}),
+      handler: async (_, context) => {
+        const { progress, ...rest } = context;
+        const copy = { ...rest };
+        progress({ percent: 50, step: "from a destructured reporter" });
+        // A JavaScript caller may log any value; it arrives as text.
+        copy.log("info", 42 as unknown as string);
+        return { signal: copy.signal instanceof AbortSignal && !copy.signal.aborted, id: copy.job.id };
+      },
+    },
     ignoreAbort: {
       schema: Schema.Struct({ ms: Schema.Number }),
       handler: async ({ ms }) => {

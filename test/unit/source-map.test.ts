@@ -2,7 +2,7 @@ import { SourceMap, type SourceMapPayload } from "node:module";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import { beforeAll, describe, expect, it } from "vitest";
-import { type RawSourceMap, withoutSources } from "../../src/pool/source-map.js";
+import { type RawSourceMap, SourceMapLookup, withoutSources } from "../../src/pool/source-map.js";
 
 /** Node's type asks for every field a map may have. */
 const payload = (map: RawSourceMap): SourceMapPayload =>
@@ -100,5 +100,43 @@ describe("a source map without some of its sources", () => {
     expect(sourceAt(after, 1, 4)).toBeUndefined();
     expect(() => withoutSources({ ...small, mappings: "AA!A" }, () => false)).toThrow(/hold "!"/);
     expect(() => withoutSources({ ...small, mappings: "AAAg" }, () => false)).toThrow(/inside a number/);
+  });
+});
+
+describe("finding where a position in the bundle came from", () => {
+  it("finds what Node's own source map finds on that line, and nothing in dropped code", () => {
+    const trimmed = withoutSources(map, isPackage);
+    const node = new SourceMap(payload(trimmed));
+    const lookup = new SourceMapLookup(trimmed);
+    let mapped = 0;
+    let unmapped = 0;
+    // Out of order, as stack frames come: a line after lines not yet decoded, then one before.
+    const lines = Array.from({ length: Math.ceil(lineCount / 5) }, (_, i) => i * 5).reverse();
+    for (const line of lines) {
+      for (const column of [0, 2, 6, 14, 40, 120]) {
+        const entry = node.findEntry(line, column) as {
+          generatedLine?: number;
+          originalSource?: string;
+          originalLine?: number;
+          originalColumn?: number;
+        };
+        const found = lookup.find(line, column);
+        // Node's search may end on an earlier line; a frame's position never maps there.
+        if (entry.generatedLine !== line || entry.originalSource === undefined) {
+          expect(found).toBeUndefined();
+          unmapped++;
+          continue;
+        }
+        expect(found).toEqual({
+          source: entry.originalSource,
+          line: entry.originalLine,
+          column: entry.originalColumn,
+        });
+        mapped++;
+      }
+    }
+    expect(mapped).toBeGreaterThan(100);
+    expect(unmapped).toBeGreaterThan(100);
+    expect(lookup.find(lineCount + 10, 0)).toBeUndefined();
   });
 });
