@@ -210,7 +210,20 @@ const SECRET_SHOWN_AS: Record<string, (value: string) => string> = {
   REDIS_SENTINEL_PASSWORD: () => "(hidden)",
 };
 
-const decode = Schema.decodeUnknownEither(EnvSchema, { errors: "first", onExcessProperty: "ignore" });
+const decode = Schema.decodeUnknownEither(EnvSchema, { errors: "all", onExcessProperty: "ignore" });
+
+const EXPECTED_LITERAL = /^Expected ("(?:[^"\\]|\\.)*"), actual /;
+
+/**
+ * What is wrong with one variable. A choice of words (a union of literals) fails once per word:
+ * taken alone, the first failure named only the first word ("Expected "main"").
+ */
+const problemWith = (messages: readonly string[], value: string | undefined): string | undefined => {
+  const words = messages.map((message) => EXPECTED_LITERAL.exec(message)?.[1]);
+  if (messages.length > 1 && words.every((word) => word !== undefined))
+    return `Expected one of ${words.join(", ")}, actual ${JSON.stringify(value ?? "")}`;
+  return messages[0];
+};
 
 /** Reads the configuration from the environment, or throws one clear line about what is wrong. */
 export const loadConfig = (env: Record<string, string | undefined> = process.env): Config => {
@@ -220,14 +233,16 @@ export const loadConfig = (env: Record<string, string | undefined> = process.env
     known.filter((k) => env[k] !== undefined && env[k] !== "").map((k) => [k, env[k]]),
   );
   return Either.getOrThrowWith(decode(relevant), (error) => {
-    // An optional field is a union with undefined; the useful issue is the other member's.
-    const issues = ParseResult.ArrayFormatter.formatErrorSync(error);
-    const issue = issues.find((i) => !i.message.startsWith("Expected undefined")) ?? issues[0];
-    const variable = String(issue?.path[0] ?? "configuration");
+    // An optional field is a union with undefined; the useful issues are the other member's.
+    const all = ParseResult.ArrayFormatter.formatErrorSync(error);
+    const useful = all.filter((i) => !i.message.startsWith("Expected undefined"));
+    const issues = useful.length > 0 ? useful : all;
+    const variable = String(issues[0]?.path[0] ?? "configuration");
     const value =
       variable in SECRET_SHOWN_AS ? SECRET_SHOWN_AS[variable]!(env[variable] ?? "") : env[variable];
+    const messages = issues.filter((i) => String(i.path[0]) === variable).map((i) => i.message);
     return new ConfigError(
-      `${variable}=${JSON.stringify(value ?? "")} is not valid: ${issue?.message ?? error.message}`,
+      `${variable}=${JSON.stringify(value ?? "")} is not valid: ${problemWith(messages, value) ?? error.message}`,
     );
   });
 };

@@ -27,7 +27,19 @@ describe("configuration", () => {
         /^RT_SHUTDOWN_MS="soon" is not valid: Unable to decode "soon" into a number/,
       ],
       [{ REDIS_URL: "http://x" }, /^REDIS_URL="http:\/\/x" is not valid: expected redis:\/\/, rediss:\/\//],
-      [{ WORKER_MODE: "sometimes" }, /^WORKER_MODE="sometimes" is not valid: Expected "integrated"/],
+      [
+        { WORKER_MODE: "sometimes" },
+        /^WORKER_MODE="sometimes" is not valid: Expected one of "integrated", "external", "hybrid", actual "sometimes"$/,
+      ],
+      [
+        { RT_CLAIM_IN: "everywhere" },
+        /^RT_CLAIM_IN="everywhere" is not valid: Expected one of "main", "threads", actual "everywhere"$/,
+      ],
+      // One variable is named (the first in the schema's order), and only its problems.
+      [
+        { RT_PROFILE: "staging", RT_LEASE_MS: "5" },
+        /^RT_LEASE_MS="5" is not valid: Expected a number between 1000 and 3600000, actual 5$/,
+      ],
       [{ DATABASE_URL: "mysql://x" }, /^DATABASE_URL="mysql:\/\/x" is not valid/],
     ];
     for (const [env, message] of cases) {
