@@ -273,6 +273,16 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
           .catch(() => {});
       },
       log: (job, level, message) => log(jobLogLine(job, level, message)),
+      // Their spans end failed here; the jobs themselves wait in Redis for the reclaimer.
+      lost: (jobs, reason) => {
+        for (const job of jobs) {
+          const key = attemptKey(job);
+          const runSpan = runSpans.get(key);
+          runSpans.delete(key);
+          if (runSpan) endFailed(runSpan, reason);
+          spans.lose(job, reason);
+        }
+      },
     };
 
     const claimInThreads = (): HostedGroup =>

@@ -99,6 +99,15 @@ export class AttemptSpans {
     }
   }
 
+  /** Ends an attempt whose answer will not come here (its worker thread died): failed, with why. */
+  lose(job: ClaimedJob, reason: string): void {
+    const key = AttemptSpans.key(job);
+    const attempt = this.open.get(key);
+    if (!attempt) return;
+    this.open.delete(key);
+    endFailed(attempt.claim, reason);
+  }
+
   /** Ends what a stopping dispatcher leaves open (its jobs go back to the queue). */
   closeAll(): void {
     for (const attempt of this.open.values()) endFailed(attempt.claim, "the dispatcher stopped");

@@ -30,6 +30,11 @@ export interface HostListener {
   gate(request: GateRequest): Promise<GateVerdict>;
   progress(job: HostedJob, progress: Progress): void;
   log(job: HostedJob, level: LogLevel, message: string): void;
+  /**
+   * Jobs let through the gate's start whose thread died before their end came: nothing else
+   * will end what their start began (spans). Each job may come more than once.
+   */
+  lost(jobs: readonly HostedJob[], reason: string): void;
 }
 
 export type GroupMessage = Extract<FromThread, { readonly group: string }>;
@@ -53,8 +58,13 @@ interface ThreadShare {
   active: number;
   jobs: readonly string[];
   verdicts: Array<{ ticket: number; verdict: GateVerdict }>;
+  /** Jobs at or past the gate's start and not yet at its end, by `<id>#<attempt>`. */
+  begun: Map<string, HostedJob>;
   unhosted: ((abandoned: number) => void) | undefined;
 }
+
+const attemptKey = (job: HostedJob) => `${job.id}#${job.attempt}`;
+const THREAD_DIED = "its worker thread died";
 
 /**
  * A worker group claimed for in the pool's threads, as the main thread sees it: what they run
@@ -90,6 +100,7 @@ export class HostedGroup implements ClaimingWorker {
       active: 0,
       jobs: [],
       verdicts: [],
+      begun: new Map(),
       unhosted: undefined,
     }));
   }
@@ -137,14 +148,16 @@ export class HostedGroup implements ClaimingWorker {
   detach(index: number): void {
     const thread = this.threads[index];
     if (!thread) return;
-    const { active } = thread;
+    const { active, begun } = thread;
     Object.assign(thread, {
       generation: thread.generation + 1,
       hosted: false,
       active: 0,
       jobs: [],
       verdicts: [],
+      begun: new Map(),
     });
+    if (begun.size > 0) this.lose([...begun.values()]);
     thread.unhosted?.(active);
   }
 
@@ -161,6 +174,9 @@ export class HostedGroup implements ClaimingWorker {
       case "gate": {
         const { generation } = thread;
         for (const request of message.requests) {
+          const key = attemptKey(request.job);
+          if (request.step === "start") thread.begun.set(key, request.job);
+          else thread.begun.delete(key);
           Promise.resolve()
             .then(() => this.listener.gate(request))
             .catch((error: unknown): GateVerdict => ({
@@ -169,9 +185,16 @@ export class HostedGroup implements ClaimingWorker {
               message: describeFailure(error),
             }))
             .then((verdict) => {
+              const started = request.step === "start" && verdict.type === "run";
               // Tickets are numbered per thread: a dead thread's answer would find its
-              // replacement's job of the same number.
-              if (thread.generation === generation) this.answer(index, thread, request.ticket, verdict);
+              // replacement's job of the same number. A start let through after the thread's
+              // death (the ledger answered late) is lost as the others were.
+              if (thread.generation !== generation) {
+                if (started) this.lose([request.job]);
+                return;
+              }
+              if (request.step === "start" && !started) thread.begun.delete(key);
+              this.answer(index, thread, request.ticket, verdict);
             });
         }
         return;
@@ -194,6 +217,10 @@ export class HostedGroup implements ClaimingWorker {
         thread.unhosted?.(0);
         this.fail(`worker thread ${index} cannot claim for group ${message.group}: ${message.reason}`);
     }
+  }
+
+  private lose(jobs: readonly HostedJob[]) {
+    heard("lost jobs", () => this.listener.lost(jobs, THREAD_DIED));
   }
 
   get active(): number {

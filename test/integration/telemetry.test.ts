@@ -1,5 +1,5 @@
 import { createServer, type Server } from "node:http";
-import { propagation, SpanKind, trace } from "@opentelemetry/api";
+import { propagation, SpanKind, SpanStatusCode, trace } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import {
   BasicTracerProvider,
@@ -19,6 +19,20 @@ import { run, useRedis } from "../support/redis.js";
 import { testConfig, testJob } from "../support/runtime.js";
 
 const LEDGER_JOBS = new URL("../support/ledger-jobs.ts", import.meta.url).href;
+
+/** Runs `body` with spans kept in memory as the global tracer, and takes the tracer away after. */
+const withTracing = async (body: (exporter: InMemorySpanExporter) => Promise<void>) => {
+  const exporter = new InMemorySpanExporter();
+  const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+  trace.setGlobalTracerProvider(provider);
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
+  try {
+    await body(exporter);
+  } finally {
+    trace.disable();
+    propagation.disable();
+  }
+};
 
 /**
  * What an operator follows a task by: its trace (enqueue, claim, run, complete, across Redis and
@@ -44,11 +58,7 @@ describe("telemetry", () => {
   it.each(["main", "threads"] as const)(
     "traces one task: enqueue, then claim with run and complete under it, one trace, the task id on each (claims in %s)",
     async (claimIn) => {
-      const exporter = new InMemorySpanExporter();
-      const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
-      trace.setGlobalTracerProvider(provider);
-      propagation.setGlobalPropagator(new W3CTraceContextPropagator());
-      try {
+      await withTracing(async (exporter) => {
         runtime = await start({
           config: testConfig(redis.server.url, { RT_CLAIM_IN: claimIn }),
           groups: [{ name: "all", queues: PRIORITIES, concurrency: 2 }],
@@ -93,12 +103,32 @@ describe("telemetry", () => {
         expect(ms(runSpan!.endTime) - ms(runSpan!.startTime)).toBeGreaterThanOrEqual(45);
         // The queue's answer comes after the run (a millisecond of slack: two clocks are involved).
         expect(ms(complete!.startTime)).toBeGreaterThanOrEqual(ms(runSpan!.endTime) - 1);
-      } finally {
-        trace.disable();
-        propagation.disable();
-      }
+      });
     },
   );
+
+  it("ends the spans of a job whose claiming thread died, failed, with why (claims in threads)", async () => {
+    await withTracing(async (exporter) => {
+      runtime = await start({
+        config: testConfig(redis.server.url, { RT_CLAIM_IN: "threads", RT_POOL_THREADS: "1" }),
+        groups: [{ name: "all", queues: PRIORITIES, concurrency: 2 }],
+      });
+      // Its first run ends its thread (process.exit in the thread); nothing answers for it there.
+      const job = testJob("exit", {});
+      await run(runtime.queue.enqueue(job));
+      const ended = (name: string) =>
+        exporter
+          .getFinishedSpans()
+          .find((s) => s.name === name && s.attributes["ratatoskr.task_id"] === job.id);
+      await eventually(() => ended("ratatoskr claim") !== undefined, 15_000, "the claim span to end");
+      for (const name of ["ratatoskr claim", "ratatoskr run"]) {
+        expect(ended(name)?.status).toEqual({
+          code: SpanStatusCode.ERROR,
+          message: "its worker thread died",
+        });
+      }
+    });
+  });
 
   it("exports traces over OTLP/HTTP when OTEL_TRACES_EXPORTER=otlp, from a supervisor process", async () => {
     const port = await freePort();

@@ -18,6 +18,7 @@ const recorder = (gate?: (request: GateRequest) => Promise<GateVerdict>) => {
     events: [] as HostedEvent[],
     completed: 0,
     gated: [] as string[],
+    lost: [] as string[],
   };
   const listener: HostListener = {
     event: (event) => heard.events.push(event),
@@ -30,6 +31,7 @@ const recorder = (gate?: (request: GateRequest) => Promise<GateVerdict>) => {
     },
     progress: () => {},
     log: () => {},
+    lost: (jobs) => heard.lost.push(...jobs.map((job) => job.id)),
   };
   return { heard, listener };
 };

@@ -47,6 +47,7 @@ const setUp = (listener: Partial<HostListener> = {}) => {
       gate: async () => ({ type: "run" }),
       progress: () => {},
       log: () => {},
+      lost: () => {},
       ...listener,
     },
     2,
@@ -87,6 +88,65 @@ describe("a group claimed for in the threads, as the main thread keeps it", () =
     await tick();
     await tick();
     expect(sent.filter(({ message }) => message.type === "verdicts")).toEqual([]);
+  });
+
+  it("hands over the jobs a dead thread had let through the gate and not yet ended", async () => {
+    const lost: string[][] = [];
+    const { group } = setUp({ lost: (jobs) => lost.push(jobs.map((j) => j.id)) });
+    group.hear(0, {
+      type: "gate",
+      group: "all",
+      requests: [
+        { ticket: 1, step: "start", job: job("ran") },
+        { ticket: 2, step: "start", job: job("running") },
+      ],
+    });
+    group.hear(1, {
+      type: "gate",
+      group: "all",
+      requests: [{ ticket: 1, step: "start", job: job("other") }],
+    });
+    await tick();
+    const ran = {
+      ticket: 3,
+      step: "ran" as const,
+      job: job("ran"),
+      outcome: { ok: true as const, result: "" },
+    };
+    group.hear(0, { type: "gate", group: "all", requests: [{ ...ran, seconds: 0 }] });
+    await tick();
+    group.detach(0);
+    expect(lost).toEqual([["running"]]);
+    // Its replacement starts with none.
+    group.attach(0);
+    group.detach(0);
+    expect(lost).toEqual([["running"]]);
+  });
+
+  it("hands over a start let through after its thread died, and not one turned away", async () => {
+    const answers: Array<(verdict: GateVerdict) => void> = [];
+    const lost: string[] = [];
+    const { group } = setUp({
+      gate: () => new Promise((resolve) => answers.push(resolve)),
+      lost: (jobs) => lost.push(...jobs.map((j) => j.id)),
+    });
+    group.hear(0, {
+      type: "gate",
+      group: "all",
+      requests: [
+        { ticket: 1, step: "start", job: job("late") },
+        { ticket: 2, step: "start", job: job("skipped") },
+      ],
+    });
+    await tick();
+    group.detach(0);
+    lost.length = 0;
+    // The ledger answers after the thread's death: what the first start began is ended too.
+    answers[0]!({ type: "run" });
+    answers[1]!({ type: "skip", reason: "the ledger has this task as completed" });
+    await tick();
+    await tick();
+    expect(lost).toEqual(["late"]);
   });
 
   it("answers a living thread's gate once per tick", async () => {
