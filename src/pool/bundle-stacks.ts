@@ -1,23 +1,91 @@
 import { readFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { type RawSourceMap, SourceMapLookup } from "./source-map.js";
+
+/**
+ * Node marks its own errors with a symbol of this description; their stacks begin
+ * `RangeError [ERR_OUT_OF_RANGE]: ...`, as Node's own formatter writes them.
+ */
+const isNodeError = (error: object): boolean => {
+  for (
+    let proto: object | null = error;
+    proto !== null;
+    proto = Object.getPrototypeOf(proto) as object | null
+  )
+    if (Object.getOwnPropertySymbols(proto).some((symbol) => symbol.description === "kIsNodeError"))
+      return true;
+  return false;
+};
+
+/** The stack's first line, as V8 (or Node, for its own errors) writes it. */
+const headerOf = (error: unknown): string => {
+  try {
+    const text = Error.prototype.toString.call(error);
+    if (typeof error !== "object" || error === null || !isNodeError(error)) return text;
+    const { name, code, message } = error as { name?: unknown; code?: unknown; message?: unknown };
+    return typeof code === "string" ? `${String(name)} [${code}]: ${String(message)}` : text;
+  } catch {
+    return "Error";
+  }
+};
+
+/** A map's sources, which esbuild lists as URLs relative to the map (percent-encoded), as paths. */
+const sourcePaths = (map: RawSourceMap, mapUrl: string): string[] => {
+  const root = new URL(map.sourceRoot ? `${map.sourceRoot.replace(/\/?$/, "/")}` : "./", mapUrl);
+  return map.sources.map((source) => {
+    const url = new URL(source, root);
+    return url.protocol === "file:" ? fileURLToPath(url) : url.href;
+  });
+};
+
+/**
+ * A frame whose position in the bundle maps to a source: what it is asked, answered for the
+ * source; anything else asked of the frame itself (V8's call sites hold their data in internal
+ * slots, so the frame cannot be a prototype).
+ */
+const frameAt = (site: NodeJS.CallSite, text: string, source: string, line: number, column: number) =>
+  new Proxy(site, {
+    get(target, property) {
+      switch (property) {
+        case "toString":
+          return () => text;
+        case "getFileName":
+        case "getScriptNameOrSourceURL":
+          return () => source;
+        case "getLineNumber":
+          return () => line;
+        case "getColumnNumber":
+          return () => column;
+        default: {
+          const value: unknown = Reflect.get(target, property, target);
+          return typeof value === "function"
+            ? (value as (...args: unknown[]) => unknown).bind(target)
+            : value;
+        }
+      }
+    },
+  });
 
 /**
  * Stack traces from a bundle's thread name their source lines, through the bundle's map, read
  * at the first stack that needs it. Node's `--enable-source-maps` read and parsed the map, and
  * measured every line of the 1.9 MB bundle, as the thread loaded it: 60-80 ms of each thread's
- * start, for the stack traces most threads never format.
+ * start, for the stack traces most threads never format. The frames, mapped, go on to the
+ * formatter there was (Node's own, which writes its errors' codes, or a preload's); where the
+ * process turned Node's source maps on itself (the thread inherits them), Node maps them.
  */
 export const mapBundleStacks = (bundleUrl: string): void => {
+  if (process.sourceMapsEnabled) return;
   const bundlePath = fileURLToPath(bundleUrl);
   let lookup: SourceMapLookup | null | undefined;
   const lookupOf = (): SourceMapLookup | null => {
     if (lookup === undefined) {
       try {
         const map = JSON.parse(readFileSync(`${bundlePath}.map`, "utf8")) as RawSourceMap;
-        const root = resolve(dirname(bundlePath), map.sourceRoot ?? "");
-        lookup = new SourceMapLookup({ ...map, sources: map.sources.map((source) => resolve(root, source)) });
+        lookup = new SourceMapLookup({
+          ...map,
+          sources: sourcePaths(map, pathToFileURL(`${bundlePath}.map`).href),
+        });
       } catch {
         // No map, or not one: frames name the bundle's lines, as they would with no map at all.
         lookup = null;
@@ -26,37 +94,51 @@ export const mapBundleStacks = (bundleUrl: string): void => {
     return lookup;
   };
 
-  const frame = (site: NodeJS.CallSite): string => {
-    const text = String(site);
+  const mapped = (site: NodeJS.CallSite): NodeJS.CallSite => {
     const file = site.getFileName();
     // An ES module's frames name its URL; code run by other loaders may name its path.
-    if (file !== bundleUrl && file !== bundlePath) return text;
+    if (file !== bundleUrl && file !== bundlePath) return site;
     const line = site.getLineNumber();
     const column = site.getColumnNumber();
-    if (line === null || column === null) return text;
-    let original;
-    try {
-      original = lookupOf()?.find(line - 1, column - 1);
-    } catch {
-      // A map that does not decode: the stack is still written, this frame as the bundle's.
-      lookup = null;
-    }
-    if (!original) return text;
-    return text.replace(
+    if (line === null || column === null) return site;
+    const original = lookupOf()?.find(line - 1, column - 1);
+    if (!original) return site;
+    const [sourceLine, sourceColumn] = [original.line + 1, original.column + 1];
+    // A function, not a string: `$&` and the like in a path are not patterns.
+    const text = String(site).replace(
       `${file}:${line}:${column}`,
-      `${original.source}:${original.line + 1}:${original.column + 1}`,
+      () => `${original.source}:${sourceLine}:${sourceColumn}`,
     );
+    return frameAt(site, text, original.source, sourceLine, sourceColumn);
   };
 
-  // As V8 writes a stack, frames mapped; what another override of this hook does, it still does
-  // while it is set (a library that sets its own and puts ours back).
-  Error.prepareStackTrace = (error: Error, sites: NodeJS.CallSite[]): string => {
-    let header: string;
+  const safely = (site: NodeJS.CallSite): NodeJS.CallSite => {
     try {
-      header = Error.prototype.toString.call(error);
+      return mapped(site);
     } catch {
-      header = "Error";
+      return site;
     }
-    return [header, ...sites.map((site) => `    at ${frame(site)}`)].join("\n");
   };
+
+  const before = Error.prepareStackTrace;
+  // Never throws: a stack that cannot be mapped is written as it would have been.
+  Error.prepareStackTrace = (error: Error, sites: NodeJS.CallSite[]): unknown => {
+    const frames = sites.map(safely);
+    if (before) {
+      try {
+        return before(error, frames);
+      } catch {
+        // Written here instead, as V8 would.
+      }
+    }
+    return [headerOf(error), ...frames.map((frame) => `    at ${describe(frame)}`)].join("\n");
+  };
+};
+
+const describe = (frame: NodeJS.CallSite): string => {
+  try {
+    return String(frame);
+  } catch {
+    return "<unknown>";
+  }
 };

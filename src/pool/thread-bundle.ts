@@ -4,7 +4,14 @@ import { mkdir, readdir, readFile, stat, unlink, utimes } from "node:fs/promises
 import { basename, dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { build, type Loader, type OutputFile, type Plugin, version as esbuildVersion } from "esbuild";
-import { BuildInputs, builtAlready, digest, replaceFile, writeRecord } from "./bundle-record.js";
+import {
+  BuildInputs,
+  builtAlready,
+  digest,
+  fileSystemNow,
+  replaceFile,
+  writeRecord,
+} from "./bundle-record.js";
 import { type RawSourceMap, withoutSources } from "./source-map.js";
 
 /** A bundle no pool has started from for this long is deleted when the next one is built. */
@@ -226,7 +233,7 @@ export const bundleThreadCode = async (registryUrl: string, options: { cacheDir?
     await touch([built, `${built}.map`, recordPath]);
     return pathToFileURL(built).href;
   }
-  const inputs = new BuildInputs();
+  const inputs = new BuildInputs(await fileSystemNow(outdir));
   const bundled = new BundledPackages();
   // The metafile names inputs relative to it.
   const workingDir = process.cwd();

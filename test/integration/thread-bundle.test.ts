@@ -17,6 +17,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { bundleExecArgv, JobPool } from "../../src/pool/pool.js";
 import { JobFailure } from "../../src/queue/failures.js";
+import { builtAlready } from "../../src/pool/bundle-record.js";
 import { bundleThreadCode } from "../../src/pool/thread-bundle.js";
 import { CLI } from "../support/processes.js";
 
@@ -157,6 +158,34 @@ describe("thread bundle", () => {
     const second = await bundleThreadCode(registryUrl, { cacheDir });
     expect(second).not.toBe(first);
     expect(readFileSync(fileURLToPath(second), "utf8")).toContain("howdy");
+  });
+
+  it("builds again after a file esbuild read itself changed while the build ran", async () => {
+    const dir = scratch();
+    const cacheDir = join(dir, "cache");
+    const jobs = join(dir, "jobs.mjs");
+    const data = join(dir, "data.json");
+    writeFileSync(data, '{ "greeting": "hello" }\n');
+    writeFileSync(
+      jobs,
+      "import data from './data.json' with { type: 'json' };\nexport default { kinds: {}, data };\n",
+    );
+    // Its times say it changed after the build began: what esbuild read of it may be older than
+    // what the record would hash after the build.
+    const later = new Date(Date.now() + 60_000);
+    utimesSync(data, later, later);
+    const registryUrl = pathToFileURL(jobs).href;
+    await bundleThreadCode(registryUrl, { cacheDir });
+    const recordPath = join(
+      cacheDir,
+      readdirSync(cacheDir).find((name) => name.endsWith(".json"))!,
+    );
+    const { inputs } = JSON.parse(readFileSync(recordPath, "utf8")) as {
+      inputs: Record<string, { digest: string; stat?: string }>;
+    };
+    expect(inputs[data]).toEqual({ digest: "changed during the build" });
+    expect(inputs[jobs]?.digest).toMatch(/^[0-9a-f]{40}$/);
+    expect(await builtAlready(recordPath)).toBeUndefined();
   });
 
   it("records the files a bundled package's dependencies and the project's settings come from", async () => {
