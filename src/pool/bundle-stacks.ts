@@ -31,7 +31,7 @@ const headerOf = (error: unknown): string => {
 
 /** A map's sources, which esbuild lists as URLs relative to the map (percent-encoded), as paths. */
 const sourcePaths = (map: RawSourceMap, mapUrl: string): string[] => {
-  const root = new URL(map.sourceRoot ? `${map.sourceRoot.replace(/\/?$/, "/")}` : "./", mapUrl);
+  const root = new URL(map.sourceRoot ? map.sourceRoot.replace(/\/?$/, "/") : "./", mapUrl);
   return map.sources.map((source) => {
     const url = new URL(source, root);
     return url.protocol === "file:" ? fileURLToPath(url) : url.href;
