@@ -3,7 +3,7 @@ import { Effect } from "effect";
 import { LazyAbort } from "../jobs/lazy-abort.js";
 import { throttleProgress } from "../jobs/throttle-progress.js";
 import type { LogLevel, Progress } from "../jobs/definition.js";
-import { JobFailure, JobPostponed } from "../queue/failures.js";
+import { describeFailure, JobFailure, JobPostponed } from "../queue/failures.js";
 import { type ClaimedJob, Queue } from "../queue/queue.js";
 import { type JobContext, Worker, type WorkerEvent } from "../queue/worker.js";
 import { connectRedis, type RedisClient } from "../redis/connection.js";
@@ -86,6 +86,11 @@ export class ThreadHosting {
     return ticket;
   }
 
+  /** A ticket nobody waits on any more: its answer, if one comes, is dropped. */
+  forget(ticket: number): void {
+    this.waiting.delete(ticket);
+  }
+
   post(message: FromThread): void {
     this.port.postMessage(message);
   }
@@ -128,6 +133,13 @@ interface HostedRequest extends JobRequest {
   readonly guarded: Guarded;
 }
 
+/** What a job waiting at the gate hears when its group's stop has given it up. */
+const GIVEN_UP: GateVerdict = {
+  type: "fail",
+  kind: "transient",
+  message: "its group stopped while it waited at the gate",
+};
+
 /**
  * How often a group's running jobs are checked against their timeout and abort grace: one timer
  * for all of them, where a timer and an abort listener per job cost more than a no-op job. A
@@ -165,6 +177,10 @@ class HostedWorker implements JobLines {
   private completedCount = 0;
   private flushing = false;
   private stopped: Promise<number> | undefined;
+  /** Jobs waiting at the gate, by ticket: a stop that gives them up answers them itself. */
+  private readonly asking = new Map<number, (verdict: GateVerdict) => void>();
+  /** The stop is over: the main thread no longer hears this group, so nothing is asked of it. */
+  private closed = false;
 
   constructor(
     private readonly spec: HostSpec,
@@ -199,6 +215,14 @@ class HostedWorker implements JobLines {
   /** Drains (see Worker.stop); resolves with how many jobs were abandoned. */
   stop(timeoutMs: number): Promise<number> {
     this.stopped ??= this.worker.stop({ timeoutMs }).then(({ abandoned }) => {
+      // The jobs still at the gate were given up by the stop: they must not start when an answer
+      // comes after all (the reclaimer gives them out again elsewhere).
+      this.closed = true;
+      for (const [ticket, resolve] of this.asking) {
+        this.host.forget(ticket);
+        resolve(GIVEN_UP);
+      }
+      this.asking.clear();
       for (const timer of this.timers) clearInterval(timer);
       this.flush();
       this.sendCompleted();
@@ -248,14 +272,25 @@ class HostedWorker implements JobLines {
 
   private async handle(job: ClaimedJob, context: JobContext): Promise<string | undefined> {
     const { gated } = this.spec;
+    const abort = LazyAbort.of(context);
     if (gated) {
       const verdict = await this.ask({ step: "start", job: withoutData(job) });
+      // Aborted while it waited (a stop, a cancel, a lost lease): it does not start. Where the
+      // main thread let it through, it hears that it did not run (its spans end), and the engine
+      // hears the abort (a stop gives the job back, a cancel records it).
+      if (abort.aborted) {
+        if (verdict.type === "run") {
+          const outcome = { ok: false, kind: "transient", message: describeFailure(abort.reason) } as const;
+          await this.ask({ step: "ran", job: withoutData(job), outcome, seconds: 0 });
+        }
+        throw abort.reason;
+      }
       if (verdict.type === "skip") return skipResult(verdict.reason);
       if (verdict.type === "postpone") throw new JobPostponed(verdict.delayMs, verdict.message);
       if (verdict.type === "fail") throw new JobFailure(verdict.kind, verdict.message);
     }
     const started = performance.now();
-    const outcome = await this.runGuarded(job, LazyAbort.of(context));
+    const outcome = await this.runGuarded(job, abort);
     const seconds = (performance.now() - started) / 1000;
     // The main thread records the result (the ledger) before Redis hears of it, as it does for a
     // job it sent.
@@ -335,8 +370,14 @@ class HostedWorker implements JobLines {
   }
 
   private ask(request: GateRequest extends infer R ? (R extends R ? Omit<R, "ticket"> : never) : never) {
+    if (this.closed) return Promise.resolve(GIVEN_UP);
     return new Promise<GateVerdict>((resolve) => {
-      this.requests.push({ ...request, ticket: this.host.ticket(resolve) } as GateRequest);
+      const ticket = this.host.ticket((verdict) => {
+        this.asking.delete(ticket);
+        resolve(verdict);
+      });
+      this.asking.set(ticket, resolve);
+      this.requests.push({ ...request, ticket } as GateRequest);
       this.scheduleFlush();
     });
   }

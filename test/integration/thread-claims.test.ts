@@ -1,3 +1,7 @@
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { PRIORITIES, type Priority } from "../../src/domain/priority.js";
 import type { HostListener } from "../../src/pool/hosted-group.js";
@@ -215,6 +219,76 @@ describe("worker groups claimed for in the pool's threads", () => {
         .sort(),
     ).toEqual([runs.id, skipped!.id].sort());
     expect(heard.events.find((e) => e.type === "completed")).toMatchObject({ job: { data: "" } });
+  });
+
+  describe("a job aborted while it waits at the gate does not start", () => {
+    /** The jobs that started in a thread: the test registry's scope writes `open <id>` as it opens. */
+    const started = () => {
+      const file = process.env.RT_TEST_LOG!;
+      return existsSync(file)
+        ? readFileSync(file, "utf8")
+            .split("\n")
+            .filter((l) => l.startsWith("open "))
+        : [];
+    };
+    const saved = process.env.RT_TEST_LOG;
+    afterEach(() => {
+      process.env.RT_TEST_LOG = saved;
+    });
+
+    /** A gated group whose start gate answers only when the test says. */
+    const heldAtTheGate = async () => {
+      // The threads take the environment as it is when they start.
+      process.env.RT_TEST_LOG = join(mkdtempSync(join(tmpdir(), "rt-gate-")), "log");
+      let release: (verdict: GateVerdict) => void = () => {};
+      const { heard, listener } = recorder((request) =>
+        request.step === "start"
+          ? new Promise<GateVerdict>((resolve) => (release = resolve))
+          : Promise.resolve({ type: "run" }),
+      );
+      const hosted = await host(listener, { gated: true, concurrency: 1 });
+      const job = testJob("sleep", { ms: 1 });
+      await run(hosted.queue.enqueue(job));
+      await eventually(() => heard.gated.includes(`start ${job.id}`), 10_000, "the job at the gate");
+      return { ...hosted, heard, job, release: (verdict: GateVerdict) => release(verdict) };
+    };
+
+    it("let through after the stop's abort, before it gave up: given back to the queue, and the main thread hears it did not run", async () => {
+      const { group, heard, job, state, release } = await heldAtTheGate();
+      // The stop waits 300 ms for running jobs, then aborts them and waits a little more.
+      const stopping = group.stop({ timeoutMs: 300 });
+      await sleep(800);
+      release({ type: "run" });
+      // Counted as the engine counts it: still running when the wait ran out, then it settled.
+      expect(await stopping).toEqual({ abandoned: 1 });
+      expect(await state(job.id)).toBe("queued");
+      expect(heard.events.map((e) => e.type)).toContain("released");
+      expect(heard.gated).toEqual([`start ${job.id}`, `ran ${job.id}`]);
+      expect(started()).toEqual([]);
+    });
+
+    it("cancelled while it waits: recorded cancelled when let through, its code not run", async () => {
+      const { queue, group, heard, job, state, release } = await heldAtTheGate();
+      await eventually(() => group.runningIds.includes(job.id), 5_000, "the job in the thread's status");
+      // As the dispatcher does on the events channel: the queue records the cancel, the group aborts.
+      await run(queue.cancel(job.id));
+      expect(group.cancelRunning(job.id, 1)).toBe(true);
+      await sleep(300);
+      release({ type: "run" });
+      await eventually(async () => (await state(job.id)) === "cancelled", 10_000, "the cancel");
+      expect(heard.gated).toEqual([`start ${job.id}`, `ran ${job.id}`]);
+      expect(started()).toEqual([]);
+    });
+
+    it("let through after the stop gave it up: its code never runs there", async () => {
+      const { group, job, state, release } = await heldAtTheGate();
+      expect(await group.stop({ timeoutMs: 300 })).toEqual({ abandoned: 1 });
+      release({ type: "run" });
+      await sleep(500);
+      expect(started()).toEqual([]);
+      // It waits in Redis for the reclaimer, as any job a stop abandons.
+      expect(await state(job.id)).toBe("running");
+    });
   });
 
   it("reports a thread that cannot claim for the group, for its dispatcher to fail with", async () => {
