@@ -62,6 +62,13 @@ const setUp = (listener: Partial<HostListener> = {}) => {
 
 const tick = () => new Promise((resolve) => setImmediate(resolve));
 
+/** A thread's gate message: these jobs, numbered from 1, ask to start. */
+const starting = (...ids: string[]) => ({
+  type: "gate" as const,
+  group: "all",
+  requests: ids.map((id, i) => ({ ticket: i + 1, step: "start" as const, job: job(id) })),
+});
+
 describe("a group claimed for in the threads, as the main thread keeps it", () => {
   afterEach(() => {
     vi.useRealTimers();
@@ -93,19 +100,8 @@ describe("a group claimed for in the threads, as the main thread keeps it", () =
   it("hands over the jobs a dead thread had let through the gate and not yet ended", async () => {
     const lost: string[][] = [];
     const { group } = setUp({ lost: (jobs) => lost.push(jobs.map((j) => j.id)) });
-    group.hear(0, {
-      type: "gate",
-      group: "all",
-      requests: [
-        { ticket: 1, step: "start", job: job("ran") },
-        { ticket: 2, step: "start", job: job("running") },
-      ],
-    });
-    group.hear(1, {
-      type: "gate",
-      group: "all",
-      requests: [{ ticket: 1, step: "start", job: job("other") }],
-    });
+    group.hear(0, starting("ran", "running"));
+    group.hear(1, starting("other"));
     await tick();
     const ran = {
       ticket: 3,
@@ -130,14 +126,7 @@ describe("a group claimed for in the threads, as the main thread keeps it", () =
       gate: () => new Promise((resolve) => answers.push(resolve)),
       lost: (jobs) => lost.push(...jobs.map((j) => j.id)),
     });
-    group.hear(0, {
-      type: "gate",
-      group: "all",
-      requests: [
-        { ticket: 1, step: "start", job: job("late") },
-        { ticket: 2, step: "start", job: job("skipped") },
-      ],
-    });
+    group.hear(0, starting("late", "skipped"));
     await tick();
     group.detach(0);
     lost.length = 0;
