@@ -6,7 +6,7 @@ import { describeFailure, failureKindOf, JobPostponed } from "../src/queue/failu
 import { isLedgerUnreachable, LedgerOutage } from "../src/tasks/ledger-outage.js";
 import type { TaskLedger } from "../src/tasks/ledger.js";
 import { isSkip, skipResult } from "../src/tasks/skip.js";
-import type { ClaimedJob } from "../src/queue/queue.js";
+import { attemptKey, type ClaimedJob } from "../src/queue/queue.js";
 import { type ClaimingWorker, type JobContext, Worker, type WorkerEvent } from "../src/queue/worker.js";
 import { HostedGroup, type HostListener } from "../src/pool/hosted-group.js";
 import type { GateVerdict, ThreadOutcome } from "../src/pool/protocol.js";
@@ -71,7 +71,6 @@ export const dispatcher = (ctx: RuntimeContext, group: WorkerGroup): ChildSpec =
     };
 
     const runSpans = new Map<string, Span>();
-    const attemptKey = (job: ClaimedJob) => `${job.id}#${job.attempt}`;
     /**
      * Before a job runs, wherever it runs: its ledger row moves to running (or the job is not
      * run: the reason comes back), its spans start, its debug line. Throws to postpone or fail it.

@@ -2,7 +2,7 @@ import { type Context, type Span, trace } from "@opentelemetry/api";
 import { Effect } from "effect";
 import type { LogLevel } from "../src/jobs/definition.js";
 import { logAtLevel } from "../src/log.js";
-import type { ClaimedJob } from "../src/queue/queue.js";
+import { attemptKey, type ClaimedJob } from "../src/queue/queue.js";
 import type { WorkerEvent } from "../src/queue/worker.js";
 import { contextFrom, endFailed, NO_SPAN, SpanKind, startSpan, tracingOn } from "../src/tracing.js";
 
@@ -34,10 +34,6 @@ interface OpenAttempt {
 export class AttemptSpans {
   private readonly open = new Map<string, OpenAttempt>();
 
-  private static key(job: ClaimedJob) {
-    return `${job.id}#${job.attempt}`;
-  }
-
   /**
    * Starts the attempt's `claim` span and its `run` span under it; returns the `run` span. With
    * tracing off, a span that records nothing, and nothing is kept.
@@ -59,7 +55,7 @@ export class AttemptSpans {
       parent,
     );
     const context = trace.setSpan(parent, claim);
-    this.open.set(AttemptSpans.key(job), { claim, context, ranUntil: undefined });
+    this.open.set(attemptKey(job), { claim, context, ranUntil: undefined });
     return startSpan(
       "ratatoskr run",
       { attributes: { "ratatoskr.task_id": job.id, "ratatoskr.attempt": job.attempt } },
@@ -69,14 +65,14 @@ export class AttemptSpans {
 
   ran(job: ClaimedJob): void {
     if (this.open.size === 0) return;
-    const attempt = this.open.get(AttemptSpans.key(job));
+    const attempt = this.open.get(attemptKey(job));
     if (attempt) attempt.ranUntil = Date.now();
   }
 
   /** Ends the attempt's spans with the queue's answer. */
   settle(event: WorkerEvent): void {
     if (this.open.size === 0 || !("job" in event) || event.type === "cancel-requested") return;
-    const key = AttemptSpans.key(event.job);
+    const key = attemptKey(event.job);
     const attempt = this.open.get(key);
     if (!attempt) return;
     this.open.delete(key);
@@ -101,7 +97,7 @@ export class AttemptSpans {
 
   /** Ends an attempt whose answer will not come here (its worker thread died): failed, with why. */
   lose(job: ClaimedJob, reason: string): void {
-    const key = AttemptSpans.key(job);
+    const key = attemptKey(job);
     const attempt = this.open.get(key);
     if (!attempt) return;
     this.open.delete(key);

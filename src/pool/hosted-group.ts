@@ -2,6 +2,7 @@ import type { Priority } from "../domain/priority.js";
 import type { LogLevel, Progress } from "../jobs/definition.js";
 import { describeFailure } from "../queue/failures.js";
 import type { ClaimingWorker } from "../queue/worker.js";
+import { attemptKey } from "../queue/queue.js";
 import type {
   FromThread,
   GateRequest,
@@ -63,7 +64,6 @@ interface ThreadShare {
   unhosted: ((abandoned: number) => void) | undefined;
 }
 
-const attemptKey = (job: HostedJob) => `${job.id}#${job.attempt}`;
 const THREAD_DIED = "its worker thread died";
 
 /**

@@ -108,6 +108,10 @@ export type BulkOutcome =
   | { readonly id: string; readonly outcome: "active"; readonly activeTaskId: string }
   | { readonly id: string; readonly outcome: "duplicate" };
 
+/** One attempt of a job, as the places that track attempts key it (an attempt's id, not its job's). */
+export const attemptKey = (attempt: { readonly id: string; readonly attempt: number }): string =>
+  `${attempt.id}#${attempt.attempt}`;
+
 export interface ClaimedJob {
   readonly id: string;
   /** The fencing token: every later transition of this run must carry it. */

@@ -5,7 +5,14 @@ import { Effect } from "effect";
 import type { Priority } from "../domain/priority.js";
 import { duplicateConnection, type RedisClient } from "../redis/connection.js";
 import { describeFailure, failureKindOf, JobPostponed, retryDelayMs } from "./failures.js";
-import type { Claim, ClaimedJob, CompleteOutcome, Completion, Queue } from "./queue.js";
+import {
+  attemptKey,
+  type Claim,
+  type ClaimedJob,
+  type CompleteOutcome,
+  type Completion,
+  type Queue,
+} from "./queue.js";
 
 export interface JobContext {
   /** Aborted when the job is cancelled, its lease is lost, or the worker is stopped by force. */
@@ -351,7 +358,7 @@ export class Worker implements ClaimingWorker {
     const entry: Running = { job, controller: new LazyAbort(), settled: false };
     // By attempt, not id: an attempt that lost its lease may still be winding down here when the
     // job's next attempt is claimed by this same worker.
-    const key = `${job.id}#${job.attempt}`;
+    const key = attemptKey(job);
     this.running.set(key, entry);
     this.executing++;
     this.execute(entry, key).then(

@@ -7,6 +7,7 @@ import { describeFailure, failureKindOf, retryDelayMs } from "../queue/failures.
 import { captionEnvelope } from "./caption-job.js";
 import type { DatabaseClaim, DatabaseQueue } from "./database-queue.js";
 import type { TaskLedger } from "./ledger.js";
+import { attemptKey } from "../queue/queue.js";
 
 interface Attempt {
   readonly id: string;
@@ -144,7 +145,7 @@ export class DatabaseRunner {
   }
 
   private startTask(claim: DatabaseClaim) {
-    const key = `${claim.id}#${claim.attempt}`;
+    const key = attemptKey(claim);
     const entry = { claim, controller: new AbortController() };
     this.running.set(key, entry);
     this.emit({ type: "started", id: claim.id, attempt: claim.attempt, priority: claim.priority });
