@@ -4,6 +4,7 @@ import { Effect } from "effect";
 import { loadConfig } from "../../config/schema.js";
 import { isPriority, type Priority } from "../domain/priority.js";
 import { bundleThreadCode } from "../pool/thread-bundle.js";
+import { writeCodeCache } from "../pool/code-cache.js";
 import { QueueAdmin } from "../queue/admin.js";
 import { jobsModuleUrl } from "../runtime.js";
 import { WorkerRegistry } from "../queue/workers.js";
@@ -29,7 +30,8 @@ const USAGE = `ratatoskr <command>
                                 a worker process: dispatchers, thread pool, background actors
   db migrate | db status        apply / list the database ledger's migrations
   threads bundle                build the worker threads' code for RT_JOBS_MODULE now, as every
-                                start does (for an install the service may not write to)
+                                start does, and its code cache (for an install the service may
+                                not write to)
   users create <name> --role admin|moderator|reviewer|viewer [--email E]
                                 a user; prints its API token (shown once)
   platforms add --user <name> --type mastodon|pixelfed --url <instance url> --token <access token>
@@ -129,8 +131,19 @@ export const main = async (argv: string[]): Promise<number> => {
       return runDb(sub, print);
     case "threads": {
       if (sub !== "bundle") throw new UsageError(`unknown threads command ${JSON.stringify(sub ?? "")}`);
-      const registry = jobsModuleUrl(loadConfig());
-      print(`worker threads' code for ${registry}: ${fileURLToPath(await bundleThreadCode(registry))}`);
+      const config = loadConfig();
+      const registry = jobsModuleUrl(config);
+      const bundle = await bundleThreadCode(registry);
+      print(`worker threads' code for ${registry}: ${fileURLToPath(bundle)}`);
+      const cache = await writeCodeCache(registry, bundle, {
+        hosting: config.RT_CLAIM_IN === "threads",
+        heapMb: config.RT_THREAD_HEAP_MB,
+      });
+      print(
+        cache === undefined
+          ? "no code cache: the threads compile it as they load it"
+          : `its code cache: ${cache}`,
+      );
       return 0;
     }
     case "users": {

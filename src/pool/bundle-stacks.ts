@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { bundleFiles, bundleModuleOf } from "./bundle-files.js";
 import { type RawSourceMap, SourceMapLookup } from "./source-map.js";
 
 /**
@@ -72,36 +73,44 @@ const frameAt = (site: NodeJS.CallSite, text: string, source: string, line: numb
  * measured every line of the 1.9 MB bundle, as the thread loaded it: 60-80 ms of each thread's
  * start, for the stack traces most threads never format. The frames, mapped, go on to the
  * formatter there was (Node's own, which writes its errors' codes, or a preload's); where the
- * process turned Node's source maps on itself (the thread inherits them), Node maps them.
+ * process turned Node's source maps on itself (the thread inherits them), Node maps a module's
+ * frames, and this a script's (bundle-script.ts), which Node does not.
  */
 export const mapBundleStacks = (bundleUrl: string): void => {
-  if (process.sourceMapsEnabled) return;
-  const bundlePath = fileURLToPath(bundleUrl);
-  let lookup: SourceMapLookup | null | undefined;
-  const lookupOf = (): SourceMapLookup | null => {
+  const loaded = fileURLToPath(bundleUrl);
+  const files = bundleFiles(bundleModuleOf(loaded));
+  // Node maps an ES module's frames itself, where its source maps are on; not a script's.
+  if (process.sourceMapsEnabled && loaded === files.module) return;
+  // The module's frames name its URL; the script's (bundle-script.ts), its path. Each has a map.
+  const mapOf = new Map([
+    [pathToFileURL(files.module).href, files.map],
+    [files.module, files.map],
+    [files.script, files.scriptMap],
+  ]);
+  const lookups = new Map<string, SourceMapLookup | null>();
+  const lookupOf = (mapPath: string): SourceMapLookup | null => {
+    let lookup = lookups.get(mapPath);
     if (lookup === undefined) {
       try {
-        const map = JSON.parse(readFileSync(`${bundlePath}.map`, "utf8")) as RawSourceMap;
-        lookup = new SourceMapLookup({
-          ...map,
-          sources: sourcePaths(map, pathToFileURL(`${bundlePath}.map`).href),
-        });
+        const map = JSON.parse(readFileSync(mapPath, "utf8")) as RawSourceMap;
+        lookup = new SourceMapLookup({ ...map, sources: sourcePaths(map, pathToFileURL(mapPath).href) });
       } catch {
         // No map, or not one: frames name the bundle's lines, as they would with no map at all.
         lookup = null;
       }
+      lookups.set(mapPath, lookup);
     }
     return lookup;
   };
 
   const mapped = (site: NodeJS.CallSite): NodeJS.CallSite => {
     const file = site.getFileName();
-    // An ES module's frames name its URL; code run by other loaders may name its path.
-    if (file !== bundleUrl && file !== bundlePath) return site;
+    const mapPath = file === null || file === undefined ? undefined : mapOf.get(file);
+    if (mapPath === undefined) return site;
     const line = site.getLineNumber();
     const column = site.getColumnNumber();
     if (line === null || column === null) return site;
-    const original = lookupOf()?.find(line - 1, column - 1);
+    const original = lookupOf(mapPath)?.find(line - 1, column - 1);
     if (!original) return site;
     const [sourceLine, sourceColumn] = [original.line + 1, original.column + 1];
     // A function, not a string: `$&` and the like in a path are not patterns.

@@ -1,7 +1,7 @@
 /**
- * Source maps (version 3) with some of their sources taken out. A thread with source maps on
- * parses its bundle's whole map as it loads it; the mappings into a bundled package are most of
- * that map and name no code of the application's.
+ * Source maps (version 3) with some of their sources taken out, and maps composed. A thread
+ * parses its bundle's map at the first stack it maps; the mappings into a bundled package are
+ * most of that map and name no code of the application's.
  */
 
 export interface RawSourceMap {
@@ -63,20 +63,26 @@ class Renumbering {
   }
 }
 
+/** Where a mapped segment points: a source (by number), line and column, and maybe a name. */
+interface Target {
+  readonly source: number;
+  readonly line: number;
+  readonly column: number;
+  readonly name?: number;
+}
+
 /**
- * The map without the mappings into the sources `drop` names. Where dropped code begins on a
- * line, the line gets a segment that maps to nothing, so that a position in that code is not
- * taken for the code mapped before it: a stack frame there names the generated file's own line.
+ * The mappings with each mapped segment pointed where `to` says. Where it says nowhere, the
+ * code maps to nothing: the line gets a segment that maps to nothing where that code begins, so
+ * that a position in it is not taken for the code mapped before it (a stack frame there names
+ * the generated file's own line).
  */
-export const withoutSources = (map: RawSourceMap, drop: (source: string) => boolean): RawSourceMap => {
-  const dropped = map.sources.map(drop);
-  const sources = new Renumbering();
-  const names = new Renumbering();
+const remapped = (mappings: string, to: (read: Target) => Target | undefined): string => {
   // Fields are relative to the segment before: absolute values as read, and as written.
   const read = { source: 0, line: 0, column: 0, name: 0 };
   const written = { source: 0, line: 0, column: 0, name: 0 };
   let lastLineEndsUnmapped = false;
-  const lines = map.mappings.split(";").map((lineText) => {
+  const lines = mappings.split(";").map((lineText) => {
     const segments: string[] = [];
     let readColumn = 0;
     let writtenColumn = 0;
@@ -85,14 +91,16 @@ export const withoutSources = (map: RawSourceMap, drop: (source: string) => bool
       if (segmentText === "") continue;
       const fields = decodeSegment(segmentText);
       readColumn += fields[0]!;
-      const mapped = fields.length >= 4;
-      if (mapped) {
+      let target: Target | undefined;
+      if (fields.length >= 4) {
         read.source += fields[1]!;
         read.line += fields[2]!;
         read.column += fields[3]!;
         if (fields.length === 5) read.name += fields[4]!;
+        const { source, line, column, name } = read;
+        target = to(fields.length === 5 ? { source, line, column, name } : { source, line, column });
       }
-      if (!mapped || dropped[read.source]) {
+      if (target === undefined) {
         if (!unmapped) {
           segments.push(encodeField(readColumn - writtenColumn));
           writtenColumn = readColumn;
@@ -101,20 +109,18 @@ export const withoutSources = (map: RawSourceMap, drop: (source: string) => bool
         continue;
       }
       unmapped = false;
-      const source = sources.number(read.source);
       let text =
         encodeField(readColumn - writtenColumn) +
-        encodeField(source - written.source) +
-        encodeField(read.line - written.line) +
-        encodeField(read.column - written.column);
+        encodeField(target.source - written.source) +
+        encodeField(target.line - written.line) +
+        encodeField(target.column - written.column);
       writtenColumn = readColumn;
-      written.source = source;
-      written.line = read.line;
-      written.column = read.column;
-      if (fields.length === 5) {
-        const name = names.number(read.name);
-        text += encodeField(name - written.name);
-        written.name = name;
+      written.source = target.source;
+      written.line = target.line;
+      written.column = target.column;
+      if (target.name !== undefined) {
+        text += encodeField(target.name - written.name);
+        written.name = target.name;
       }
       segments.push(text);
     }
@@ -123,7 +129,24 @@ export const withoutSources = (map: RawSourceMap, drop: (source: string) => bool
   });
   // Node 20 reads a one-field segment that ends the mappings as if it carried the fields of the
   // segment before it: an empty line after it makes it end a line, read as it should be.
-  const mappings = lines.join(";") + (lastLineEndsUnmapped ? ";" : "");
+  return lines.join(";") + (lastLineEndsUnmapped ? ";" : "");
+};
+
+/** The map without the mappings into the sources `drop` names. */
+export const withoutSources = (map: RawSourceMap, drop: (source: string) => boolean): RawSourceMap => {
+  const dropped = map.sources.map(drop);
+  const sources = new Renumbering();
+  const names = new Renumbering();
+  const mappings = remapped(map.mappings, ({ source, line, column, name }) =>
+    dropped[source]
+      ? undefined
+      : {
+          source: sources.number(source),
+          line,
+          column,
+          ...(name === undefined ? {} : { name: names.number(name) }),
+        },
+  );
   // Only the fields this module knows: any other (an ignore list) would number the old sources.
   const { version, file, sourceRoot, sourcesContent } = map;
   return {
@@ -197,3 +220,31 @@ export class SourceMapLookup {
     return this.decoded[line] ?? [];
   }
 }
+
+/**
+ * The map of code made from generated code: `outer` maps it to the generated code, `inner` the
+ * generated code to its sources; the result maps it to those sources, where both map it (and
+ * to nothing elsewhere). Names are left out.
+ */
+export const composeMaps = (outer: RawSourceMap, inner: RawSourceMap): RawSourceMap => {
+  const lookup = new SourceMapLookup(inner);
+  const innerSource = new Map(inner.sources.map((source, i) => [source, i]));
+  const sources = new Renumbering();
+  const mappings = remapped(outer.mappings, ({ line, column }) => {
+    const found = lookup.find(line, column);
+    return (
+      found && {
+        source: sources.number(innerSource.get(found.source)!),
+        line: found.line,
+        column: found.column,
+      }
+    );
+  });
+  return {
+    version: 3,
+    ...(inner.sourceRoot === undefined ? {} : { sourceRoot: inner.sourceRoot }),
+    sources: sources.kept.map((old) => inner.sources[old]!),
+    names: [],
+    mappings,
+  };
+};

@@ -12,12 +12,22 @@ import {
   replaceFile,
   writeRecord,
 } from "./bundle-record.js";
-import { type RawSourceMap, withoutSources } from "./source-map.js";
+import { bundleFiles, bundleModuleOf } from "./bundle-files.js";
+import { scriptOfBundle, startModule } from "./bundle-script.js";
+import { composeMaps, type RawSourceMap, withoutSources } from "./source-map.js";
 
 /** A bundle no pool has started from for this long is deleted when the next one is built. */
 const PRUNE_AFTER_MS = 30 * 86_400_000;
 
 const THREAD_MODULE = fileURLToPath(new URL("./thread.ts", import.meta.url));
+/**
+ * A bundled CommonJS package (ioredis) requires Node's builtins: an ES module has no `require`
+ * of its own.
+ */
+const BANNER =
+  'import { createRequire as __threadRequire } from "node:module"; const require = __threadRequire(import.meta.url);';
+/** What a bundle's start module calls to run its script (plain JavaScript, as thread-entry.js). */
+const SCRIPT_LOADER = new URL("./thread-script.js", import.meta.url).href;
 /** The name esbuild gives the generated entry (it is no file). */
 const ENTRY_NAME = "thread-bundle-entry.js";
 
@@ -179,22 +189,37 @@ const pruneOld = async (dir: string, keep: ReadonlySet<string>) => {
  * parses the whole map as it loads the bundle (the map of a bundle with `effect` took a thread
  * 80-100 ms). A stack frame in a package's code names the bundle's line instead.
  */
-const mapOfOwnCode = (file: OutputFile, outdir: string, bundled: BundledPackages): Uint8Array => {
-  const map = JSON.parse(file.text) as RawSourceMap;
-  const trimmed = withoutSources(map, (source) => bundled.holds(resolve(outdir, source)));
-  return Buffer.from(JSON.stringify(trimmed));
-};
+const mapOfOwnCode = (file: OutputFile, outdir: string, bundled: BundledPackages): RawSourceMap =>
+  withoutSources(JSON.parse(file.text) as RawSourceMap, (source) => bundled.holds(resolve(outdir, source)));
 
 // The text of the modules that build bundles is part of every record's name: a change to how
 // bundles are built makes every bundle built before it stale.
-const BUILDER = ["./thread-bundle", "./bundle-record", "./source-map"]
-  .map((module) =>
-    readFileSync(fileURLToPath(new URL(`${module}${extname(import.meta.url)}`, import.meta.url)), "utf8"),
-  )
+const BUILDER = [
+  ...["./thread-bundle", "./bundle-record", "./source-map", "./bundle-script", "./bundle-files"].map(
+    (module) => `${module}${extname(import.meta.url)}`,
+  ),
+  "./thread-script.js",
+]
+  .map((module) => readFileSync(fileURLToPath(new URL(module, import.meta.url)), "utf8"))
   .join("\0");
 
 const recordName = (entry: string) =>
   `thread-build-${digest([BUILDER, esbuildVersion, entry].join("\0")).slice(0, 16)}.json`;
+
+/**
+ * The bundle as a script as well, where it can be one (bundle-script.ts), and the module that
+ * runs it, written after it: the path threads load, that module or else the bundle's own.
+ */
+const writeScript = async (code: OutputFile, map: RawSourceMap): Promise<string> => {
+  const made = await scriptOfBundle(code.text, BANNER);
+  if (!made) return code.path;
+  const files = bundleFiles(code.path);
+  const script = { name: basename(files.script), digest: digest(made.script) };
+  await writeIfChanged(files.scriptMap, Buffer.from(JSON.stringify(composeMaps(made.map, map))));
+  await writeIfChanged(files.script, Buffer.from(made.script));
+  await writeIfChanged(files.start, Buffer.from(startModule(made, script, SCRIPT_LOADER)));
+  return files.start;
+};
 
 /** Marks files as used (pruning goes by age); where the directory is read-only, it cannot. */
 const touch = async (paths: readonly string[]) => {
@@ -229,8 +254,10 @@ export const bundleThreadCode = async (registryUrl: string, options: { cacheDir?
   ].join("\n");
   const recordPath = join(outdir, recordName(entry));
   const built = await builtAlready(recordPath);
-  if (built) {
-    await touch([built, `${built}.map`, recordPath]);
+  const builtFiles = built === undefined ? undefined : bundleFiles(bundleModuleOf(built));
+  // A start module runs the script beside it: without it, built again.
+  if (built && builtFiles && (built === builtFiles.module || existsSync(builtFiles.script))) {
+    await touch([...Object.values(builtFiles), recordPath]);
     return pathToFileURL(built).href;
   }
   const inputs = new BuildInputs(await fileSystemNow(outdir));
@@ -245,12 +272,8 @@ export const bundleThreadCode = async (registryUrl: string, options: { cacheDir?
     platform: "node",
     target: "node20",
     keepNames: true,
-    // A bundled CommonJS package (ioredis) requires Node's builtins: an ES module has no
-    // `require` of its own.
-    banner: {
-      js: 'import { createRequire as __threadRequire } from "node:module"; const require = __threadRequire(import.meta.url);',
-    },
-    // Stack traces from a job name its source lines (the pool turns source maps on).
+    banner: { js: BANNER },
+    // Stack traces from a job name its source lines (bundle-stacks.ts maps them).
     sourcemap: "linked",
     sourcesContent: false,
     outdir,
@@ -265,17 +288,14 @@ export const bundleThreadCode = async (registryUrl: string, options: { cacheDir?
     metafile: true,
     plugins: [otherPackagesExternal(bundled), ownImportMeta(inputs)],
   });
-  // The map first: a thread that finds the code finds its map.
-  for (const file of [...result.outputFiles].sort(
-    (a, b) => Number(b.path.endsWith(".map")) - Number(a.path.endsWith(".map")),
-  )) {
-    await writeIfChanged(
-      file.path,
-      file.path.endsWith(".map") ? mapOfOwnCode(file, outdir, bundled) : file.contents,
-    );
-  }
   const code = result.outputFiles.find((f) => f.path.endsWith(".mjs"));
-  if (!code) throw new Error("esbuild wrote no code for the thread bundle");
+  const mapFile = result.outputFiles.find((f) => f.path.endsWith(".map"));
+  if (!code || !mapFile) throw new Error("esbuild wrote no code for the thread bundle");
+  const map = mapOfOwnCode(mapFile, outdir, bundled);
+  // The map first: a thread that finds the code finds its map.
+  await writeIfChanged(mapFile.path, Buffer.from(JSON.stringify(map)));
+  await writeIfChanged(code.path, code.contents);
+  const loaded = await writeScript(code, map);
   // esbuild names the entry as if it were a file in its resolve directory; its text is in the
   // record's name.
   const entryPath = join(dirname(registryPath), ENTRY_NAME);
@@ -283,7 +303,8 @@ export const bundleThreadCode = async (registryUrl: string, options: { cacheDir?
     .map((input) => resolve(workingDir, input))
     .filter((path) => path !== entryPath);
   const recorded = await inputs.all(files).catch(() => undefined);
-  if (recorded) await writeRecord(recordPath, { bundle: basename(code.path), inputs: recorded });
-  await pruneOld(outdir, new Set([...result.outputFiles.map((f) => basename(f.path)), basename(recordPath)]));
-  return pathToFileURL(code.path).href;
+  if (recorded) await writeRecord(recordPath, { bundle: basename(loaded), inputs: recorded });
+  const kept = Object.values(bundleFiles(code.path)).map((path) => basename(path));
+  await pruneOld(outdir, new Set([...kept, basename(recordPath)]));
+  return pathToFileURL(loaded).href;
 };

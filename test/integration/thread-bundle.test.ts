@@ -17,12 +17,15 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
 import { bundleExecArgv, JobPool } from "../../src/pool/pool.js";
 import { JobFailure } from "../../src/queue/failures.js";
+import { bundleFiles, bundleModuleOf } from "../../src/pool/bundle-files.js";
 import { builtAlready } from "../../src/pool/bundle-record.js";
 import { bundleThreadCode } from "../../src/pool/thread-bundle.js";
 import { CLI } from "../support/processes.js";
 
 const registry = new URL("../support/jobs.ts", import.meta.url).href;
 const scratch = () => mkdtempSync(join(tmpdir(), "rt-bundle-"));
+/** The bundle's code, in its ES module, from the URL a build returns (the module its threads load). */
+const codeOf = (url: string) => readFileSync(bundleModuleOf(fileURLToPath(url)), "utf8");
 
 /** A registry of two files in a directory of its own, and a cache directory beside them. */
 const twoFileRegistry = () => {
@@ -37,9 +40,11 @@ const twoFileRegistry = () => {
 describe("thread bundle", () => {
   it("is kept under the node_modules nearest the registry, named by its content", async () => {
     const url = await bundleThreadCode(registry);
-    const path = fileURLToPath(url);
     const root = fileURLToPath(new URL("../../", import.meta.url));
-    expect(dirname(path)).toBe(join(root, "node_modules", ".cache", "ratatoskr"));
+    // Threads load the module that runs the bundle as a script, beside the bundle's module.
+    expect(dirname(fileURLToPath(url))).toBe(join(root, "node_modules", ".cache", "ratatoskr"));
+    expect(basename(fileURLToPath(url))).toMatch(/^thread-[A-Z0-9]+\.start\.mjs$/);
+    const path = bundleModuleOf(fileURLToPath(url));
     expect(basename(path)).toMatch(/^thread-[A-Z0-9]+\.mjs$/);
     // The same sources give the same file: processes share it, nothing is rewritten.
     expect(await bundleThreadCode(registry)).toBe(url);
@@ -60,7 +65,7 @@ describe("thread bundle", () => {
 
   it("keeps every other package an import, resolved from where the registry's imports resolve", async () => {
     const url = await bundleThreadCode(new URL("../../src/jobs/index.ts", import.meta.url).href);
-    const code = readFileSync(fileURLToPath(url), "utf8");
+    const code = codeOf(url);
     expect(code).toMatch(/from "@mikro-orm\/core"/);
     expect(code).toMatch(/from "sharp"/);
     expect(code).not.toMatch(/from "effect/);
@@ -88,7 +93,7 @@ describe("thread bundle", () => {
 
     // A record is believed, not the build: pointed at another file, the next start loads that.
     const standIn = join(cacheDir, "thread-STANDIN.mjs");
-    writeFileSync(standIn, readFileSync(first));
+    writeFileSync(standIn, readFileSync(bundleModuleOf(first)));
     writeFileSync(recordPath, JSON.stringify({ ...record, bundle: basename(standIn) }));
     expect(fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }))).toBe(standIn);
 
@@ -97,15 +102,18 @@ describe("thread bundle", () => {
     const second = fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }));
     expect(second).not.toBe(first);
     expect(second).not.toBe(standIn);
-    expect(readFileSync(second, "utf8")).toContain("hello again");
+    expect(readFileSync(bundleModuleOf(second), "utf8")).toContain("hello again");
     expect((JSON.parse(readFileSync(recordPath, "utf8")) as { bundle: string }).bundle).toBe(
       basename(second),
     );
 
-    // A record whose bundle is gone, or that cannot be read, only means a build.
-    rmSync(second);
-    expect(fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }))).toBe(second);
-    expect(existsSync(second)).toBe(true);
+    // A record whose bundle is gone (the module threads load, or the script it runs), or that
+    // cannot be read, only means a build.
+    for (const gone of [second, bundleFiles(bundleModuleOf(second)).script]) {
+      rmSync(gone);
+      expect(fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }))).toBe(second);
+      expect(existsSync(gone)).toBe(true);
+    }
     for (const unusable of [
       "{ not json",
       "null",
@@ -157,7 +165,7 @@ describe("thread bundle", () => {
     expect([statSync(helper).size, statSync(helper).mtimeMs]).toEqual([Number(size), Number(mtimeMs)]);
     const second = await bundleThreadCode(registryUrl, { cacheDir });
     expect(second).not.toBe(first);
-    expect(readFileSync(fileURLToPath(second), "utf8")).toContain("howdy");
+    expect(codeOf(second)).toContain("howdy");
   });
 
   it("builds again after a file esbuild read itself changed while the build ran", async () => {
@@ -221,9 +229,10 @@ describe("thread bundle", () => {
       join(dir, "jobs.mjs"),
       "import { greeting } from '#helper';\nexport default { kinds: {}, greeting };\n",
     );
-    const path = fileURLToPath(
+    const loaded = fileURLToPath(
       await bundleThreadCode(pathToFileURL(join(dir, "jobs.mjs")).href, { cacheDir }),
     );
+    const path = bundleModuleOf(loaded);
     const code = readFileSync(path, "utf8");
     expect(code).toContain("from the helper");
     expect(code).not.toContain("#helper");
@@ -234,7 +243,7 @@ describe("thread bundle", () => {
       if (name.startsWith("thread-build-")) rmSync(join(cacheDir, name));
     expect(
       fileURLToPath(await bundleThreadCode(pathToFileURL(join(dir, "jobs.mjs")).href, { cacheDir })),
-    ).toBe(path);
+    ).toBe(loaded);
     expect(readFileSync(`${path}.map`, "utf8")).toBe(map);
   });
 
@@ -278,10 +287,10 @@ describe("thread bundle", () => {
       (name) => name.startsWith("thread-build-") && name !== basename(oldRecord),
     );
     expect(record).toMatch(/^thread-build-[0-9a-f]{16}\.json$/);
+    const { module, map, script, scriptMap, start } = bundleFiles(bundleModuleOf(fileURLToPath(url)));
     expect(readdirSync(cacheDir).sort()).toEqual(
       [
-        basename(fileURLToPath(url)),
-        `${basename(fileURLToPath(url))}.map`,
+        ...[module, map, script, scriptMap, start].map((path) => basename(path)),
         record,
         "notes.txt",
         "thread-RECENT.mjs",
@@ -315,17 +324,24 @@ describe.each(["tsx", "bundle"] as const)("a registry that throws as a thread lo
 });
 
 describe("ratatoskr threads bundle", () => {
-  it("builds the configured registry's bundle, as a start would, and names the file", async () => {
+  it("builds the configured registry's bundle, as a start would, and its code cache, and names them", async () => {
     const cli = (...args: string[]) =>
       spawnSync(process.execPath, [CLI, ...args], {
         encoding: "utf8",
         env: { ...process.env, RT_JOBS_MODULE: registry },
       });
+    const path = fileURLToPath(await bundleThreadCode(registry));
+    // And the code cache, which a thread of this V8 writes for threads that may not write it.
+    const { cache } = bundleFiles(bundleModuleOf(path));
+    rmSync(cache, { force: true });
     const made = cli("threads", "bundle");
     expect(made.stderr).toBe("");
     expect(made.status).toBe(0);
-    const path = fileURLToPath(await bundleThreadCode(registry));
-    expect(made.stdout.trim()).toBe(`worker threads' code for ${registry}: ${path}`);
+    expect(made.stdout.trim().split("\n")).toEqual([
+      `worker threads' code for ${registry}: ${path}`,
+      `its code cache: ${cache}`,
+    ]);
+    expect(readFileSync(cache).subarray(0, 41).toString()).toMatch(/^[0-9a-f]{40}\n$/);
     const wrong = cli("threads", "build");
     expect(wrong.status).toBe(2);
     expect(wrong.stderr).toMatch(/unknown threads command "build"/);

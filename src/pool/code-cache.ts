@@ -1,0 +1,37 @@
+import { existsSync, rmSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { bundleFiles, bundleModuleOf } from "./bundle-files.js";
+import { JobPool } from "./pool.js";
+
+/**
+ * Has one worker thread load the bundle, so that it writes V8's code cache of the bundle's script
+ * (thread-script.js writes it once the thread is warm), for an install the service's threads may
+ * not write to (`ratatoskr threads bundle`). A cache already there is made again: the V8 that
+ * runs this is the one the service will run. Returns the cache's path; undefined where the
+ * bundle runs as a module (it has no script) or no thread wrote one within `waitMs`.
+ */
+export const writeCodeCache = async (
+  registry: string,
+  bundle: string,
+  options: { hosting: boolean; heapMb?: number; waitMs?: number },
+): Promise<string | undefined> => {
+  const loaded = fileURLToPath(bundle);
+  const files = bundleFiles(bundleModuleOf(loaded));
+  if (loaded !== files.start) return undefined;
+  rmSync(files.cache, { force: true });
+  const pool = new JobPool({
+    registry,
+    bundle,
+    threads: 1,
+    hosting: options.hosting,
+    ...(options.heapMb === undefined ? {} : { heapMb: options.heapMb }),
+  });
+  try {
+    const deadline = Date.now() + (options.waitMs ?? 20_000);
+    while (!existsSync(files.cache) && Date.now() < deadline) await sleep(100);
+    return existsSync(files.cache) ? files.cache : undefined;
+  } finally {
+    await pool.close();
+  }
+};
