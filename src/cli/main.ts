@@ -135,10 +135,7 @@ export const main = async (argv: string[]): Promise<number> => {
       const registry = jobsModuleUrl(config);
       const bundle = await bundleThreadCode(registry);
       print(`worker threads' code for ${registry}: ${fileURLToPath(bundle)}`);
-      const cache = await writeCodeCache(registry, bundle, {
-        hosting: config.RT_CLAIM_IN === "threads",
-        heapMb: config.RT_THREAD_HEAP_MB,
-      });
+      const cache = await writeCodeCache(registry, bundle, { heapMb: config.RT_THREAD_HEAP_MB });
       print(
         cache === undefined
           ? "no code cache: the threads compile it as they load it"

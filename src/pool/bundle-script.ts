@@ -9,7 +9,9 @@ export interface BundleScript {
   readonly script: string;
   /** The script's positions in the module's code. */
   readonly map: RawSourceMap;
-  /** What the module imports with import statements, which the start module imports for it. */
+  /** The module's import statements, as it has them, which the start module makes again. */
+  readonly statements: readonly string[];
+  /** What those import, each once: the namespaces the script's `require` answers with. */
   readonly imports: readonly string[];
 }
 
@@ -36,12 +38,22 @@ const RENAMED = ["$require", "$importMeta", "$imprt", "$module", "$exports"];
  */
 export const scriptOfBundle = async (code: string, banner: string): Promise<BundleScript | undefined> => {
   if (!code.startsWith(banner) || RENAMED.some((name) => code.includes(name))) return undefined;
-  await init;
   const imports = new Set<string>();
-  for (const specifier of parse(code)[0]) {
+  const statements: string[] = [];
+  const found = await lexed(code);
+  if (!found) return undefined;
+  for (const specifier of found[0]) {
     // Dynamic imports and import.meta are the transform's; a phase or attributes are not.
     if (specifier.t === 2 || specifier.t === 3) continue;
-    if (specifier.t !== 1 || specifier.n === undefined || specifier.a !== -1) return undefined;
+    const statement = code.slice(specifier.ss, specifier.se);
+    if (
+      specifier.t !== 1 ||
+      specifier.n === undefined ||
+      specifier.a !== -1 ||
+      !statement.startsWith("import")
+    )
+      return undefined;
+    statements.push(statement);
     imports.add(specifier.n);
   }
   let result;
@@ -64,11 +76,11 @@ export const scriptOfBundle = async (code: string, banner: string): Promise<Bund
     return undefined;
   }
   if (result.warnings.length > 0) return undefined;
-  const [found, exported] = parse(result.code);
-  if (exported.length > 0) return undefined;
+  const converted = await lexed(result.code);
+  if (!converted || converted[1].length > 0) return undefined;
   let script = "";
   let at = 0;
-  for (const specifier of found) {
+  for (const specifier of converted[0]) {
     if (specifier.t !== 2 || !result.code.startsWith("import", specifier.ss)) return undefined;
     script += result.code.slice(at, specifier.ss) + DYNAMIC_IMPORT;
     at = specifier.ss + "import".length;
@@ -81,26 +93,35 @@ export const scriptOfBundle = async (code: string, banner: string): Promise<Bund
   } catch {
     return undefined;
   }
-  return { script, map: JSON.parse(result.map) as RawSourceMap, imports: [...imports] };
+  return { script, map: JSON.parse(result.map) as RawSourceMap, statements, imports: [...imports] };
+};
+
+/** es-module-lexer's reading of the code; undefined where it cannot read it (it throws). */
+const lexed = async (code: string) => {
+  await init;
+  try {
+    return parse(code);
+  } catch {
+    return undefined;
+  }
 };
 
 /**
- * The module a thread loads to run the script: it imports what the bundle's module imported
- * (resolved from the same place, in the same order, before the bundle's code runs) and hands
- * the namespaces, its `import.meta` and its `import()` to thread-script.js.
+ * The module a thread loads to run the script. It makes the module's import statements again,
+ * so that Node loads and links what the module imported as it did (from the same place, in the
+ * same order, before the bundle's code runs; a named import that a package does not export
+ * fails as it did), imports each one's namespace, and hands those, its `import.meta` and its
+ * `import()` to thread-script.js. Its own names begin `$imprt`, a name the module has none of.
  */
-export const startModule = (
-  made: BundleScript,
-  script: { name: string; digest: string },
-  loaderUrl: string,
-): string => {
-  const namespaces = made.imports.map((specifier, i) => ({ specifier, name: `$${i}` }));
+export const startModule = (made: BundleScript, scriptName: string, loaderUrl: string): string => {
+  const namespaces = made.imports.map((specifier, i) => ({ specifier, name: `${DYNAMIC_IMPORT}${i}` }));
+  const load = `${DYNAMIC_IMPORT}Load`;
   return [
+    ...made.statements.map((statement) => `${statement};`),
     ...namespaces.map(({ specifier, name }) => `import * as ${name} from ${JSON.stringify(specifier)};`),
-    `import { loadThreadScript } from ${JSON.stringify(loaderUrl)};`,
-    "export default loadThreadScript(",
-    `  new URL(${JSON.stringify(`./${script.name}`)}, import.meta.url),`,
-    `  ${JSON.stringify(script.digest)},`,
+    `import { loadThreadScript as ${load} } from ${JSON.stringify(loaderUrl)};`,
+    `export default ${load}(`,
+    `  new URL(${JSON.stringify(`./${scriptName}`)}, import.meta.url),`,
     `  { ${namespaces.map(({ specifier, name }) => `${JSON.stringify(specifier)}: ${name}`).join(", ")} },`,
     "  import.meta,",
     "  (specifier, options) => import(specifier, options),",

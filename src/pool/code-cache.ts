@@ -14,7 +14,7 @@ import { JobPool } from "./pool.js";
 export const writeCodeCache = async (
   registry: string,
   bundle: string,
-  options: { hosting: boolean; heapMb?: number; waitMs?: number },
+  options: { heapMb?: number; waitMs?: number } = {},
 ): Promise<string | undefined> => {
   const loaded = fileURLToPath(bundle);
   const files = bundleFiles(bundleModuleOf(loaded));
@@ -24,7 +24,6 @@ export const writeCodeCache = async (
     registry,
     bundle,
     threads: 1,
-    hosting: options.hosting,
     ...(options.heapMb === undefined ? {} : { heapMb: options.heapMb }),
   });
   try {

@@ -214,10 +214,9 @@ const writeScript = async (code: OutputFile, map: RawSourceMap): Promise<string>
   const made = await scriptOfBundle(code.text, BANNER);
   if (!made) return code.path;
   const files = bundleFiles(code.path);
-  const script = { name: basename(files.script), digest: digest(made.script) };
   await writeIfChanged(files.scriptMap, Buffer.from(JSON.stringify(composeMaps(made.map, map))));
   await writeIfChanged(files.script, Buffer.from(made.script));
-  await writeIfChanged(files.start, Buffer.from(startModule(made, script, SCRIPT_LOADER)));
+  await writeIfChanged(files.start, Buffer.from(startModule(made, basename(files.script), SCRIPT_LOADER)));
   return files.start;
 };
 

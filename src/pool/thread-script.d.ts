@@ -1,7 +1,6 @@
 /** Declarations of thread-script.js, which bundle threads load as it is (no TypeScript there). */
 export declare const loadThreadScript: (
   url: URL,
-  digest: string,
   namespaces: Readonly<Record<string, object>>,
   importMeta: ImportMeta,
   dynamicImport: (specifier: string, options?: ImportCallOptions) => Promise<unknown>,

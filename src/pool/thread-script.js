@@ -6,11 +6,11 @@
 // far, so a thread that finds one skips most of parsing and compiling the bundle as it loads and
 // evaluates it (bench/README.md).
 import { Buffer, isAscii } from "node:buffer";
-import { readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import vm from "node:vm";
-import { threadId } from "node:worker_threads";
 
 /**
  * How long after loading a thread writes the cache it did not find: long enough for the code
@@ -18,38 +18,61 @@ import { threadId } from "node:worker_threads";
  */
 const WARM_MS = 2_000;
 
+const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
+
 /**
- * Written under a temporary name and renamed, so that a thread never reads half a cache. One
- * that cannot be written (a read-only directory) is left unwritten, as is every error here: a
- * thread without a cache only starts slower.
+ * A cache file: a line with the digest of the script it was made from and the digest of V8's
+ * data, then that data. V8 checks its own version and flags but, of the source, only its length,
+ * and not its data's integrity: data of another script of the same length would run that
+ * script's code, and damaged data (a crash before the disk had it all) crashes the process, at
+ * every start. So a cache is used only where both digests hold (2-3 ms a thread, both read).
  */
-const keepCache = (script, cachePath, head) => {
-  const temporary = `${cachePath}.${process.pid}-${threadId}.tmp`;
+const cacheFor = (cachePath, scriptDigest) => {
+  let file;
   try {
-    writeFileSync(temporary, Buffer.concat([head, script.createCachedData()]));
-    renameSync(temporary, cachePath);
+    file = readFileSync(cachePath);
   } catch {
+    return { found: false };
+  }
+  const end = file.indexOf(10);
+  const [madeFrom, ofData] = file.subarray(0, Math.max(end, 0)).toString("latin1").split(" ");
+  const data = file.subarray(end + 1);
+  return {
+    found: true,
+    data: end > 0 && madeFrom === scriptDigest && ofData === sha256(data) ? data : undefined,
+  };
+};
+
+/**
+ * Written under a name of its own, on the disk, then renamed: a thread never reads half a cache
+ * or one the disk lost part of. One that cannot be written (a read-only install) only means
+ * that every thread compiles the script as it loads it: said once per thread, since
+ * `ratatoskr threads bundle` writes it at install.
+ */
+const keepCache = (script, cachePath, scriptDigest, refused) => {
+  const temporary = `${cachePath}.${randomBytes(6).toString("hex")}.tmp`;
+  try {
+    const data = script.createCachedData();
+    const file = Buffer.concat([Buffer.from(`${scriptDigest} ${sha256(data)}\n`), data]);
+    const fd = openSync(temporary, "w");
+    try {
+      writeSync(fd, file);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temporary, cachePath);
+  } catch (error) {
     try {
       unlinkSync(temporary);
     } catch {
       // Never written.
     }
+    process.emitWarning(
+      `the worker threads' code cache ${cachePath} ${refused ? "is not usable (made by another Node, with other node flags, or for other code)" : "is missing"} and cannot be written here (${error?.code ?? error}): each thread compiles the code as it loads it. \`ratatoskr threads bundle\`, run with the service's Node and node flags, writes it.`,
+      { code: "RATATOSKR_CODE_CACHE" },
+    );
   }
-};
-
-/**
- * The cache as V8 made it, if it was made from this script. V8 checks its own version and flags
- * but, of the source, only the length; so a cache begins with the digest of the script it was
- * made from (the start module knows it), and one of another script of the same name is not used.
- */
-const cacheFor = (cachePath, head) => {
-  let file;
-  try {
-    file = readFileSync(cachePath);
-  } catch {
-    return undefined;
-  }
-  return file.subarray(0, head.length).equals(head) ? file.subarray(head.length) : undefined;
 };
 
 /**
@@ -79,25 +102,25 @@ const importedBy = (namespaces) => {
 
 /**
  * Compiles the script with the cache beside it, where V8 takes it (one made by another V8, or
- * with other flags, it refuses: the thread then writes its own), runs it, and returns what the
- * bundle's module exported as its default.
+ * with other node flags, it refuses: the thread then writes its own), runs it, and returns what
+ * the bundle's module exported as its default.
  * @param {URL} url of the script
- * @param {string} digest of the script's text
  * @param {Record<string, object>} namespaces the module's imports, by specifier
  * @param {ImportMeta} importMeta the start module's, beside the bundle's module
  * @param {(specifier: string, options?: ImportCallOptions) => Promise<unknown>} dynamicImport the start module's
  */
-export const loadThreadScript = (url, digest, namespaces, importMeta, dynamicImport) => {
+export const loadThreadScript = (url, namespaces, importMeta, dynamicImport) => {
   const path = fileURLToPath(url);
   const bytes = readFileSync(path);
   // A bundle is ASCII but for what its comments keep; decoding it as UTF-8 costs 20 ms and more.
   const source = isAscii(bytes) ? bytes.toString("latin1") : bytes.toString("utf8");
   const cachePath = `${path}.cache`;
-  const head = Buffer.from(`${digest}\n`);
-  const cachedData = cacheFor(cachePath, head);
-  const script = new vm.Script(source, { filename: path, cachedData });
-  if (cachedData === undefined || script.cachedDataRejected) {
-    setTimeout(() => keepCache(script, cachePath, head), WARM_MS).unref();
+  const scriptDigest = sha256(bytes);
+  const cache = cacheFor(cachePath, scriptDigest);
+  const script = new vm.Script(source, { filename: path, cachedData: cache.data });
+  if (cache.data === undefined || script.cachedDataRejected) {
+    const refused = cache.found;
+    setTimeout(() => keepCache(script, cachePath, scriptDigest, refused), WARM_MS).unref();
   }
   const module = { exports: {} };
   script.runInThisContext()(

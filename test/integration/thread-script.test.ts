@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -37,45 +38,63 @@ const registryWithPackages = () => {
   write(join(modules, "cjs-only", "package.json"), JSON.stringify({ name: "cjs-only", main: "index.js" }));
   write(join(modules, "cjs-only", "index.js"), "module.exports = { value: 'from CommonJS' };\n");
   const definition = fileURLToPath(new URL("../../src/jobs/definition.ts", import.meta.url));
-  const jobs = join(dir, "jobs.ts");
-  write(
-    jobs,
-    [
+  /** A registry file of one kind, `imports`, whose handler is `handler`'s lines. */
+  const registryFile = (name: string, imports: string[], handler: string[]) => {
+    const path = join(dir, name);
+    const head = [
       'import { Schema } from "effect";',
       `import { defineRegistry } from ${JSON.stringify(definition)};`,
+    ];
+    write(
+      path,
+      [
+        ...head,
+        ...imports,
+        "export default defineRegistry({",
+        "  kinds: { imports: { schema: Schema.Struct({}), handler: async () => {",
+        ...handler,
+        "  } } },",
+        "});",
+        "",
+      ].join("\n"),
+    );
+    return path;
+  };
+  const jobs = registryFile(
+    "jobs.ts",
+    [
       'import theDefault, { named, add, count } from "esm-only";',
       'import * as everything from "esm-only";',
       'import common from "cjs-only";',
-      "export default defineRegistry({",
-      "  kinds: {",
-      "    imports: {",
-      "      schema: Schema.Struct({}),",
-      "      handler: async () => {",
-      "        add();",
-      '        const later = await import("esm-only");',
-      "        return {",
-      "          theDefault, named, common,",
-      "          names: Object.keys(everything).sort(),",
-      "          live: [count, everything.count],",
-      "          sameModule: later.add === add,",
-      "          meta: typeof import.meta.url,",
-      "        };",
-      "      },",
-      "    },",
-      "  },",
-      "});",
-      "",
-    ].join("\n"),
+    ],
+    [
+      "add();",
+      'const later = await import("esm-only");',
+      "return {",
+      "  theDefault, named, common,",
+      "  names: Object.keys(everything).sort(),",
+      "  live: [count, everything.count],",
+      "  sameModule: later.add === add,",
+      "  meta: typeof import.meta.url,",
+      "};",
+    ],
   );
-  return { dir, registry: pathToFileURL(jobs).href };
+  // A registry that imports what a package does not export: the module fails to link.
+  const missing = registryFile(
+    "missing-jobs.ts",
+    ['import { missing } from "esm-only";'],
+    ["return String(missing);"],
+  );
+  return { dir, registry: pathToFileURL(jobs).href, missing: pathToFileURL(missing).href };
 };
 
 describe("a thread bundle run as a script", () => {
   let dir: string;
   let registry: string;
+  let missing: string;
   let bundle: string;
   beforeAll(async () => {
-    ({ dir, registry } = registryWithPackages());
+    ({ dir, registry, missing } = registryWithPackages());
     bundle = await bundleThreadCode(registry);
   });
   afterAll(() => {
@@ -83,7 +102,7 @@ describe("a thread bundle run as a script", () => {
   });
 
   /** One job in a fresh pool of one thread, the pool kept `linger` ms after (for its cache). */
-  const runIn = async (options: { bundle?: string }, linger = 0) => {
+  const runIn = async (options: { bundle?: string; registry?: string }, linger = 0) => {
     const pool = new JobPool({ registry, threads: 1, ...options });
     try {
       const answer = await pool.run(
@@ -118,32 +137,97 @@ describe("a thread bundle run as a script", () => {
     );
   });
 
-  it("keeps V8's code cache, written by a warm thread, used by the next, replaced when not of this script", async () => {
-    const { cache } = bundleFiles(bundleModuleOf(fileURLToPath(bundle)));
+  it("fails to load a registry that imports what a package does not export, as the module does", async () => {
+    const script = await bundleThreadCode(missing);
+    const module = pathToFileURL(bundleModuleOf(fileURLToPath(script))).href;
+    expect(script).not.toBe(module);
+    const failures = [];
+    for (const code of [script, module]) {
+      failures.push(
+        await runIn({ bundle: code, registry: missing }).then(
+          () => "ran",
+          (error: unknown) => String(error),
+        ),
+      );
+    }
+    expect(failures[0]).toMatch(/does not provide an export named 'missing'/);
+    expect(failures[1]).toBe(failures[0]);
+  });
+
+  it("keeps V8's code cache, written by a warm thread, used by the next, replaced when not of this script or damaged", async () => {
+    const { cache, script } = bundleFiles(bundleModuleOf(fileURLToPath(bundle)));
+    const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
+    /** The cache's two digests (of the script it was made from, of its data) and its data. */
+    const read = () => {
+      const file = readFileSync(cache);
+      const end = file.indexOf("\n");
+      const [madeFrom, ofData] = file.subarray(0, end).toString().split(" ");
+      return { madeFrom, ofData, data: file.subarray(end + 1) };
+    };
+    const write = (madeFrom: string, data: Uint8Array, ofData = sha256(data)) =>
+      writeFileSync(cache, Buffer.concat([Buffer.from(`${madeFrom} ${ofData}\n`), data]));
+    const scriptDigest = sha256(readFileSync(script));
+
     rmSync(cache, { force: true });
     await runIn({ bundle }, WARM_MS + 700);
-    const written = readFileSync(cache);
-    const head = written.subarray(0, written.indexOf("\n") + 1).toString();
-    expect(head).toMatch(/^[0-9a-f]{40}\n$/);
-    const first = statSync(cache);
+    const first = read();
+    expect(first.madeFrom).toBe(scriptDigest);
+    expect(first.ofData).toBe(sha256(first.data));
+    expect(first.data.length).toBeGreaterThan(100_000);
+    const written = statSync(cache);
 
     // Taken by V8: not written again.
     await runIn({ bundle }, WARM_MS + 700);
-    expect(statSync(cache).ino).toBe(first.ino);
+    expect(statSync(cache).ino).toBe(written.ino);
 
-    // Refused by V8 (not a cache at all): written again.
-    writeFileSync(cache, Buffer.concat([Buffer.from(head), Buffer.from("not a code cache")]));
-    await runIn({ bundle }, WARM_MS + 700);
-    const rewritten = readFileSync(cache);
-    expect(rewritten.subarray(0, head.length).toString()).toBe(head);
-    expect(rewritten.includes("not a code cache")).toBe(false);
-    expect(rewritten.length).toBeGreaterThan(100_000);
+    // Each case below is not used (a damaged cache would crash the whole process), and the
+    // thread writes the cache again.
+    const cases: Array<[string, () => void]> = [
+      // Refused by V8: not a cache at all.
+      ["not V8's", () => write(scriptDigest, Buffer.from("not a code cache"))],
+      // V8's cache of this script, said to be of another (V8 checks only the source's length).
+      ["of another script", () => write("0".repeat(64), first.data)],
+      // Damaged in the middle, where V8 does not look: its digest no longer holds.
+      [
+        "damaged",
+        () => {
+          const damaged = Buffer.from(first.data);
+          damaged.fill(0, damaged.length >> 1, (damaged.length >> 1) + 4096);
+          write(scriptDigest, damaged, first.ofData);
+        },
+      ],
+    ];
+    for (const [what, spoil] of cases) {
+      spoil();
+      const before = statSync(cache).ino;
+      expect(await runIn({ bundle }, WARM_MS + 700), what).toMatchObject({ theDefault: "the default" });
+      expect(statSync(cache).ino, what).not.toBe(before);
+      expect(read(), what).toMatchObject({ madeFrom: scriptDigest, ofData: sha256(read().data) });
+    }
 
-    // V8's cache of this script, named for another (V8 checks only the length of the source):
-    // not used, written again.
-    const other = `${"0".repeat(40)}\n`;
-    writeFileSync(cache, Buffer.concat([Buffer.from(other), written.subarray(head.length)]));
-    await runIn({ bundle }, WARM_MS + 700);
-    expect(readFileSync(cache).subarray(0, head.length).toString()).toBe(head);
+    // Where it cannot be written (here a directory in its place; a read-only install), the jobs
+    // still run, and the thread says so once.
+    rmSync(cache);
+    mkdirSync(cache);
+    const said: string[] = [];
+    const toStderr = process.stderr.write;
+    process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      said.push(String(chunk));
+      return (toStderr as (...args: unknown[]) => boolean).call(process.stderr, chunk, ...rest);
+    }) as typeof process.stderr.write;
+    try {
+      expect(await runIn({ bundle }, WARM_MS + 700)).toMatchObject({ theDefault: "the default" });
+    } finally {
+      process.stderr.write = toStderr;
+      rmSync(cache, { recursive: true });
+    }
+    const warnings = said
+      .join("")
+      .split("\n")
+      .filter((line) => line.includes("RATATOSKR_CODE_CACHE"));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(
+      `the worker threads' code cache ${cache} is missing and cannot be written here`,
+    );
   });
 });

@@ -68,7 +68,6 @@ describe("a bundle's module as a script", () => {
     const meta = { url: pathToFileURL(join(dir, "thread-T.start.mjs")).href } as ImportMeta;
     const run = loadThreadScript(
       pathToFileURL(scriptPath),
-      "0".repeat(40),
       {
         "esm-pkg": await import(pathToFileURL(join(dir, "esm-pkg.mjs")).href),
         "node:path": await import("node:path"),
@@ -104,20 +103,30 @@ describe("a bundle's module as a script", () => {
     expect(await scriptOfBundle(plain.code, BANNER)).toBeDefined();
   });
 
-  it("has a start module that imports each specifier once, in order, and hands them over by name", async () => {
+  it("has a start module that makes the module's imports again, and hands each namespace over once", async () => {
     const made = {
       script: "",
       map: { version: 3, sources: [], names: [], mappings: "" },
+      statements: ['import a, { b } from "a"', 'import * as c from "b\\"c"', 'import { d } from "a"'],
       imports: ["a", 'b"c'],
     };
-    const text = startModule(
-      made,
-      { name: "thread-X.script.js", digest: "d".repeat(40) },
-      "file:///loader.js",
-    );
-    expect(text).toContain('import * as $0 from "a";\nimport * as $1 from "b\\"c";\n');
-    expect(text).toContain('{ "a": $0, "b\\"c": $1 }');
+    const text = startModule(made, "thread-X.script.js", "file:///loader.js");
+    expect(text.split("\n").slice(0, 6)).toEqual([
+      'import a, { b } from "a";',
+      'import * as c from "b\\"c";',
+      'import { d } from "a";',
+      'import * as $imprt0 from "a";',
+      'import * as $imprt1 from "b\\"c";',
+      'import { loadThreadScript as $imprtLoad } from "file:///loader.js";',
+    ]);
+    expect(text).toContain('{ "a": $imprt0, "b\\"c": $imprt1 }');
     expect(text).toContain('new URL("./thread-X.script.js", import.meta.url)');
+  });
+
+  it("is not made where es-module-lexer cannot read the module (the module runs instead)", async () => {
+    // A regular expression after a block, which es-module-lexer reads as a division.
+    const code = `${BANNER}\nvar f = (s) => { { s = s.trim(); }\n/['"]/.test(s) && s; };\nvar entry_default = f;\nexport {\n  entry_default as default\n};\n`;
+    expect(await scriptOfBundle(code, BANNER)).toBeUndefined();
   });
 });
 
