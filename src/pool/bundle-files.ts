@@ -1,7 +1,9 @@
 /**
  * The files of one thread bundle, all named after its ES module `thread-<hash>.mjs`: its source
  * map, the same code as a script (bundle-script.ts) and the script's map, the module a thread
- * loads to run that script (`start`), and V8's code cache of the script, which threads write.
+ * loads to run that script (`start`) and the copy of thread-script.js it runs it with (a
+ * process that runs on after an upgrade replaced the package starts threads with its own), and
+ * V8's code cache of the script, which threads write.
  */
 export const bundleFiles = (modulePath: string) => {
   const stem = modulePath.replace(/\.mjs$/, "");
@@ -11,6 +13,7 @@ export const bundleFiles = (modulePath: string) => {
     script: `${stem}.script.js`,
     scriptMap: `${stem}.script.js.map`,
     start: `${stem}.start.mjs`,
+    loader: `${stem}.load.mjs`,
     cache: `${stem}.script.js.cache`,
   };
 };

@@ -111,7 +111,8 @@ const lexed = async (code: string) => {
  * so that Node loads and links what the module imported as it did (from the same place, in the
  * same order, before the bundle's code runs; a named import that a package does not export
  * fails as it did), imports each one's namespace, and hands those, its `import.meta` and its
- * `import()` to thread-script.js. Its own names begin `$imprt`, a name the module has none of.
+ * `import()` to thread-script.js (its copy beside it, `loader`). Its own names begin `$imprt`, a
+ * name the module has none of.
  */
 export const startModule = (made: BundleScript, scriptName: string, loaderUrl: string): string => {
   const namespaces = made.imports.map((specifier, i) => ({ specifier, name: `${DYNAMIC_IMPORT}${i}` }));

@@ -26,8 +26,8 @@ const THREAD_MODULE = fileURLToPath(new URL("./thread.ts", import.meta.url));
  */
 const BANNER =
   'import { createRequire as __threadRequire } from "node:module"; const require = __threadRequire(import.meta.url);';
-/** What a bundle's start module calls to run its script (plain JavaScript, as thread-entry.js). */
-const SCRIPT_LOADER = new URL("./thread-script.js", import.meta.url).href;
+/** What a bundle's start module runs its script with (plain JavaScript, as thread-entry.js). */
+const SCRIPT_LOADER = readFileSync(fileURLToPath(new URL("./thread-script.js", import.meta.url)));
 /** The name esbuild gives the generated entry (it is no file). */
 const ENTRY_NAME = "thread-bundle-entry.js";
 
@@ -216,8 +216,18 @@ const writeScript = async (code: OutputFile, map: RawSourceMap): Promise<string>
   const files = bundleFiles(code.path);
   await writeIfChanged(files.scriptMap, Buffer.from(JSON.stringify(composeMaps(made.map, map))));
   await writeIfChanged(files.script, Buffer.from(made.script));
-  await writeIfChanged(files.start, Buffer.from(startModule(made, basename(files.script), SCRIPT_LOADER)));
+  await writeIfChanged(files.loader, SCRIPT_LOADER);
+  await writeIfChanged(
+    files.start,
+    Buffer.from(startModule(made, basename(files.script), `./${basename(files.loader)}`)),
+  );
   return files.start;
+};
+
+/** A start module runs the script and the loader beside it: without them, a bundle is built again. */
+const wholeBundle = (loaded: string): boolean => {
+  const files = bundleFiles(bundleModuleOf(loaded));
+  return loaded === files.module || (existsSync(files.script) && existsSync(files.loader));
 };
 
 /** Marks files as used (pruning goes by age); where the directory is read-only, it cannot. */
@@ -253,10 +263,8 @@ export const bundleThreadCode = async (registryUrl: string, options: { cacheDir?
   ].join("\n");
   const recordPath = join(outdir, recordName(entry));
   const built = await builtAlready(recordPath);
-  const builtFiles = built === undefined ? undefined : bundleFiles(bundleModuleOf(built));
-  // A start module runs the script beside it: without it, built again.
-  if (built && builtFiles && (built === builtFiles.module || existsSync(builtFiles.script))) {
-    await touch([...Object.values(builtFiles), recordPath]);
+  if (built && wholeBundle(built)) {
+    await touch([...Object.values(bundleFiles(bundleModuleOf(built))), recordPath]);
     return pathToFileURL(built).href;
   }
   const inputs = new BuildInputs(await fileSystemNow(outdir));

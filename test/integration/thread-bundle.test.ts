@@ -46,6 +46,13 @@ describe("thread bundle", () => {
     expect(basename(fileURLToPath(url))).toMatch(/^thread-[A-Z0-9]+\.start\.mjs$/);
     const path = bundleModuleOf(fileURLToPath(url));
     expect(basename(path)).toMatch(/^thread-[A-Z0-9]+\.mjs$/);
+    // It runs the script with a copy of thread-script.js of its own, beside it: a process that
+    // runs on after an upgrade replaced the package starts its threads with the code it had.
+    const { loader } = bundleFiles(path);
+    expect(readFileSync(fileURLToPath(url), "utf8")).toContain(`from "./${basename(loader)}";`);
+    expect(readFileSync(loader, "utf8")).toBe(
+      readFileSync(new URL("../../src/pool/thread-script.js", import.meta.url), "utf8"),
+    );
     // The same sources give the same file: processes share it, nothing is rewritten.
     expect(await bundleThreadCode(registry)).toBe(url);
     const code = readFileSync(path, "utf8");
@@ -109,7 +116,8 @@ describe("thread bundle", () => {
 
     // A record whose bundle is gone (the module threads load, or the script it runs), or that
     // cannot be read, only means a build.
-    for (const gone of [second, bundleFiles(bundleModuleOf(second)).script]) {
+    const { script, loader } = bundleFiles(bundleModuleOf(second));
+    for (const gone of [second, script, loader]) {
       rmSync(gone);
       expect(fileURLToPath(await bundleThreadCode(registryUrl, { cacheDir }))).toBe(second);
       expect(existsSync(gone)).toBe(true);
@@ -287,10 +295,11 @@ describe("thread bundle", () => {
       (name) => name.startsWith("thread-build-") && name !== basename(oldRecord),
     );
     expect(record).toMatch(/^thread-build-[0-9a-f]{16}\.json$/);
-    const { module, map, script, scriptMap, start } = bundleFiles(bundleModuleOf(fileURLToPath(url)));
+    const { cache, ...written } = bundleFiles(bundleModuleOf(fileURLToPath(url)));
+    expect(basename(cache)).toMatch(/^thread-/);
     expect(readdirSync(cacheDir).sort()).toEqual(
       [
-        ...[module, map, script, scriptMap, start].map((path) => basename(path)),
+        ...Object.values(written).map((path) => basename(path)),
         record,
         "notes.txt",
         "thread-RECENT.mjs",
