@@ -7,14 +7,14 @@
 // evaluates it (bench/README.md).
 import { Buffer, isAscii } from "node:buffer";
 import { createHash, randomBytes } from "node:crypto";
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
 import vm from "node:vm";
 
 /**
  * How long after loading a thread writes the cache it did not find: long enough for the code
- * its first jobs run (the claim loop, the Redis client) to be compiled, and so in the cache.
+ * its first jobs run to be compiled, and so in the cache.
  */
 const WARM_MS = 2_000;
 
@@ -56,7 +56,7 @@ const keepCache = (script, cachePath, scriptDigest, refused) => {
     const file = Buffer.concat([Buffer.from(`${scriptDigest} ${sha256(data)}\n`), data]);
     const fd = openSync(temporary, "w");
     try {
-      writeSync(fd, file);
+      writeFileSync(fd, file);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
