@@ -131,11 +131,10 @@ export const main = async (argv: string[]): Promise<number> => {
       return runDb(sub, print);
     case "threads": {
       if (sub !== "bundle") throw new UsageError(`unknown threads command ${JSON.stringify(sub ?? "")}`);
-      const config = loadConfig();
-      const registry = jobsModuleUrl(config);
+      const registry = jobsModuleUrl(loadConfig());
       const bundle = await bundleThreadCode(registry);
       print(`worker threads' code for ${registry}: ${fileURLToPath(bundle)}`);
-      const cache = await writeCodeCache(registry, bundle, { heapMb: config.RT_THREAD_HEAP_MB });
+      const cache = await writeCodeCache(registry, bundle);
       print(
         cache === undefined
           ? "no code cache: the threads compile it as they load it"

@@ -34,7 +34,8 @@ const RENAMED = ["$require", "$importMeta", "$imprt", "$module", "$exports"];
  * imported (so an ES-only package loads as it did, and a binding reads its export live); the
  * module's own `require` (the banner's, which bundled CommonJS packages call), `import.meta`
  * and `import()` become parameters too. Undefined where the module cannot be such a script
- * (top-level await, an import with attributes, anything esbuild warns of): it runs as a module.
+ * (top-level await, an import with attributes, code es-module-lexer cannot read, anything
+ * esbuild warns of): it runs as a module.
  */
 export const scriptOfBundle = async (code: string, banner: string): Promise<BundleScript | undefined> => {
   if (!code.startsWith(banner) || RENAMED.some((name) => code.includes(name))) return undefined;

@@ -14,18 +14,15 @@ import { JobPool } from "./pool.js";
 export const writeCodeCache = async (
   registry: string,
   bundle: string,
-  options: { heapMb?: number; waitMs?: number } = {},
+  options: { waitMs?: number } = {},
 ): Promise<string | undefined> => {
   const loaded = fileURLToPath(bundle);
   const files = bundleFiles(bundleModuleOf(loaded));
   if (loaded !== files.start) return undefined;
   rmSync(files.cache, { force: true });
-  const pool = new JobPool({
-    registry,
-    bundle,
-    threads: 1,
-    ...(options.heapMb === undefined ? {} : { heapMb: options.heapMb }),
-  });
+  // V8 takes a cache made with the same node flags (this process's, which the thread gets); a
+  // worker's heap cap is not among them.
+  const pool = new JobPool({ registry, bundle, threads: 1 });
   try {
     const deadline = Date.now() + (options.waitMs ?? 20_000);
     while (!existsSync(files.cache) && Date.now() < deadline) await sleep(100);

@@ -196,12 +196,11 @@ const mapOfOwnCode = (file: OutputFile, outdir: string, bundled: BundledPackages
 // bundles are built makes every bundle built before it stale.
 const BUILDER = [
   ...["./thread-bundle", "./bundle-record", "./source-map", "./bundle-script", "./bundle-files"].map(
-    (module) => `${module}${extname(import.meta.url)}`,
+    (module) =>
+      readFileSync(fileURLToPath(new URL(`${module}${extname(import.meta.url)}`, import.meta.url)), "utf8"),
   ),
-  "./thread-script.js",
-]
-  .map((module) => readFileSync(fileURLToPath(new URL(module, import.meta.url)), "utf8"))
-  .join("\0");
+  SCRIPT_LOADER.toString("utf8"),
+].join("\0");
 
 const recordName = (entry: string) =>
   `thread-build-${digest([BUILDER, esbuildVersion, entry].join("\0")).slice(0, 16)}.json`;
