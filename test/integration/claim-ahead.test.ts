@@ -225,4 +225,23 @@ describe("claiming ahead of free slots", () => {
     expect(state.started).not.toContain(next.id);
     expect(await run(queue.getJob(next.id))).toMatchObject({ state: "cancelled" });
   });
+
+  it("a job claimed ahead whose cancel was not heard here ends cancelled when it goes back, unrun", async () => {
+    const queue = await makeQueue(redis);
+    await warmUp(queue);
+    const next = newJob("normal");
+    await run(queue.enqueueMany([heldJob(), next]));
+    const { worker, state, log, open } = gatedWorker(queue, { concurrency: 1 });
+    workers.push(worker.start());
+    await eventually(() => state.held === 1, 10_000, "the held job to start");
+    await eventually(async () => (await held(queue, "w")) === 2, 5_000, "the next job claimed ahead");
+    // Flagged in Redis only (its message missed): the give-back after a second finds the flag.
+    expect(await run(queue.cancel(next.id))).toMatchObject({ outcome: "flagged" });
+    await eventually(() => log.count("cancelled") === 1, 5_000, "the job to end cancelled");
+    expect(log.ids("released")).toEqual([]);
+    expect(state.started).not.toContain(next.id);
+    expect(await run(queue.getJob(next.id))).toMatchObject({ state: "cancelled" });
+    open();
+    await eventually(() => log.count("completed") === 101, 5_000, "the held job");
+  });
 });
