@@ -59,6 +59,21 @@ const gatedWorker = (queue: Queue, options: { concurrency: number; consumer?: st
 const warmUp = (queue: Queue, jobs = 100) =>
   run(queue.enqueueMany(Array.from({ length: jobs }, () => newJob("normal"))));
 
+/**
+ * A worker with one slot, held by a job, and the next job claimed ahead of it: the worker, its
+ * records, the gate, and that next job.
+ */
+const oneHeldOneAhead = async (queue: Queue, started: (worker: Worker) => void) => {
+  await warmUp(queue);
+  const next = newJob("normal");
+  await run(queue.enqueueMany([heldJob(), next]));
+  const gated = gatedWorker(queue, { concurrency: 1 });
+  started(gated.worker.start());
+  await eventually(() => gated.state.held === 1, 10_000, "the held job to start");
+  await eventually(async () => (await held(queue, "w")) === 2, 5_000, "the next job claimed ahead");
+  return { ...gated, next };
+};
+
 describe("claiming ahead of free slots", () => {
   const redis = useRedis();
   let workers: Worker[] = [];
@@ -210,13 +225,7 @@ describe("claiming ahead of free slots", () => {
 
   it("a job cancelled while it waits for a slot never runs, and ends cancelled", async () => {
     const queue = await makeQueue(redis);
-    await warmUp(queue);
-    const next = newJob("normal");
-    await run(queue.enqueueMany([heldJob(), next]));
-    const { worker, state, log, open } = gatedWorker(queue, { concurrency: 1 });
-    workers.push(worker.start());
-    await eventually(() => state.held === 1, 10_000, "the held job to start");
-    await eventually(async () => (await held(queue, "w")) === 2, 5_000, "the next job claimed ahead");
+    const { worker, state, log, open, next } = await oneHeldOneAhead(queue, (w) => workers.push(w));
     expect(await run(queue.cancel(next.id))).toMatchObject({ outcome: "flagged" });
     // As the runtime's cancel listener does on hearing it.
     expect(worker.cancelRunning(next.id, 1)).toBe(true);
@@ -228,13 +237,7 @@ describe("claiming ahead of free slots", () => {
 
   it("a job claimed ahead whose cancel was not heard here ends cancelled when it goes back, unrun", async () => {
     const queue = await makeQueue(redis);
-    await warmUp(queue);
-    const next = newJob("normal");
-    await run(queue.enqueueMany([heldJob(), next]));
-    const { worker, state, log, open } = gatedWorker(queue, { concurrency: 1 });
-    workers.push(worker.start());
-    await eventually(() => state.held === 1, 10_000, "the held job to start");
-    await eventually(async () => (await held(queue, "w")) === 2, 5_000, "the next job claimed ahead");
+    const { worker, state, log, open, next } = await oneHeldOneAhead(queue, (w) => workers.push(w));
     // Flagged in Redis only (its message missed): the give-back after a second finds the flag.
     expect(await run(queue.cancel(next.id))).toMatchObject({ outcome: "flagged" });
     await eventually(() => log.count("cancelled") === 1, 5_000, "the job to end cancelled");
