@@ -237,7 +237,7 @@ describe("claiming ahead of free slots", () => {
 
   it("a job claimed ahead whose cancel was not heard here ends cancelled when it goes back, unrun", async () => {
     const queue = await makeQueue(redis);
-    const { worker, state, log, open, next } = await oneHeldOneAhead(queue, (w) => workers.push(w));
+    const { state, log, open, next } = await oneHeldOneAhead(queue, (w) => workers.push(w));
     // Flagged in Redis only (its message missed): the give-back after a second finds the flag.
     expect(await run(queue.cancel(next.id))).toMatchObject({ outcome: "flagged" });
     await eventually(() => log.count("cancelled") === 1, 5_000, "the job to end cancelled");
