@@ -35,7 +35,10 @@ export type WorkerEvent =
   /** The queue refused this attempt's answer: another attempt owns the job now. */
   | { readonly type: "stale"; readonly job: ClaimedJob }
   | { readonly type: "lost" | "cancel-requested"; readonly job: ClaimedJob }
-  /** Stopped by a shutdown and given back to the queue, uncharged. */
+  /**
+   * Given back to the queue, uncharged: stopped by a shutdown, or claimed ahead of a free slot
+   * and not started (see `Worker.claimAhead`).
+   */
   | { readonly type: "released"; readonly job: ClaimedJob }
   /** Could not start (its handler threw `JobPostponed`): waits `delayMs`, uncharged. */
   | { readonly type: "postponed"; readonly job: ClaimedJob; readonly error: string; readonly delayMs: number }
@@ -234,10 +237,11 @@ export class Worker implements ClaimingWorker {
   private async drain(timeoutMs: number): Promise<{ abandoned: number }> {
     this.stopping = true;
     this.wake();
-    await this.loopDone;
     // Jobs claimed ahead have not started: they go back now, uncharged, rather than wait for
-    // slots that a stop is emptying.
-    this.giveBack(this.waiting.splice(0));
+    // slots that a stop is emptying; so do those that claims still out bring with no slot free.
+    const early = this.giveBack(this.waiting.splice(0));
+    await this.loopDone;
+    const late = this.giveBack(this.waiting.splice(0));
     clearTimeout(this.waitTimer);
     // Handlers that heed the abort settle quickly and give their job back.
     const abandoned = await drainRunning(
@@ -247,8 +251,10 @@ export class Worker implements ClaimingWorker {
       SHUTDOWN,
     );
     clearInterval(this.renewTimer);
+    // One that Redis did not take back waits out its lease: left to the reclaimer, as abandoned.
+    const unreturned = (await early) + (await late);
     if (this.ownsBlocking) this.blocking.disconnect();
-    return { abandoned };
+    return { abandoned: abandoned + unreturned };
   }
 
   /**
@@ -260,6 +266,7 @@ export class Worker implements ClaimingWorker {
     if (!entry || entry.settled || entry.controller.aborted) return false;
     this.emit({ type: "cancel-requested", job: entry.job });
     LazyAbort.abort(entry.controller, new Error(CANCELLED));
+    this.endIfWaiting(`${id}#${attempt}`);
     return true;
   }
 
@@ -446,8 +453,9 @@ export class Worker implements ClaimingWorker {
     const over = this.waiting.filter((w) => now - w.since >= AHEAD_WAIT_LIMIT_MS);
     if (over.length > 0) {
       this.waiting.splice(0, this.waiting.length, ...this.waiting.filter((w) => !over.includes(w)));
-      this.runMs = Math.max(this.runMs, AHEAD_WAIT_LIMIT_MS);
-      this.giveBack(over);
+      // As if a run took the limit in every slot: no claim short of that limit claims ahead.
+      this.runMs = Math.max(this.runMs, AHEAD_WAIT_LIMIT_MS * this.options.concurrency);
+      void this.giveBack(over);
     }
     if (this.waiting.length === 0) return;
     const oldest = Math.min(...this.waiting.map((w) => w.since));
@@ -458,25 +466,41 @@ export class Worker implements ClaimingWorker {
   }
 
   /**
-   * Jobs claimed ahead that will not run here go back, uncharged (one try: otherwise their
-   * leases lapse and the reclaimer does it). One with a cancel waiting ends cancelled instead.
+   * Jobs claimed ahead that will not run here go back, uncharged, and leave `running` at once (no
+   * renewal or cancel concerns them now). One with a cancel waiting ends cancelled instead. One
+   * try: where Redis does not answer, the lease lapses and the reclaimer gives the job out again.
+   * Resolves with how many Redis did not take.
    */
-  private giveBack(waiting: readonly Waiting[]) {
-    for (const { entry, key } of waiting) {
-      const { job } = entry;
-      void Effect.runPromise(
-        this.options.queue.release(this.options.consumer, { id: job.id, attempt: job.attempt }),
-      )
-        .then(
-          async (answer) => {
-            if (answer === "ok") this.emit({ type: "released", job });
-            else if (answer === "cancel") await this.reportFailure(job, CANCELLED, "transient");
-            else this.emit({ type: "stale", job });
-          },
-          (error: unknown) => this.emit({ type: "error", error: describeFailure(error) }),
-        )
-        .finally(() => this.ended(key));
-    }
+  private async giveBack(waiting: readonly Waiting[]): Promise<number> {
+    for (const { key } of waiting) this.running.delete(key);
+    const answered = await Promise.all(
+      waiting.map(async ({ entry: { job } }) => {
+        try {
+          const lease = { id: job.id, attempt: job.attempt };
+          const answer = await Effect.runPromise(this.options.queue.release(this.options.consumer, lease));
+          if (answer === "ok") this.emit({ type: "released", job });
+          else if (answer === "cancel") await this.reportFailure(job, CANCELLED, "transient");
+          else this.emit({ type: "stale", job });
+          return true;
+        } catch (error) {
+          this.emit({ type: "error", error: describeFailure(error) });
+          return false;
+        }
+      }),
+    );
+    if (waiting.length > 0) this.wake();
+    return answered.filter((taken) => !taken).length;
+  }
+
+  /**
+   * A job claimed ahead and aborted (a cancel, a lost lease) ends now rather than at a free
+   * slot: its handler does not run (`runHandler`), so it holds no slot in any real sense.
+   */
+  private endIfWaiting(key: string) {
+    const at = this.waiting.findIndex((w) => w.key === key);
+    if (at < 0) return;
+    const [waiting] = this.waiting.splice(at, 1);
+    this.launch(waiting!.entry, waiting!.key);
   }
 
   /** Jobs claimed ahead take the slots free now, highest priority first. */
@@ -698,7 +722,8 @@ export class Worker implements ClaimingWorker {
         } else if (answer === "cancel") {
           this.emit({ type: "cancel-requested", job: entry.job });
           LazyAbort.abort(entry.controller, new Error(CANCELLED));
-        }
+        } else return;
+        this.endIfWaiting(attemptKey(entry.job));
       });
     } catch (error) {
       this.emit({ type: "error", error: describeFailure(error) });

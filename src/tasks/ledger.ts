@@ -215,8 +215,10 @@ export class TaskLedger {
 
   /**
    * The task ended cancelled. Without a reason (the queue's word about a running task), the one
-   * noted when the cancel was asked for stays. With `of`, only that attempt on that queue (a
-   * worker's word that it stopped). `actor` is who asked (absent: the runtime).
+   * noted when the cancel was asked for stays. With `of`, only up to that attempt on that queue
+   * (a worker's word that it stopped; the row may be at an earlier attempt when the job never
+   * began, say cancelled while claimed ahead of a free slot, as `markFailed`). `actor` is who
+   * asked (absent: the runtime).
    */
   markCancelled(
     id: string,
@@ -230,9 +232,10 @@ export class TaskLedger {
     return this.transition({
       id,
       from: ["queued", "running"],
-      where: of ? { attempt: of.attempt, queueBackend: of.backend } : {},
+      where: of ? { attempt: { $lte: of.attempt }, queueBackend: of.backend } : {},
       set: {
         status: "cancelled",
+        ...(of ? { attempt: of.attempt } : {}),
         completedAt: new Date(),
         ...(cancel.reason === undefined ? {} : { cancellationReason: cancel.reason.slice(0, 500) }),
         // An admin's cancel of a running task is noted when asked; its worker's word later

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import { Effect } from "effect";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Priority } from "../../src/domain/priority.js";
 import type { Queue } from "../../src/queue/queue.js";
@@ -28,7 +29,7 @@ const heldJob = (priority: Priority = "normal") => ({
  * A worker whose handler returns at once, except for held jobs, which wait for the gate (or
  * their abort); it records the jobs it started, in order, and the most handlers at once.
  */
-const gatedWorker = (queue: Queue, options: { concurrency: number; consumer?: string }) => {
+const gatedWorker = (queue: Queue, options: { concurrency: number; consumer?: string; leaseMs?: number }) => {
   let open: () => void = () => {};
   const gate = new Promise<void>((resolve) => (open = resolve));
   const state = { running: 0, most: 0, started: [] as string[], held: 0 };
@@ -36,6 +37,7 @@ const gatedWorker = (queue: Queue, options: { concurrency: number; consumer?: st
   const worker = testWorker(queue, {
     concurrency: options.concurrency,
     consumer: options.consumer ?? "w",
+    ...(options.leaseMs === undefined ? {} : { leaseMs: options.leaseMs }),
     idleBlockMs: 60_000,
     onEvent: log.onEvent,
     handler: async (job) => {
@@ -63,11 +65,11 @@ const warmUp = (queue: Queue, jobs = 100) =>
  * A worker with one slot, held by a job, and the next job claimed ahead of it: the worker, its
  * records, the gate, and that next job.
  */
-const oneHeldOneAhead = async (queue: Queue, started: (worker: Worker) => void) => {
+const oneHeldOneAhead = async (queue: Queue, started: (worker: Worker) => void, leaseMs?: number) => {
   await warmUp(queue);
   const next = newJob("normal");
   await run(queue.enqueueMany([heldJob(), next]));
-  const gated = gatedWorker(queue, { concurrency: 1 });
+  const gated = gatedWorker(queue, { concurrency: 1, ...(leaseMs === undefined ? {} : { leaseMs }) });
   started(gated.worker.start());
   await eventually(() => gated.state.held === 1, 10_000, "the held job to start");
   await eventually(async () => (await held(queue, "w")) === 2, 5_000, "the next job claimed ahead");
@@ -229,10 +231,12 @@ describe("claiming ahead of free slots", () => {
     expect(await run(queue.cancel(next.id))).toMatchObject({ outcome: "flagged" });
     // As the runtime's cancel listener does on hearing it.
     expect(worker.cancelRunning(next.id, 1)).toBe(true);
-    open();
-    await eventually(() => log.count("cancelled") === 1, 5_000, "the cancel to be recorded");
+    // It ends now, not when the held job frees the slot (well before the give-back's second).
+    await eventually(() => log.count("cancelled") === 1, 500, "the cancel to be recorded");
+    expect(state.running).toBe(1);
     expect(state.started).not.toContain(next.id);
     expect(await run(queue.getJob(next.id))).toMatchObject({ state: "cancelled" });
+    open();
   });
 
   it("a job claimed ahead whose cancel was not heard here ends cancelled when it goes back, unrun", async () => {
@@ -246,5 +250,28 @@ describe("claiming ahead of free slots", () => {
     expect(await run(queue.getJob(next.id))).toMatchObject({ state: "cancelled" });
     open();
     await eventually(() => log.count("completed") === 101, 5_000, "the held job");
+  });
+
+  it("a stop counts a job claimed ahead as given back, not abandoned", async () => {
+    const queue = await makeQueue(redis);
+    const { worker, log, open, next } = await oneHeldOneAhead(queue, (w) => workers.push(w));
+    const stopping = worker.stop({ timeoutMs: 0 });
+    await eventually(() => log.count("released") === 1, 5_000, "the job claimed ahead to go back");
+    open();
+    // Only the held job, which ignores its abort, was abandoned.
+    expect(await stopping).toEqual({ abandoned: 1 });
+    expect(log.ids("released")).toEqual([next.id]);
+  });
+
+  it("a lease renewal that crosses a give-back does not report the job lost", async () => {
+    const queue = await makeQueue(redis);
+    const release = queue.release.bind(queue);
+    // Redis gives the job back at once; its answer comes 100 ms later (a slow link), while the
+    // worker renews its leases every 20 ms.
+    queue.release = (...args) => release(...args).pipe(Effect.tap(() => Effect.sleep(100)));
+    const { log, open } = await oneHeldOneAhead(queue, (w) => workers.push(w), 60);
+    await eventually(() => log.count("released") === 1, 5_000, "the job claimed ahead to go back");
+    expect(log.count("lost")).toBe(0);
+    open();
   });
 });

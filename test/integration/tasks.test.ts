@@ -242,6 +242,28 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       expect(Either.isLeft(notYet) && notYet.left._tag).toBe("TaskNotRetryable");
     });
 
+    it("records a worker's cancel of an attempt that never began (claimed ahead), but not of one past it", async () => {
+      const queue = await makeQueue(redis);
+      const service = new TaskService(db.orm, queue);
+      const { userId } = await seedUser(db.orm);
+      const sub = await service.submit({ userId, priority: "normal" });
+      const id = Either.isRight(sub) ? sub.right.taskId : "";
+      // The row is still queued at attempt 0: the job was cancelled while it waited for a slot.
+      const attempt = (n: number) => ({ id, attempt: n, backend: "redis" }) as const;
+      expect(await service.ledger.markCancelled(id, {}, attempt(1))).toBe(true);
+      expect(await row(id)).toMatchObject({ status: "cancelled", attempt: 1 });
+
+      const other = await seedUser(db.orm);
+      const next = await service.submit({ userId: other.userId, priority: "normal" });
+      const nextId = Either.isRight(next) ? next.right.taskId : "";
+      expect(await service.ledger.markRunning(nextId, 3)).toBe(true);
+      // An older attempt's word about a row at a later one changes nothing.
+      expect(
+        await service.ledger.markCancelled(nextId, {}, { id: nextId, attempt: 2, backend: "redis" }),
+      ).toBe(false);
+      expect(await row(nextId)).toMatchObject({ status: "running", attempt: 3 });
+    });
+
     it("records a move to another priority even when a worker takes the task the moment it lands", async () => {
       const queue = await makeQueue(redis);
       const service = new TaskService(db.orm, queue);
