@@ -153,7 +153,7 @@ export class Worker implements ClaimingWorker {
   private executing = 0;
   /**
    * Jobs claimed ahead of a free slot (`claimAhead`), highest priority first, in claim order
-   * within one: each starts as a slot frees. They are in `running` (their leases renewed, a
+   * within a priority: each starts as a slot frees. They are in `running` (their leases renewed, a
    * cancel heard) but hold no slot.
    */
   private readonly waiting: Waiting[] = [];
