@@ -131,7 +131,7 @@ export class Ratatoskr implements System {
     try {
       const started = performance.now();
       await inLanes(jobs, IN_FLIGHT, async (i) => {
-        await Effect.runPromise(queue.enqueue({ id: `j${i}`, priority: "normal", data: DATA }));
+        await queue.enqueueNow({ id: `j${i}`, priority: "normal", data: DATA });
       });
       const seconds = (performance.now() - started) / 1000;
       await verifyWaiting(queue, jobs, "enqueue-single");
@@ -341,9 +341,9 @@ export class Ratatoskr implements System {
         await sleep(200);
         await openLoop(rate, seconds, (i, due) => {
           const data = JSON.stringify(payload({ sentAt: due }));
-          Effect.runPromise(queue.enqueue({ id: `j${i}`, priority: "normal", data })).catch(
-            (error: unknown) => (completions.problem ??= `enqueue: ${String(error)}`),
-          );
+          queue
+            .enqueueNow({ id: `j${i}`, priority: "normal", data })
+            .catch((error: unknown) => (completions.problem ??= `enqueue: ${String(error)}`));
         });
         await completions.wait("ratatoskr latency");
       } finally {
