@@ -729,8 +729,10 @@ const pushCompletions = (args: Array<string | number>, done: readonly Completion
 /** Jobs per script call in a bulk enqueue: big enough to amortise the call, small enough not to block Redis long. */
 const BULK_CHUNK = 500;
 
-/** enqueue.lua's answer for one job: enqueued (with its entry, none when delayed), or refused. */
-/** The enqueue script's answer: the job's entry, or the refusal as its typed error (thrown). */
+/**
+ * enqueue.lua's answer for one job: enqueued (with its entry, none when delayed), or refused
+ * (thrown as the refusal's typed error).
+ */
 const enqueueAnswer = (job: NewJob, reply: unknown): Enqueued => {
   const [status, value] = reply as [string, string];
   if (status === "ACTIVE") throw new ActiveTaskExists({ userId: job.userId ?? "", activeTaskId: value });
