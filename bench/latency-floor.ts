@@ -2,11 +2,15 @@
  * The least latency a queue on Redis Streams could have on this machine, against ours and
  * BullMQ's in the same rounds: the `latency-500` case of bench/main.ts (an open-loop load, single
  * enqueues, a worker at concurrency 16, enqueue→start and enqueue→completion per job), with a
- * third side that keeps no job record at all. Its enqueue is one `XADD`; its idle worker blocks
- * in `XREADGROUP` itself, so an entry arrives already claimed (no wake, then claim); its
- * completion is one `XACK` + `XDEL`. That is one round trip after the enqueue where ours and
- * BullMQ take three (wake, claim, completion). Not a test, and not part of `npm run bench`: it
- * backs the latency paragraph of bench/README.md ("Where the time goes").
+ * side that keeps no job record at all. Its enqueue is one `XADD`; its idle worker blocks in
+ * `XREADGROUP` itself, so an entry arrives already claimed (no wake, then claim); its completion
+ * is one `XACK` + `XDEL`: two round trips after the enqueue's (wake, completion) where BullMQ
+ * takes three (wake, claim, completion). Ours takes one: its enqueue hands the job to the idle
+ * worker of its own queue, claimed (docs/architecture.md, "Handoffs"), and only the completion
+ * follows; "ours, enqueued apart" sends the jobs through a queue of their own, as another process
+ * would, and takes three, as BullMQ. Each side's Redis commands a job are counted too (`INFO
+ * commandstats`: a script call and each command it runs). Not a test, and not part of `npm run
+ * bench`: it backs the latency paragraphs of bench/README.md ("Where the time goes").
  *
  *   npm run bench:latency-floor                          # 500 jobs/s for 10 s, 3 rounds
  *   npm run bench:latency-floor -- --rate 2000 --seconds 5 --rounds 2
@@ -14,7 +18,7 @@
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { connectRedis, duplicateConnection } from "../src/redis/connection.js";
+import { connectRedis, duplicateConnection, type RedisClient } from "../src/redis/connection.js";
 import { type Figures, latencyFigures, median, openLoop, payload, waitFor } from "./harness.js";
 import { formatNumber } from "./report.js";
 import { Bullmq } from "./systems/bullmq.js";
@@ -101,6 +105,19 @@ const floorLatency = async (url: string, rate: number, seconds: number): Promise
   }
 };
 
+/**
+ * Commands Redis ran since its counters were reset (`INFO commandstats`; those inside scripts
+ * count too), less the benchmark's own `INFO` and `CONFIG`.
+ */
+const commandsSent = async (admin: RedisClient): Promise<number> => {
+  let calls = 0;
+  for (const line of (await admin.info("commandstats")).split("\n")) {
+    const match = /^cmdstat_([^:]+):calls=(\d+)/.exec(line);
+    if (match && !/^(info|config)/.test(match[1]!)) calls += Number(match[2]);
+  }
+  return calls;
+};
+
 runStandalone(async (target) => {
   const { values } = parseArgs({
     options: {
@@ -116,29 +133,35 @@ runStandalone(async (target) => {
   ]) as [number, number, number];
   const ours = new Ratatoskr(target);
   const bullmq = new Bullmq(target);
-  const sides = ["ours", "streams only", "BullMQ"];
-  const runs = new Map<string, Figures[]>(sides.map((side) => [side, []]));
+  const sides: Record<string, () => Promise<Figures>> = {
+    ours: () => ours.latency(rate, seconds),
+    "ours, enqueued apart": () => ours.latency(rate, seconds, { apart: true }),
+    "streams only": () => floorLatency(target.url, rate, seconds),
+    BullMQ: () => bullmq.latency(rate, seconds),
+  };
+  const names = Object.keys(sides);
+  const runs = new Map<string, Figures[]>(names.map((side) => [side, []]));
   for (let round = 0; round < rounds; round++) {
-    for (const side of round % 2 === 0 ? sides : [...sides].reverse()) {
+    for (const side of round % 2 === 0 ? names : [...names].reverse()) {
       await target.admin.flushall();
-      const figures =
-        side === "ours"
-          ? await ours.latency(rate, seconds)
-          : side === "BullMQ"
-            ? await bullmq.latency(rate, seconds)
-            : await floorLatency(target.url, rate, seconds);
-      runs.get(side)!.push(figures);
+      await target.admin.config("RESETSTAT");
+      const figures = await sides[side]!();
+      runs
+        .get(side)!
+        .push({ ...figures, commandsPerJob: (await commandsSent(target.admin)) / (rate * seconds) });
     }
   }
   const med = (side: string, key: string) => median(runs.get(side)!.map((f) => f[key]!));
   console.log(`\n${rate} jobs/s for ${seconds} s, ${rounds} rounds; medians over the rounds, in ms`);
-  console.log("| side | start p50 | start p99 | done p50 | done p95 | done p99 | done p99 ÷ BullMQ |");
-  console.log("|---|---|---|---|---|---|---|");
-  for (const side of sides) {
+  console.log(
+    "| side | start p50 | start p99 | done p50 | done p95 | done p99 | done p99 ÷ BullMQ | Redis commands a job |",
+  );
+  console.log("|---|---|---|---|---|---|---|---|");
+  for (const side of names) {
     const cells = ["startP50Ms", "startP99Ms", "doneP50Ms", "doneP95Ms", "doneP99Ms"].map((key) =>
       formatNumber(med(side, key)),
     );
     const ratio = (med(side, "doneP99Ms") / med("BullMQ", "doneP99Ms")).toFixed(2);
-    console.log(`| ${side} | ${cells.join(" | ")} | ${ratio} |`);
+    console.log(`| ${side} | ${cells.join(" | ")} | ${ratio} | ${med(side, "commandsPerJob").toFixed(1)} |`);
   }
 });

@@ -239,8 +239,14 @@ class RecordCostQueue {
     return (await this.claimNow("completions", [], 0, done)).completed;
   }
 
-  async waitForWork(_blocking: RedisClient, _claim: Claim, timeoutMs: number): Promise<void> {
+  async waitForWork(_blocking: RedisClient, _claim: Claim, timeoutMs: number): Promise<[string, string][]> {
     await sleep(Math.min(timeoutMs, 50));
+    return [];
+  }
+
+  /** Nothing enqueues through the stand-in while its Worker runs. */
+  acceptHandoffs(): () => void {
+    return () => {};
   }
 
   renew() {

@@ -321,8 +321,14 @@ export class Ratatoskr implements System {
     }
   }
 
-  async latency(rate: number, seconds: number): Promise<Figures> {
+  /**
+   * With `apart`, the jobs are enqueued through a queue (and connection) of their own, as from
+   * another process: the worker is woken and claims each, where an enqueue through its own queue
+   * hands the job over, claimed (docs/architecture.md, "Handoffs").
+   */
+  async latency(rate: number, seconds: number, options: { apart?: boolean } = {}): Promise<Figures> {
     const { queue, close } = await this.open();
+    const producer = options.apart ? await this.open() : { queue, close: () => {} };
     try {
       const sentAt = (job: ClaimedJob) => (JSON.parse(job.data) as { sentAt: number }).sentAt;
       const startLatencies: number[] = [];
@@ -341,7 +347,7 @@ export class Ratatoskr implements System {
         await sleep(200);
         await openLoop(rate, seconds, (i, due) => {
           const data = JSON.stringify(payload({ sentAt: due }));
-          queue
+          producer.queue
             .enqueueNow({ id: `j${i}`, priority: "normal", data })
             .catch((error: unknown) => (completions.problem ??= `enqueue: ${String(error)}`));
         });
@@ -352,6 +358,7 @@ export class Ratatoskr implements System {
       await verifyCompleted(queue, total, "latency");
       return { ...latencyFigures("start", startLatencies), ...latencyFigures("done", doneLatencies) };
     } finally {
+      producer.close();
       close();
     }
   }

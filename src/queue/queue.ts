@@ -140,6 +140,23 @@ export interface Claim {
   readonly completed: readonly CompleteOutcome[];
 }
 
+/**
+ * An idle worker of this process that an enqueue may hand its new job to (`Queue.acceptHandoffs`):
+ * the enqueue's own script claims for it, as its next claim would, and the answer carries the
+ * job, a round trip sooner than the worker's wake and claim.
+ */
+export interface HandoffTarget {
+  /**
+   * Whom to claim one job for, when idle and the job's priority is one it takes: it holds a slot
+   * for the job until `handed`. Undefined when it takes none now.
+   */
+  offer(
+    priority: Priority,
+  ): { readonly consumer: string; readonly priorities: readonly Priority[] } | undefined;
+  /** What the claim of an offer brought (nothing, when it found nothing or the call failed). */
+  handed(jobs: readonly ClaimedJob[]): void;
+}
+
 export interface Lease {
   readonly id: string;
   readonly attempt: number;
@@ -229,6 +246,8 @@ export class Queue {
   readonly group: string;
   readonly deadLetterMax: number;
   readonly retention: Retention;
+  /** Idle workers of this process that single enqueues hand their jobs to (`acceptHandoffs`). */
+  private readonly handoffTargets = new Set<HandoffTarget>();
 
   constructor(
     readonly redis: RedisClient,
@@ -246,11 +265,16 @@ export class Queue {
   }
 
   /** `run` as a promise that rejects with the same RedisError: for the worker's hot path. */
-  private runNow(script: LuaScript, args: ReadonlyArray<string | number>, buffers = false): Promise<unknown> {
+  private runNow(
+    script: LuaScript,
+    args: ReadonlyArray<string | number>,
+    buffers = false,
+    operation = script.name,
+  ): Promise<unknown> {
     const keys = [this.keys.base];
     const reply = buffers ? script.runBuffer(this.redis, keys, args) : script.run(this.redis, keys, args);
     return reply.catch((cause: unknown) => {
-      throw new RedisError({ operation: script.name, cause });
+      throw new RedisError({ operation, cause });
     });
   }
 
@@ -283,20 +307,69 @@ export class Queue {
     if (invalid) throw new InvalidJob({ reason: invalid });
     // With no tracer provider, a span (and the context, attributes and traceparent made for
     // it) is a fifth of what an enqueue costs this process, and records nothing.
-    if (!tracingOn())
-      return enqueueAnswer(job, await this.runNow(scripts.enqueue, enqueueArgs(job, undefined)));
+    if (!tracingOn()) return enqueueAnswer(job, await this.enqueueOne(job, undefined));
     // A job that comes back (from the ledger, a redrive) continues the trace it started in.
     const span = enqueueSpan({ "ratatoskr.task_id": job.id, "ratatoskr.priority": job.priority }, job.meta);
     try {
-      const enqueued = enqueueAnswer(
-        job,
-        await this.runNow(scripts.enqueue, enqueueArgs(job, traceparentOf(span))),
-      );
+      const enqueued = enqueueAnswer(job, await this.enqueueOne(job, traceparentOf(span)));
       span.end();
       return enqueued;
     } catch (error) {
       endFailed(span, error instanceof Error ? error.message : String(error));
       throw error;
+    }
+  }
+
+  /**
+   * Lets single enqueues through this queue hand their jobs to `target` while it is idle (see
+   * `HandoffTarget`); the function returned ends that. Jobs enqueued in bulk, delayed, or while
+   * no target offers, wait in their streams as before.
+   */
+  acceptHandoffs(target: HandoffTarget): () => void {
+    this.handoffTargets.add(target);
+    return () => this.handoffTargets.delete(target);
+  }
+
+  /** One job's enqueue: handed to an idle worker of this process when one offers, else enqueued alone. */
+  private async enqueueOne(job: NewJob, traceparent: string | undefined): Promise<unknown> {
+    const args = enqueueArgs(job, traceparent);
+    if (this.handoffTargets.size === 0 || (job.delayMs ?? 0) > 0) return this.runNow(scripts.enqueue, args);
+    for (const target of this.handoffTargets) {
+      const offer = target.offer(job.priority);
+      if (offer !== undefined) return this.enqueueHandingOff(target, offer, args);
+    }
+    return this.runNow(scripts.enqueue, args);
+  }
+
+  /**
+   * enqueue-handoff.lua: the enqueue, then a claim of one job for the target. Its answer is
+   * enqueue's; the target has what was claimed (nothing, if the call failed: a job claimed for it
+   * all the same comes back when its lease lapses, as after any claim whose answer was lost).
+   */
+  private async enqueueHandingOff(
+    target: HandoffTarget,
+    offer: { readonly consumer: string; readonly priorities: readonly Priority[] },
+    enqueue: ReadonlyArray<string | number>,
+  ): Promise<unknown> {
+    const ordered = inPriorityOrder(offer.priorities);
+    const args = [
+      this.group,
+      offer.consumer,
+      1,
+      this.deadLetterMax,
+      this.retention.failedSeconds,
+      ordered.length,
+      ...ordered,
+      ...enqueue,
+    ];
+    const jobs: ClaimedJob[] = [];
+    try {
+      const reply = await this.runNow(scripts.enqueueHandoff, args, true, "enqueue");
+      const [answer, flat] = reply as [Buffer[], Buffer[]];
+      for (let i = 0; i < flat.length; i += 3) jobs.push(claimedJob(flat[i]!, flat[i + 1]!, flat[i + 2]!));
+      return answer.map((value) => value.toString());
+    } finally {
+      target.handed(jobs);
     }
   }
 
@@ -405,17 +478,27 @@ export class Queue {
    * Blocks (on a connection of its own: `blocking`) until an entry newer than the claim's
    * cursors arrives on one of those streams or on the signal stream, or `timeoutMs` passes.
    * No polling: an idle dispatcher costs one command per timeout. A promise, as only the
-   * worker's loop waits (rejects with a RedisError).
+   * worker's loop waits (rejects with a RedisError). Resolves with the entries seen, oldest first
+   * (up to WAKE_ENTRIES a stream; none after the timeout): a worker that was handed them already
+   * (`HandoffTarget`) need not claim.
    */
-  async waitForWork(blocking: RedisClient, claim: Claim, timeoutMs: number): Promise<void> {
-    if (claim.cursors.length === 0) return;
+  async waitForWork(
+    blocking: RedisClient,
+    claim: Claim,
+    timeoutMs: number,
+  ): Promise<ReadonlyArray<readonly [key: string, id: string]>> {
+    if (claim.cursors.length === 0) return [];
     const keys = claim.cursors.map(([key]) => key);
     const ids = claim.cursors.map(([, id]) => id);
+    let reply: Array<[string, Array<[string, string[]]>]> | null;
     try {
-      await blocking.xread("COUNT", 1, "BLOCK", timeoutMs, "STREAMS", ...keys, ...ids);
+      reply = await blocking.xread("COUNT", WAKE_ENTRIES, "BLOCK", timeoutMs, "STREAMS", ...keys, ...ids);
     } catch (cause) {
       throw new RedisError({ operation: "wait for work", cause });
     }
+    const seen: Array<readonly [string, string]> = [];
+    for (const [key, entries] of reply ?? []) for (const [id] of entries) seen.push([key, id]);
+    return seen;
   }
 
   /** Extends the leases of running jobs; 'lost' means the job was reclaimed: abort it. */
@@ -725,6 +808,12 @@ const pushCompletions = (args: Array<string | number>, done: readonly Completion
     }
   }
 };
+
+/**
+ * Entries a wake reads of each stream: those handed to the waiting worker meanwhile are passed
+ * over without a claim, up to this many at once.
+ */
+const WAKE_ENTRIES = 32;
 
 /** Jobs per script call in a bulk enqueue: big enough to amortise the call, small enough not to block Redis long. */
 const BULK_CHUNK = 500;

@@ -3,6 +3,7 @@ import { LuaLibrary } from "../redis/lua-library.js";
 /** One script per state transition, by its file; reading them is reading the queue's state machine. */
 export const SCRIPT_FILES = {
   enqueue: "enqueue",
+  enqueueHandoff: "enqueue-handoff",
   claim: "claim",
   renew: "renew",
   complete: "complete",

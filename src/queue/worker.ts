@@ -11,6 +11,7 @@ import {
   type ClaimedJob,
   type CompleteOutcome,
   type Completion,
+  type HandoffTarget,
   type Queue,
 } from "./queue.js";
 
@@ -70,6 +71,12 @@ export interface WorkerOptions {
    * true; see `Worker.claimAhead`).
    */
   readonly claimAhead?: boolean;
+  /**
+   * While idle, takes jobs handed over by single enqueues through this same queue object, claimed
+   * in the enqueue's own call (default true; see `HandoffTarget`): a job enqueued in this process
+   * starts a round trip sooner than when the worker is woken and claims it.
+   */
+  readonly handoffs?: boolean;
   readonly onEvent?: (event: WorkerEvent) => void;
 }
 
@@ -143,7 +150,7 @@ const SHUTDOWN = "worker shut down";
  * blocks on the streams when there is nothing to claim, renews leases of what it runs, and
  * acknowledges completions in batches. One failing job never stops it.
  */
-export class Worker implements ClaimingWorker {
+export class Worker implements ClaimingWorker, HandoffTarget {
   private readonly running = new Map<string, Running>();
   /**
    * Handlers running now: what concurrency limits. A job whose handler has returned stays in
@@ -168,7 +175,16 @@ export class Worker implements ClaimingWorker {
   private stopped: Promise<{ abandoned: number }> | undefined;
   private wakeLoop: (() => void) | undefined;
   private wakeSignal: Promise<void> | undefined;
-  private pendingWait: Promise<void> | undefined;
+  /** The blocking read out, if any: resolves true when it saw something to claim. */
+  private pendingWait: Promise<boolean> | undefined;
+  /** Offers made to enqueues (`offer`), and how many of those enqueues have answered. */
+  private offersMade = 0;
+  private offersAnswered = 0;
+  /** Wakes waiting for the enqueues offered to before they came to answer. */
+  private afterHandoffs: Array<{ readonly upTo: number; readonly resume: () => void }> = [];
+  /** Entries handed over in this dry spell: a wake that sees only these has nothing to claim. */
+  private readonly handedEntries = new Set<string>();
+  private stopHandoffs: (() => void) | undefined;
   /** Slots promised to claims still out. */
   private reserved = 0;
   private claimsOut = 0;
@@ -219,6 +235,7 @@ export class Worker implements ClaimingWorker {
   start(): this {
     if (this.loopDone) return this;
     this.renewTimer = setInterval(() => void this.renewLeases(), Math.max(10, Math.floor(this.leaseMs / 3)));
+    if (this.options.handoffs !== false) this.stopHandoffs = this.options.queue.acceptHandoffs(this);
     this.loopDone = this.loop();
     return this;
   }
@@ -236,6 +253,7 @@ export class Worker implements ClaimingWorker {
 
   private async drain(timeoutMs: number): Promise<{ abandoned: number }> {
     this.stopping = true;
+    this.stopHandoffs?.();
     this.wake();
     // Jobs claimed ahead have not started: they go back now, uncharged, rather than wait for
     // slots that a stop is emptying; so do those that claims still out bring with no slot free.
@@ -303,17 +321,74 @@ export class Worker implements ClaimingWorker {
         // spell. A slot freeing meanwhile wakes the loop too, but there is nothing new to claim:
         // claiming anyway cost two claim scripts per finished job whenever the queue ran near empty.
         const dry = this.dry;
-        const fresh = await Promise.race([
-          this.waitForWork(dry).then(() => true),
-          this.nextWake().then(() => false),
-        ]);
-        if (fresh && this.dry === dry) this.dry = undefined;
+        const fresh = await Promise.race([this.waitForWork(dry), this.nextWake().then(() => false)]);
+        if (fresh && this.dry === dry) {
+          this.dry = undefined;
+          this.handedEntries.clear();
+        }
       } else {
         await this.nextWake();
       }
     }
-    // A claim still out may yet start jobs: stop() waits for them like for any other.
-    while (this.claimsOut > 0) await this.nextWake();
+    // A claim still out (or an enqueue handing a job over) may yet start jobs: stop() waits
+    // for them like for any other.
+    while (this.claimsOut > 0 || this.offersAnswered < this.offersMade) await this.nextWake();
+  }
+
+  /**
+   * A slot for a job an enqueue claims for this worker, while it waits for work with a slot free
+   * (not while claims are out: they bring what is there) and takes the job's priority.
+   */
+  offer(priority: Priority): { consumer: string; priorities: readonly Priority[] } | undefined {
+    const { concurrency, consumer, priorities } = this.options;
+    if (this.stopping || this.dry === undefined || this.claimsOut > 0 || this.backoffUntil > Date.now())
+      return undefined;
+    const free = concurrency - this.executing - this.waiting.length - this.reserved;
+    if (free <= 0 || !priorities.includes(priority)) return undefined;
+    this.reserved++;
+    this.offersMade++;
+    return { consumer, priorities };
+  }
+
+  handed(jobs: readonly ClaimedJob[]) {
+    this.reserved--;
+    this.offersAnswered++;
+    for (const job of jobs) {
+      this.handedEntries.add(job.entry);
+      this.startJob(job);
+    }
+    const due = this.afterHandoffs.filter((w) => w.upTo <= this.offersAnswered);
+    if (due.length > 0) {
+      this.afterHandoffs = this.afterHandoffs.filter((w) => w.upTo > this.offersAnswered);
+      for (const { resume } of due) resume();
+    }
+    this.wake();
+  }
+
+  /**
+   * Whether a wait's entries call for a claim: not when each was handed here already (its
+   * enqueue claimed it for this worker), which moves the wait's cursors past them instead. An
+   * enqueue offered to before the wake may be handing over what it saw: those answers are
+   * awaited first (not later ones, which a steady stream of enqueues would never run out of).
+   */
+  private async worthClaiming(
+    claim: Claim,
+    seen: ReadonlyArray<readonly [string, string]>,
+  ): Promise<boolean> {
+    if (seen.length === 0) return true;
+    const upTo = this.offersMade;
+    if (this.offersAnswered < upTo)
+      await new Promise<void>((resume) => this.afterHandoffs.push({ upTo, resume }));
+    if (!seen.every(([, id]) => this.handedEntries.has(id))) return true;
+    if (this.dry === claim) {
+      const newest = new Map(seen);
+      this.dry = {
+        ...claim,
+        cursors: claim.cursors.map(([key, id]) => [key, newest.get(key) ?? id] as const),
+      };
+      for (const [, id] of seen) this.handedEntries.delete(id);
+    }
+    return false;
   }
 
   /**
@@ -387,23 +462,25 @@ export class Worker implements ClaimingWorker {
    * One blocking read at a time: a wait started for an older claim has older cursors, so it only
    * ever returns sooner than a new one would.
    */
-  private waitForWork(claim: Claim): Promise<void> {
+  private waitForWork(claim: Claim): Promise<boolean> {
     if (!this.pendingWait) {
       const wait = this.options.queue.waitForWork(this.blocking, claim, this.options.idleBlockMs ?? 5_000);
-      this.pendingWait = wait.then(
-        () => {
+      this.pendingWait = wait
+        .then(
+          (seen) => this.worthClaiming(claim, seen),
+          (error) => {
+            // Cut short by stop() (the connection closed): nobody waits for it any more.
+            if (!this.stopping) {
+              this.emit({ type: "error", error: describeFailure(error) });
+              this.errors++;
+              this.backoffUntil = Date.now() + Math.min(2000, 50 * 2 ** this.errors);
+            }
+            return true;
+          },
+        )
+        .finally(() => {
           this.pendingWait = undefined;
-        },
-        (error) => {
-          this.pendingWait = undefined;
-          // Cut short by stop() (the connection closed): nobody waits for it any more.
-          if (!this.stopping) {
-            this.emit({ type: "error", error: describeFailure(error) });
-            this.errors++;
-            this.backoffUntil = Date.now() + Math.min(2000, 50 * 2 ** this.errors);
-          }
-        },
-      );
+        });
     }
     return this.pendingWait;
   }

@@ -1,38 +1,9 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterEach, describe, expect, it } from "vitest";
-import type { Queue } from "../../src/queue/queue.js";
 import type { Worker } from "../../src/queue/worker.js";
 import { QueueAdmin } from "../../src/queue/admin.js";
-import { ALL, eventLog, eventually, makeQueue, newJob, testWorker } from "../support/queue.js";
+import { ALL, countClaims, eventLog, eventually, makeQueue, newJob, testWorker } from "../support/queue.js";
 import { run, runFailure, useRedis } from "../support/redis.js";
-
-/**
- * Counts the claim scripts a worker sends, and the jobs they bring back, through the real queue
- * (the worker calls `claimNow`, the promise form of `claim`).
- */
-const countClaims = (queue: Queue) => {
-  /** `out`: claims sent and not yet answered; `mostOut` the most at once; `wants` what each asked. */
-  const counts = { claims: 0, claimed: 0, completes: 0, out: 0, mostOut: 0, wants: [] as number[] };
-  const claimNow = queue.claimNow.bind(queue);
-  queue.claimNow = async (...args) => {
-    counts.claims++;
-    counts.wants.push(args[2]);
-    counts.mostOut = Math.max(counts.mostOut, ++counts.out);
-    try {
-      const claim = await claimNow(...args);
-      counts.claimed += claim.jobs.length;
-      return claim;
-    } finally {
-      counts.out--;
-    }
-  };
-  const completeNow = queue.completeNow.bind(queue);
-  queue.completeNow = (...args) => {
-    counts.completes++;
-    return completeNow(...args);
-  };
-  return counts;
-};
 
 describe("how a worker claims", () => {
   const redis = useRedis();
@@ -44,6 +15,9 @@ describe("how a worker claims", () => {
 
   it("near an empty queue, sends one claim per new job, not one per job that finishes", async () => {
     const queue = await makeQueue(redis);
+    // The jobs come through a queue of their own, as from another process: an enqueue through
+    // the worker's queue would hand its job over, claimed (handoff.test.ts).
+    const producer = await makeQueue(redis);
     const counts = countClaims(queue);
     const log = eventLog();
     // Many slots, one job at a time: every job finds the streams dry and frees a slot when done.
@@ -52,7 +26,7 @@ describe("how a worker claims", () => {
     await eventually(() => counts.claims > 0, 5_000, "the first claim");
     const jobs = 30;
     for (let i = 0; i < jobs; i++) {
-      await run(queue.enqueue(newJob("normal")));
+      await run(producer.enqueue(newJob("normal")));
       await eventually(() => log.count("completed") === i + 1, 5_000, `job ${i + 1} to complete`);
       // Time for anything the finished job would set off (its slot freeing, its acknowledgement).
       await sleep(20);
@@ -65,6 +39,7 @@ describe("how a worker claims", () => {
 
   it("wakes for a job that arrives while another runs, and drains a burst after a dry spell", async () => {
     const queue = await makeQueue(redis);
+    const producer = await makeQueue(redis);
     const counts = countClaims(queue);
     const log = eventLog();
     let release: () => void = () => {};
@@ -83,9 +58,9 @@ describe("how a worker claims", () => {
       },
     }).start();
     await eventually(() => counts.claims > 0, 5_000, "the first claim");
-    await run(queue.enqueue({ ...newJob("normal"), data: JSON.stringify({ hold: true }) }));
+    await run(producer.enqueue({ ...newJob("normal"), data: JSON.stringify({ hold: true }) }));
     await eventually(() => running === 1, 5_000, "the held job to start");
-    await run(queue.enqueue(newJob("normal")));
+    await run(producer.enqueue(newJob("normal")));
     await eventually(() => log.count("completed") === 1, 5_000, "the second job, beside the held one");
     expect(most).toBe(2);
     release();

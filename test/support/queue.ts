@@ -58,3 +58,38 @@ export const testWorker = (queue: Queue, options: Partial<WorkerOptions> = {}) =
     ...options,
     queue,
   });
+
+/**
+ * Counts the claim scripts a worker sends, and the jobs they bring back, through the real queue
+ * (the worker calls `claimNow`, the promise form of `claim`).
+ */
+export const countClaims = (queue: Queue) => {
+  /** `out`: claims sent and not yet answered; `mostOut` the most at once; `wants` what each asked. */
+  const counts = { claims: 0, claimed: 0, completes: 0, out: 0, mostOut: 0, wants: [] as number[] };
+  const claimNow = queue.claimNow.bind(queue);
+  queue.claimNow = async (...args) => {
+    counts.claims++;
+    counts.wants.push(args[2]);
+    counts.mostOut = Math.max(counts.mostOut, ++counts.out);
+    try {
+      const claim = await claimNow(...args);
+      counts.claimed += claim.jobs.length;
+      return claim;
+    } finally {
+      counts.out--;
+    }
+  };
+  const completeNow = queue.completeNow.bind(queue);
+  queue.completeNow = (...args) => {
+    counts.completes++;
+    return completeNow(...args);
+  };
+  return counts;
+};
+
+/** A gate a test opens when it likes: a handler that awaits `closed` holds its job until then. */
+export const makeGate = () => {
+  let open: () => void = () => {};
+  const closed = new Promise<void>((resolve) => (open = resolve));
+  return { closed, open };
+};
