@@ -111,7 +111,7 @@ describe("an enqueue hands its job to an idle worker of its own queue", () => {
   it("claims none for a paused priority, nor for a priority the worker does not take", async () => {
     const queue = await makeQueue(redis);
     const { target, offered, handed } = keepingTarget("x", ["urgent", "normal"]);
-    queue.acceptHandoffs(target);
+    const stopHandoffs = queue.acceptHandoffs(target);
     await run(new QueueAdmin(queue).pause("normal"));
     const paused = newJob("normal");
     await queue.enqueueNow(paused);
@@ -121,14 +121,31 @@ describe("an enqueue hands its job to an idle worker of its own queue", () => {
     expect(await run(queue.getJob(paused.id))).toMatchObject({ state: "queued" });
 
     // A real worker that does not take low jobs does not offer for one.
+    stopHandoffs();
     const log = eventLog();
-    startWorker(queue, { priorities: ["urgent"], idleBlockMs: 60_000, onEvent: log.onEvent });
+    const counts = countClaims(queue);
+    const worker = startWorker(queue, { priorities: ["urgent"], idleBlockMs: 60_000, onEvent: log.onEvent });
+    const answers: number[] = [];
+    const handedTo = worker.handed.bind(worker);
+    worker.handed = (jobs) => {
+      answers.push(jobs.length);
+      handedTo(jobs);
+    };
+    await eventually(() => counts.claims > 0, 5_000, "the first claim");
+    // Its claim answered (dry): it is waiting for work.
     await sleep(100);
     const low = newJob("low");
     await queue.enqueueNow(low);
+    expect(answers).toEqual([]);
     await sleep(100);
     expect(log.count("completed")).toBe(0);
     expect(await run(queue.getJob(low.id))).toMatchObject({ state: "queued" });
+    // It does take an urgent one, handed over.
+    await queue.enqueueNow(newJob("urgent"));
+    await eventually(() => log.count("completed") === 1, 5_000, "the urgent job");
+    expect(answers).toEqual([1]);
+    expect(counts.claimed).toBe(0);
+    expect(offered).toEqual(["normal"]);
   });
 
   it("claims nothing for a refused or delayed enqueue, and leaves what waits where it is", async () => {
