@@ -333,10 +333,12 @@ export class Queue {
   /** One job's enqueue: handed to an idle worker of this process when one offers, else enqueued alone. */
   private async enqueueOne(job: NewJob, traceparent: string | undefined): Promise<unknown> {
     const args = enqueueArgs(job, traceparent);
-    if (this.handoffTargets.size === 0 || (job.delayMs ?? 0) > 0) return this.runNow(scripts.enqueue, args);
-    for (const target of this.handoffTargets) {
-      const offer = target.offer(job.priority);
-      if (offer !== undefined) return this.enqueueHandingOff(target, offer, args);
+    // A delayed job enters no stream now: nothing to hand over.
+    if ((job.delayMs ?? 0) === 0) {
+      for (const target of this.handoffTargets) {
+        const offer = target.offer(job.priority);
+        if (offer !== undefined) return this.enqueueHandingOff(target, offer, args);
+      }
     }
     return this.runNow(scripts.enqueue, args);
   }

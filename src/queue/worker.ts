@@ -357,8 +357,9 @@ export class Worker implements ClaimingWorker, HandoffTarget {
       this.handedEntries.add(job.entry);
       this.startJob(job);
     }
-    const due = this.afterHandoffs.filter((w) => w.upTo <= this.offersAnswered);
-    if (due.length > 0) {
+    // Wakes waiting for this answer go on; one per wake at most, so a short list.
+    if (this.afterHandoffs.length > 0) {
+      const due = this.afterHandoffs.filter((w) => w.upTo <= this.offersAnswered);
       this.afterHandoffs = this.afterHandoffs.filter((w) => w.upTo > this.offersAnswered);
       for (const { resume } of due) resume();
     }
