@@ -115,6 +115,27 @@ export const drainFigures = (jobs: number, started: number, firstAt: number, fin
   };
 };
 
+/** CPU time used so far, in µs: this process's, all its threads (both sides run here), and Redis's. */
+export interface CpuMark {
+  readonly process: number;
+  readonly redis: number;
+}
+
+export const markCpu = async (redis: RedisClient): Promise<CpuMark> => {
+  const info = await redis.info("cpu");
+  const { user, system } = process.cpuUsage();
+  const redisSeconds = Number(infoFields(info, "used_cpu_user")) + Number(infoFields(info, "used_cpu_sys"));
+  return { process: user + system, redis: redisSeconds * 1e6 };
+};
+
+/**
+ * CPU a job cost, this process and Redis together, between two marks: steadier than a rate on
+ * a shared machine, where another tenant's load slows the clock but not the work a job takes.
+ */
+export const cpuFigures = (from: CpuMark, to: CpuMark, jobs: number): Figures => ({
+  cpuMicrosPerJob: (to.process - from.process + (to.redis - from.redis)) / jobs,
+});
+
 export const infoField = async (redis: RedisClient, section: string, field: string): Promise<string> =>
   infoFields(await redis.info(section), field);
 

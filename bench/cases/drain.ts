@@ -7,7 +7,7 @@ const drainMain = (concurrency: number): ComparedCase => ({
   kind: "compared",
   name: `drain-main-c${concurrency}`,
   what: `${concurrency === 1 ? "N/10" : "N"} pre-queued no-op jobs, one worker at concurrency ${concurrency}, handler in the main thread`,
-  metrics: [JOBS_PER_SECOND],
+  metrics: [JOBS_PER_SECOND, CPU_PER_JOB],
   ...(MAIN_GOALS[concurrency] === undefined
     ? {}
     : { goals: [{ kind: "vs-bullmq", metric: "jobsPerSecond", atLeast: MAIN_GOALS[concurrency] }] }),
@@ -19,11 +19,18 @@ const drainMainPriorities = (concurrency: number): ComparedCase => ({
   kind: "compared",
   name: `drain-main-prio-c${concurrency}`,
   what: `as drain-main-c${concurrency}, jobs spread at random over four priorities`,
-  metrics: [JOBS_PER_SECOND],
+  metrics: [JOBS_PER_SECOND, CPU_PER_JOB],
   // Priorities should cost us little: within 10 % of the same drain without them.
   goals: [{ kind: "vs-ours", metric: "jobsPerSecond", baseline: `drain-main-c${concurrency}`, atLeast: 0.9 }],
   run: (system, options) => system.drainMain(options.jobs, concurrency, "mixed"),
 });
+
+const CPU_PER_JOB: Metric = {
+  key: "cpuMicrosPerJob",
+  label: "CPU per job (process + Redis)",
+  unit: "µs",
+  better: "lower",
+};
 
 const FIRST_JOB: Metric = { key: "firstJobSeconds", label: "first job", unit: "s", better: "lower" };
 const AFTER_FIRST: Metric = {
@@ -38,7 +45,7 @@ const drainThreads = (concurrency: number): ComparedCase => ({
   name: `drain-threads-c${concurrency}`,
   what: `${concurrency === 16 ? "N" : "N/10"} pre-queued no-op jobs run in worker threads at concurrency ${concurrency} (ours: the full runtime)`,
   fullOnly: concurrency !== 16,
-  metrics: [JOBS_PER_SECOND, FIRST_JOB, AFTER_FIRST],
+  metrics: [JOBS_PER_SECOND, FIRST_JOB, AFTER_FIRST, CPU_PER_JOB],
   ...(concurrency === 16 ? { goals: [{ kind: "vs-bullmq", metric: "jobsPerSecond", atLeast: 5 }] } : {}),
   run: (system, options) =>
     system.drainThreads(concurrency === 16 ? options.jobs : options.slowJobs, concurrency),
@@ -49,7 +56,7 @@ const drainThreadClaims: ComparedCase = {
   kind: "compared",
   name: "drain-thread-claims-c16",
   what: "as drain-threads-c16, ours with one worker thread claiming for itself at concurrency 16 (RT_CLAIM_IN=threads, RT_POOL_THREADS=1); BullMQ's sandbox as there",
-  metrics: [JOBS_PER_SECOND, FIRST_JOB, AFTER_FIRST],
+  metrics: [JOBS_PER_SECOND, FIRST_JOB, AFTER_FIRST, CPU_PER_JOB],
   goals: [{ kind: "vs-bullmq", metric: "jobsPerSecond", atLeast: 5 }],
   run: (system, options) => system.drainThreads(options.jobs, 16, "thread"),
 };

@@ -11,7 +11,10 @@ import { type Job, type Processor, Queue, Worker, type WorkerOptions } from "bul
 import {
   CompletionCount,
   BULK_CHUNK,
+  type CpuMark,
+  cpuFigures,
   drainFigures,
+  markCpu,
   type Figures,
   IN_FLIGHT,
   inLanes,
@@ -131,15 +134,21 @@ export class Bullmq implements System {
       await this.prequeue(queue, jobs, job);
       await queued?.();
       const completions = new Completions(jobs);
+      const cpuFrom = await markCpu(this.target.admin);
       const started = performance.now();
       const running = completions.watch(worker());
+      let cpuTo: CpuMark;
       try {
         await completions.wait("bullmq drain");
+        cpuTo = await markCpu(this.target.admin);
       } finally {
         await running.close();
       }
       await this.verify(queue, jobs, "drain", "completed");
-      return drainFigures(jobs, started, completions.firstAt, completions.lastAt);
+      return {
+        ...drainFigures(jobs, started, completions.firstAt, completions.lastAt),
+        ...cpuFigures(cpuFrom, cpuTo, jobs),
+      };
     } finally {
       await queue.close();
     }

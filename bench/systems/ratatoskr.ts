@@ -18,6 +18,9 @@ import { start } from "../../src/runtime.js";
 import {
   CompletionCount,
   BULK_CHUNK,
+  type CpuMark,
+  cpuFigures,
+  markCpu,
   drainFigures,
   type Figures,
   IN_FLIGHT,
@@ -166,15 +169,21 @@ export class Ratatoskr implements System {
       await this.prequeue(queue, jobs, (i) => ({ id: `j${i}`, priority: priority(), data: DATA }));
       await queued?.();
       const completions = new Completions(jobs);
+      const cpuFrom = await markCpu(this.target.admin);
       const started = performance.now();
       const worker = this.worker(queue, concurrency, noop, completions).start();
+      let cpuTo: CpuMark;
       try {
         await completions.wait("ratatoskr drain");
+        cpuTo = await markCpu(this.target.admin);
       } finally {
         await worker.stop();
       }
       await verifyCompleted(queue, jobs, "drain");
-      return drainFigures(jobs, started, completions.firstAt, completions.lastAt);
+      return {
+        ...drainFigures(jobs, started, completions.firstAt, completions.lastAt),
+        ...cpuFigures(cpuFrom, cpuTo, jobs),
+      };
     } finally {
       close();
     }
@@ -214,11 +223,13 @@ export class Ratatoskr implements System {
       let firstAt = Number.NaN;
       let finishedAt = Number.NaN;
       let problem: string | undefined;
+      const cpuFrom = await markCpu(this.target.admin);
       const started = performance.now();
       const runtime = await start({
         config,
         groups: [{ name: "bench", queues: PRIORITIES, concurrency }],
       });
+      let cpuTo: CpuMark;
       try {
         // The runtime reports no per-job events outward: the queue's own counters, polled every
         // 20 ms, say when the N-th job is done (so this clock can stop up to 20 ms late).
@@ -235,11 +246,12 @@ export class Ratatoskr implements System {
             return completed >= jobs;
           },
         });
+        cpuTo = await markCpu(this.target.admin);
       } finally {
         await runtime.stop();
       }
       await verifyCompleted(queue, jobs, "drain-threads");
-      return drainFigures(jobs, started, firstAt, finishedAt);
+      return { ...drainFigures(jobs, started, firstAt, finishedAt), ...cpuFigures(cpuFrom, cpuTo, jobs) };
     } finally {
       close();
     }

@@ -1,5 +1,6 @@
 import { availableParallelism } from "node:os";
-import { MessageChannel, type MessagePort } from "node:worker_threads";
+import { performance } from "node:perf_hooks";
+import { MessageChannel, type MessagePort, type Worker } from "node:worker_threads";
 import { Piscina } from "piscina";
 import type { JobInfo, LogLevel, Progress } from "../jobs/definition.js";
 import { JobFailure } from "../queue/failures.js";
@@ -12,6 +13,7 @@ import {
   type ThreadOutcome,
   type ToThread,
 } from "./protocol.js";
+import { SAMPLE_MS, ThreadCost } from "./thread-cost.js";
 
 export interface PoolOptions {
   /** URL (file:) of the job registry module the threads load. */
@@ -29,6 +31,11 @@ export interface PoolOptions {
   readonly abortGraceMs?: number;
   /** Worker groups will claim in the threads (`host`): each loads that code as it starts. */
   readonly hosting?: boolean;
+  /**
+   * A thread takes more jobs while those it has would keep it busy this long at most, in ms;
+   * past it jobs go to the thread with the fewest running. Default 2.
+   */
+  readonly packMs?: number;
   /** The threads' environment (they read their configuration from it); default: this process's. */
   readonly env?: Record<string, string>;
 }
@@ -114,6 +121,9 @@ interface Lane {
   readonly pending: Map<number, Pending>;
   outbox: JobRequest[];
   threadId: number | undefined;
+  /** The thread, once ready: its busy time is read off it (`ThreadCost`). */
+  thread: Worker | undefined;
+  readonly cost: ThreadCost;
   /** The job whose ignored abort got this thread terminated. */
   terminatedFor: number | undefined;
   /** When the thread last said anything (a thread that hosts a group speaks every STATUS_MS). */
@@ -124,26 +134,37 @@ interface Lane {
 const WATCH_MS = 1_000;
 
 /**
+ * A thread takes more jobs while those it has would keep it busy this long at most: a job waits
+ * behind that little, where sending it to a sleeping thread wakes one more (a message that wakes
+ * a thread cost the sender 30-90 µs on the 2-core machine of bench/README.md).
+ */
+const DEFAULT_PACK_MS = 2;
+
+/**
  * One Piscina pool per process. Each worker thread runs one long Piscina task that serves jobs
  * sent over its own port: the jobs this process starts in one tick go to a thread in one
  * message, and their outcomes come back batched, where a message channel and a Piscina task per
- * job cost more than a short job itself. Jobs go to the thread with the fewest running.
+ * job cost more than a short job itself. Short jobs are packed onto few threads, longer ones go
+ * to the thread with the fewest running (`laneFor`).
  * Abort is cooperative first; a thread that ignores it past the grace time is terminated, and
  * Piscina replaces it. A thread that dies fails its jobs as retriable.
  */
 export class JobPool {
   private readonly piscina: Piscina;
   readonly abortGraceMs: number;
+  private readonly packMs: number;
   private readonly lanes: Lane[];
   private seq = 0;
   private closing = false;
   /** Worker groups the threads claim for (RT_CLAIM_IN=threads), by name. */
   private readonly hosted = new Map<string, { group: HostedGroup; silentMs: number }>();
   private watchdog: NodeJS.Timeout | undefined;
+  private sampledAt = 0;
 
   constructor(private readonly options: PoolOptions) {
     const threads = options.threads ?? availableParallelism();
     this.abortGraceMs = options.abortGraceMs ?? 5_000;
+    this.packMs = options.packMs ?? DEFAULT_PACK_MS;
     this.piscina = new Piscina({
       filename: new URL("./thread-entry.js", import.meta.url).href,
       minThreads: threads,
@@ -175,8 +196,7 @@ export class JobPool {
 
   run(job: JobInfo, data: string, options: RunOptions): Promise<string | undefined> {
     if (this.closing) return Promise.reject(new JobFailure("transient", "the worker pool is closing"));
-    let lane = this.lanes[0]!;
-    for (const other of this.lanes) if (other.pending.size < lane.pending.size) lane = other;
+    const lane = this.laneFor();
     const seq = ++this.seq;
     return new Promise((resolve, reject) => {
       const abort = (reason: string) => {
@@ -201,6 +221,28 @@ export class JobPool {
         abort(reason instanceof Error ? reason.message : "aborted");
       });
     });
+  }
+
+  /**
+   * The first thread, in order, that its jobs would keep busy for at most `packMs` more, else the
+   * one with the fewest running. Jobs that take their thread little (no-op, or waiting on the
+   * network) thus go to one thread, which stays awake, instead of waking each thread for a few
+   * of them; jobs that hold their thread spread as before. Until a thread's cost is measured,
+   * nothing is packed onto it.
+   */
+  private laneFor(): Lane {
+    const now = performance.now();
+    if (now - this.sampledAt >= SAMPLE_MS) {
+      this.sampledAt = now;
+      for (const lane of this.lanes) if (lane.thread) lane.cost.sample(lane.thread);
+    }
+    for (const lane of this.lanes) {
+      const perJobMs = lane.cost.perJobMs;
+      if (perJobMs !== undefined && lane.pending.size * perJobMs <= this.packMs) return lane;
+    }
+    let lane = this.lanes[0]!;
+    for (const other of this.lanes) if (other.pending.size < lane.pending.size) lane = other;
+    return lane;
   }
 
   /**
@@ -249,6 +291,8 @@ export class JobPool {
       pending: new Map(),
       outbox: [],
       threadId: undefined,
+      thread: undefined,
+      cost: new ThreadCost(),
       terminatedFor: undefined,
       lastHeard: Date.now(),
     };
@@ -277,6 +321,7 @@ export class JobPool {
     switch (message.type) {
       case "ready":
         lane.threadId = message.threadId;
+        lane.thread = this.piscina.threads.find((t) => t.threadId === message.threadId);
         return;
       case "progress":
         return lane.pending.get(message.seq)?.options.onProgress?.(message.progress);
@@ -322,6 +367,7 @@ export class JobPool {
     const pending = lane.pending.get(seq);
     if (!pending) return;
     lane.pending.delete(seq);
+    lane.cost.jobEnded();
     clearTimeout(pending.graceTimer);
     clearTimeout(pending.timeout);
     pending.unlisten();

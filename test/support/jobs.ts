@@ -67,10 +67,14 @@ export default defineRegistry<{ id: string }>({
         return "finished anyway";
       },
     },
-    /** Which worker thread ran it. */
+    /** Which worker thread ran it, after holding that thread's event loop for `holdMs` (default none). */
     thread: {
-      schema: Schema.Struct({}),
-      handler: async () => String(threadId),
+      schema: Schema.Struct({ holdMs: Schema.optional(Schema.Number) }),
+      handler: async ({ holdMs = 0 }) => {
+        const until = Date.now() + holdMs;
+        while (Date.now() < until);
+        return String(threadId);
+      },
     },
     /** Holds its thread's event loop for `ms`: nothing else in the thread runs meanwhile. */
     spin: {
