@@ -301,9 +301,11 @@ export class Worker implements ClaimingWorker, HandoffTarget {
   }
 
   /**
-   * Keeps up to `claimsInFlight` claims out while slots are free, each for at most a share of
-   * them, so Redis answers one while the jobs of the last one start here. A claim that comes back
-   * short means the streams ran dry: once no claim is out, block on them until something new.
+   * Keeps up to `claimsInFlight` claims out while slots are free, so Redis answers one while the
+   * jobs of the last one start here: a claim takes every free slot (up to the concurrency), and
+   * another goes beside it once a share of the slots is free again (`mayClaim`). A claim that
+   * comes back short means the streams ran dry: once no claim is out, block on them until
+   * something new.
    */
   private async loop(): Promise<void> {
     const { concurrency } = this.options;
@@ -315,7 +317,10 @@ export class Worker implements ClaimingWorker, HandoffTarget {
       if (backoff > 0) {
         await Promise.race([sleep(backoff), this.nextWake()]);
       } else if (free > 0 && !this.dry && this.mayClaim(free, batch, ahead)) {
-        this.claimSome(Math.min(free, batch));
+        // Not capped at the share: jobs that end faster than a claim comes back free the slots
+        // all at once, and splitting them cost a script call and a write on each side per share
+        // (no-op jobs at concurrency 16 drained about a sixth faster in claims of 16 than of 8).
+        this.claimSome(Math.min(free, concurrency));
       } else if (free > 0 && this.claimsOut === 0 && this.dry) {
         // Only something new in the streams (or the wait's own timeout or failure) ends the dry
         // spell. A slot freeing meanwhile wakes the loop too, but there is nothing new to claim:

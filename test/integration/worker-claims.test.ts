@@ -104,13 +104,13 @@ describe("how a worker claims", () => {
   });
 
   it.each([
-    { claimsInFlight: undefined, claimAhead: false, most: 2, size: 8 },
-    { claimsInFlight: 3, claimAhead: false, most: 3, size: 6 },
+    { claimsInFlight: undefined, claimAhead: false, most: 2, share: 8 },
+    { claimsInFlight: 3, claimAhead: false, most: 3, share: 6 },
     // Claims for jobs claimed ahead go beside those for the slots: one more per batch ahead.
-    { claimsInFlight: undefined, claimAhead: true, most: 4, size: 8 },
+    { claimsInFlight: undefined, claimAhead: true, most: 4, share: 8 },
   ])(
-    "keeps up to $most claims out while jobs flow (claiming ahead: $claimAhead), each for at most $size of 16 slots",
-    async ({ claimsInFlight, claimAhead, most, size }) => {
+    "keeps up to $most claims out while jobs flow (claiming ahead: $claimAhead), one beside another once $share of 16 slots are free",
+    async ({ claimsInFlight, claimAhead, most, share }) => {
       const queue = await makeQueue(redis);
       const jobs = 600;
       await run(queue.enqueueMany(Array.from({ length: jobs }, () => newJob("normal"))));
@@ -131,7 +131,11 @@ describe("how a worker claims", () => {
       await eventually(() => log.count("completed") === jobs, 20_000, "the queue to drain");
       if (claimAhead) expect(counts.mostOut).toBeLessThanOrEqual(most);
       else expect(counts.mostOut).toBe(most);
-      expect(Math.max(...counts.wants)).toBe(size);
+      // A claim takes every free slot: the first, with all 16 free, asks for 16 (not a share).
+      expect(counts.wants[0]).toBe(16);
+      expect(Math.max(...counts.wants)).toBe(16);
+      expect(counts.wantsBeside.length).toBeGreaterThan(0);
+      expect(Math.min(...counts.wantsBeside)).toBeGreaterThanOrEqual(share);
       expect(log.count("error")).toBe(0);
     },
   );

@@ -64,12 +64,24 @@ export const testWorker = (queue: Queue, options: Partial<WorkerOptions> = {}) =
  * (the worker calls `claimNow`, the promise form of `claim`).
  */
 export const countClaims = (queue: Queue) => {
-  /** `out`: claims sent and not yet answered; `mostOut` the most at once; `wants` what each asked. */
-  const counts = { claims: 0, claimed: 0, completes: 0, out: 0, mostOut: 0, wants: [] as number[] };
+  /**
+   * `out`: claims sent and not yet answered; `mostOut` the most at once; `wants` what each asked,
+   * `wantsBeside` what those sent while another was out asked.
+   */
+  const counts = {
+    claims: 0,
+    claimed: 0,
+    completes: 0,
+    out: 0,
+    mostOut: 0,
+    wants: [] as number[],
+    wantsBeside: [] as number[],
+  };
   const claimNow = queue.claimNow.bind(queue);
   queue.claimNow = async (...args) => {
     counts.claims++;
     counts.wants.push(args[2]);
+    if (counts.out > 0) counts.wantsBeside.push(args[2]);
     counts.mostOut = Math.max(counts.mostOut, ++counts.out);
     try {
       const claim = await claimNow(...args);
