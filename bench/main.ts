@@ -19,7 +19,7 @@ import type { Case, ComparedCase } from "./cases/case.js";
 import { CASES, selectCases } from "./cases/index.js";
 import { rqVersion } from "./cases/rq.js";
 import { writeChart } from "./chart.js";
-import { infoField } from "./harness.js";
+import { collectGarbage, infoField } from "./harness.js";
 import { parseOptions, type Options, USAGE, UsageError } from "./options.js";
 import { formatNumber, renderTable, type Run, summarise } from "./report.js";
 import { Bullmq } from "./systems/bullmq.js";
@@ -81,6 +81,7 @@ const runCompared = async (c: ComparedCase, systems: readonly System[], target: 
     const order = round % 2 === 1 ? systems : [...systems].reverse();
     for (const system of order) {
       await target.admin.flushall();
+      collectGarbage();
       const began = performance.now();
       const figures = await c.run(system, options);
       runs.push({ case: c.name, round, side: system.name, figures });
@@ -145,6 +146,7 @@ const main = async () => {
       }
       for (let round = 1; round <= options.rounds; round++) {
         await admin.flushall();
+        collectGarbage();
         const figures = await c.run(target, options);
         runs.push({ case: c.name, round, side: "reference", figures });
         console.log(`  ${c.name} round ${round} ${headline(c, figures)}`);
