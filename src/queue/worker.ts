@@ -420,7 +420,8 @@ export class Worker implements ClaimingWorker, HandoffTarget {
    */
   private mayClaim(free: number, batch: number, ahead: number): boolean {
     if (this.claimsOut === 0) return true;
-    // The jobs claimed ahead come in claims of their own, beside those for the slots.
+    // Jobs claimed ahead ride in any claim (one takes up to the concurrency), and may take
+    // claims of their own beside those for the slots: one more out per share ahead.
     const limit = this.claimsInFlight + Math.ceil(ahead / batch);
     return this.flowing && this.claimsOut < limit && free >= batch;
   }
