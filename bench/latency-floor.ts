@@ -12,14 +12,22 @@
  * commandstats`: a script call and each command it runs). Not a test, and not part of `npm run
  * bench`: it backs the latency paragraphs of bench/README.md ("Where the time goes").
  *
- *   npm run bench:latency-floor                          # 500 jobs/s for 10 s, 3 rounds
- *   npm run bench:latency-floor -- --rate 2000 --seconds 5 --rounds 2
+ *   npm run bench:latency-floor                          # 500 jobs/s for 10 s after 3 s, 3 rounds
+ *   npm run bench:latency-floor -- --rate 2000 --seconds 5 --warmup 2 --rounds 2
  */
-import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { parseArgs } from "node:util";
 import { connectRedis, duplicateConnection, type RedisClient } from "../src/redis/connection.js";
-import { type Figures, latencyFigures, median, openLoop, payload, waitFor } from "./harness.js";
+import {
+  type Figures,
+  type LatencyLoad,
+  LatencySamples,
+  loadJobs,
+  median,
+  payload,
+  runLoad,
+  waitFor,
+} from "./harness.js";
 import { formatNumber } from "./report.js";
 import { Bullmq } from "./systems/bullmq.js";
 import { runStandalone, wholeNumbers } from "./standalone.js";
@@ -29,12 +37,13 @@ const STREAM = "floor:s:normal";
 const GROUP = "g";
 
 /** One run of the streams-only side: the same load, latencies and checks as the other two. */
-const floorLatency = async (url: string, rate: number, seconds: number): Promise<Figures> => {
+const floorLatency = async (url: string, load: LatencyLoad): Promise<Figures> => {
   const commands = connectRedis(url, { name: "latency-floor" });
   const blocking = duplicateConnection(commands);
-  const total = Math.round(rate * seconds);
-  const startLatencies: number[] = [];
-  const doneLatencies: number[] = [];
+  const total = loadJobs(load);
+  const samples = new LatencySamples(load);
+  let started = 0;
+  let done = 0;
   let stopping = false;
   let problem: string | undefined;
   try {
@@ -55,12 +64,13 @@ const floorLatency = async (url: string, rate: number, seconds: number): Promise
         )) as Array<[string, Array<[string, string[]]>]> | null;
         const entries = reply?.[0]?.[1] ?? [];
         if (entries.length === 0) continue;
-        const sent: number[] = [];
+        const sent: Array<{ i: number; sentAt: number }> = [];
         for (const [, fields] of entries) {
           // The handler's first line: a no-op job that notes when it started.
-          const sentAt = (JSON.parse(fields[1]!) as { sentAt: number }).sentAt;
-          startLatencies.push(performance.now() - sentAt);
-          sent.push(sentAt);
+          const job = JSON.parse(fields[1]!) as { i: number; sentAt: number };
+          samples.started(job.i, job.sentAt);
+          started++;
+          sent.push(job);
         }
         const ids = entries.map(([id]) => id);
         // Not awaited: the next read goes out at once, as a worker with free slots would.
@@ -72,8 +82,8 @@ const floorLatency = async (url: string, rate: number, seconds: number): Promise
           .then(
             (answers) => {
               if (answers?.[0]?.[1] !== ids.length) problem ??= `acknowledged ${String(answers?.[0]?.[1])}`;
-              const now = performance.now();
-              for (const at of sent) doneLatencies.push(now - at);
+              for (const job of sent) samples.completed(job.i, job.sentAt);
+              done += sent.length;
             },
             (error: unknown) => (problem ??= String(error)),
           );
@@ -82,22 +92,22 @@ const floorLatency = async (url: string, rate: number, seconds: number): Promise
     // Cut short by the disconnect below when the run fails: that error is the run's, not this.
     worker.catch(() => {});
     await sleep(200);
-    await openLoop(rate, seconds, (_i, due) => {
+    await runLoad(load, (i, due) => {
       commands
-        .xadd(STREAM, "*", "d", JSON.stringify(payload({ sentAt: due })))
+        .xadd(STREAM, "*", "d", JSON.stringify(payload({ sentAt: due, i })))
         .catch((error: unknown) => (problem ??= `enqueue: ${String(error)}`));
     });
     await waitFor("floor latency", {
-      done: () => doneLatencies.length >= total,
-      progress: () => doneLatencies.length,
+      done: () => done >= total,
+      progress: () => done,
       failure: () => problem,
     });
     stopping = true;
     await worker;
     const left = await commands.xlen(STREAM);
-    if (startLatencies.length !== total || left !== 0)
-      throw new Error(`floor latency: ${startLatencies.length}/${total} started, ${left} entries left`);
-    return { ...latencyFigures("start", startLatencies), ...latencyFigures("done", doneLatencies) };
+    if (started !== total || left !== 0)
+      throw new Error(`floor latency: ${started}/${total} started, ${left} entries left`);
+    return samples.figures();
   } finally {
     stopping = true;
     blocking.disconnect();
@@ -123,6 +133,7 @@ runStandalone(async (target) => {
     options: {
       rate: { type: "string", default: "500" },
       seconds: { type: "string", default: "10" },
+      warmup: { type: "string", default: "3" },
       rounds: { type: "string", default: "3" },
     },
   });
@@ -131,13 +142,17 @@ runStandalone(async (target) => {
     values.seconds,
     values.rounds,
   ]) as [number, number, number];
+  const warmupSeconds = Number(values.warmup);
+  if (!Number.isInteger(warmupSeconds) || warmupSeconds < 0)
+    throw new Error(`--warmup takes a whole number of seconds, 0 or more, got ${values.warmup}`);
+  const load: LatencyLoad = { rate, seconds, warmupSeconds };
   const ours = new Ratatoskr(target);
   const bullmq = new Bullmq(target);
   const sides: Record<string, () => Promise<Figures>> = {
-    ours: () => ours.latency(rate, seconds),
-    "ours, enqueued apart": () => ours.latency(rate, seconds, { apart: true }),
-    "streams only": () => floorLatency(target.url, rate, seconds),
-    BullMQ: () => bullmq.latency(rate, seconds),
+    ours: () => ours.latency(load),
+    "ours, enqueued apart": () => ours.latency(load, { apart: true }),
+    "streams only": () => floorLatency(target.url, load),
+    BullMQ: () => bullmq.latency(load),
   };
   const names = Object.keys(sides);
   const runs = new Map<string, Figures[]>(names.map((side) => [side, []]));
@@ -148,11 +163,13 @@ runStandalone(async (target) => {
       const figures = await sides[side]!();
       runs
         .get(side)!
-        .push({ ...figures, commandsPerJob: (await commandsSent(target.admin)) / (rate * seconds) });
+        .push({ ...figures, commandsPerJob: (await commandsSent(target.admin)) / loadJobs(load) });
     }
   }
   const med = (side: string, key: string) => median(runs.get(side)!.map((f) => f[key]!));
-  console.log(`\n${rate} jobs/s for ${seconds} s, ${rounds} rounds; medians over the rounds, in ms`);
+  console.log(
+    `\n${rate} jobs/s for ${seconds} s after ${warmupSeconds} s of warm-up, ${rounds} rounds; medians over the rounds, in ms`,
+  );
   console.log(
     "| side | start p50 | start p99 | done p50 | done p95 | done p99 | done p99 ÷ BullMQ | Redis commands a job |",
   );

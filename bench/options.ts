@@ -14,8 +14,10 @@ export interface Options {
   readonly rounds: number;
   /** The --cases patterns as given (names or prefixes); empty for every case. */
   readonly patterns: readonly string[];
-  /** Length of the open-loop load of each latency case. */
+  /** Length of the open-loop load of each latency case, measured. */
   readonly latencySeconds: number;
+  /** Length of the same load before it, run but not measured (harness.ts, `LatencyLoad`). */
+  readonly latencyWarmupSeconds: number;
   /** Waiting jobs in the memory case: more than --jobs, so that fixed costs vanish in the mean. */
   readonly memoryJobs: number;
   /** Jobs the dying worker holds in the recovery case. */
@@ -30,15 +32,19 @@ export interface Options {
 /** A mistake on the command line: shown as one line with the usage, not as a stack trace. */
 export class UsageError extends Error {}
 
-const positiveInteger = (name: string, value: string | undefined, fallback: number): number => {
+const integerFrom = (least: number, name: string, value: string | undefined, fallback: number): number => {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < 1)
-    throw new UsageError(`--${name} must be a positive integer, got ${value}`);
+  if (!Number.isInteger(n) || n < least)
+    throw new UsageError(
+      `--${name} must be ${least === 0 ? "0 or more" : "a positive integer"}, got ${value}`,
+    );
   return n;
 };
+const positiveInteger = (name: string, value: string | undefined, fallback: number) =>
+  integerFrom(1, name, value, fallback);
 
-export const USAGE = `npm run bench -- [--quick] [--jobs N] [--rounds R] [--seconds S] [--cases a,b,...] [--list]`;
+export const USAGE = `npm run bench -- [--quick] [--jobs N] [--rounds R] [--seconds S] [--warmup S] [--cases a,b,...] [--list]`;
 
 /** Node's own parse errors (an unknown option, a missing value) are usage errors too. */
 const parseCommandLine = (argv: string[]) => {
@@ -51,6 +57,7 @@ const parseCommandLine = (argv: string[]) => {
         jobs: { type: "string" },
         rounds: { type: "string" },
         seconds: { type: "string" },
+        warmup: { type: "string" },
         cases: { type: "string" },
         help: { type: "boolean", default: false },
       },
@@ -81,6 +88,7 @@ export const parseOptions = (argv: string[]): Options => {
       .map((p) => p.trim())
       .filter((p) => p !== ""),
     latencySeconds: positiveInteger("seconds", values.seconds, quick ? 3 : 10),
+    latencyWarmupSeconds: integerFrom(0, "warmup", values.warmup, quick ? 1 : 3),
     memoryJobs: values.jobs === undefined ? (quick ? 20_000 : 100_000) : jobs,
     recoveryJobs: capped(50),
     leaseMs: quick ? 2_000 : 5_000,

@@ -11,10 +11,11 @@ const percentiles = (prefix: "start" | "done", what: string): Metric[] =>
 const latency = (rate: number): ComparedCase => ({
   kind: "compared",
   name: `latency-${rate}`,
-  what: `open-loop ${rate} enqueues/s, worker at concurrency 16: enqueue→start and enqueue→completion`,
+  what: `open-loop ${rate} enqueues/s after a warm-up, worker at concurrency 16: enqueue→start and enqueue→completion`,
   metrics: [...percentiles("start", "enqueue→start"), ...percentiles("done", "enqueue→completion")],
   ...(rate === 500 ? { goals: [{ kind: "vs-bullmq", metric: "doneP99Ms", atMost: 0.5 }] } : {}),
-  run: (system, options) => system.latency(rate, options.latencySeconds),
+  run: (system, options) =>
+    system.latency({ rate, seconds: options.latencySeconds, warmupSeconds: options.latencyWarmupSeconds }),
 });
 
 export const latencyCases: ComparedCase[] = [latency(500), latency(2000)];

@@ -18,9 +18,11 @@ import {
   type Figures,
   IN_FLIGHT,
   inLanes,
-  latencyFigures,
-  openLoop,
+  type LatencyLoad,
+  LatencySamples,
+  loadJobs,
   payload,
+  runLoad,
   dataMemory,
 } from "../harness.js";
 import { lineFrom, REPO_ROOT } from "./child.js";
@@ -176,28 +178,27 @@ export class Bullmq implements System {
     );
   }
 
-  async latency(rate: number, seconds: number): Promise<Figures> {
+  async latency(load: LatencyLoad): Promise<Figures> {
     const queue = await this.open();
     try {
-      const startLatencies: number[] = [];
-      const doneLatencies: number[] = [];
-      const total = Math.round(rate * seconds);
+      const samples = new LatencySamples(load);
+      const total = loadJobs(load);
       const completions = new Completions(total);
       const worker = completions.watch(
         this.worker(
-          async (job: Job<{ sentAt: number }>) => {
-            startLatencies.push(performance.now() - job.data.sentAt);
+          async (job: Job<{ i: number; sentAt: number }>) => {
+            samples.started(job.data.i, job.data.sentAt);
           },
           { concurrency: 16 },
         ),
-        (job: Job<{ sentAt: number }>) => doneLatencies.push(performance.now() - job.data.sentAt),
+        (job: Job<{ i: number; sentAt: number }>) => samples.completed(job.data.i, job.data.sentAt),
       );
       try {
         // Both sides get the same moment to connect and block for work before the load starts.
         await sleep(200);
-        await openLoop(rate, seconds, (_, due) => {
+        await runLoad(load, (i, due) => {
           queue
-            .add("noop", payload({ sentAt: due }))
+            .add("noop", payload({ sentAt: due, i }))
             .catch((error: unknown) => (completions.problem ??= `add: ${String(error)}`));
         });
         await completions.wait("bullmq latency");
@@ -205,7 +206,7 @@ export class Bullmq implements System {
         await worker.close();
       }
       await this.verify(queue, total, "latency", "completed");
-      return { ...latencyFigures("start", startLatencies), ...latencyFigures("done", doneLatencies) };
+      return samples.figures();
     } finally {
       await queue.close();
     }

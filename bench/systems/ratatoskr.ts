@@ -25,8 +25,10 @@ import {
   type Figures,
   IN_FLIGHT,
   inLanes,
-  latencyFigures,
-  openLoop,
+  type LatencyLoad,
+  LatencySamples,
+  loadJobs,
+  runLoad,
   payload,
   dataMemory,
   waitFor,
@@ -338,27 +340,28 @@ export class Ratatoskr implements System {
    * another process: the worker is woken and claims each, where an enqueue through its own queue
    * hands the job over, claimed (docs/architecture.md, "Handoffs").
    */
-  async latency(rate: number, seconds: number, options: { apart?: boolean } = {}): Promise<Figures> {
+  async latency(load: LatencyLoad, options: { apart?: boolean } = {}): Promise<Figures> {
     const { queue, close } = await this.open();
     const producer = options.apart ? await this.open() : { queue, close: () => {} };
     try {
-      const sentAt = (job: ClaimedJob) => (JSON.parse(job.data) as { sentAt: number }).sentAt;
-      const startLatencies: number[] = [];
-      const doneLatencies: number[] = [];
-      const total = Math.round(rate * seconds);
-      const completions = new Completions(total, (job) =>
-        doneLatencies.push(performance.now() - sentAt(job)),
-      );
+      const dueOf = (job: ClaimedJob) => JSON.parse(job.data) as { i: number; sentAt: number };
+      const samples = new LatencySamples(load);
+      const total = loadJobs(load);
+      const completions = new Completions(total, (job) => {
+        const { i, sentAt } = dueOf(job);
+        samples.completed(i, sentAt);
+      });
       const handler: JobHandler = async (job) => {
-        startLatencies.push(performance.now() - sentAt(job));
+        const { i, sentAt } = dueOf(job);
+        samples.started(i, sentAt);
         return undefined;
       };
       const worker = this.worker(queue, 16, handler, completions).start();
       try {
         // Both sides get the same moment to connect and block for work before the load starts.
         await sleep(200);
-        await openLoop(rate, seconds, (i, due) => {
-          const data = JSON.stringify(payload({ sentAt: due }));
+        await runLoad(load, (i, due) => {
+          const data = JSON.stringify(payload({ sentAt: due, i }));
           producer.queue
             .enqueueNow({ id: `j${i}`, priority: "normal", data })
             .catch((error: unknown) => (completions.problem ??= `enqueue: ${String(error)}`));
@@ -368,7 +371,7 @@ export class Ratatoskr implements System {
         await worker.stop();
       }
       await verifyCompleted(queue, total, "latency");
-      return { ...latencyFigures("start", startLatencies), ...latencyFigures("done", doneLatencies) };
+      return samples.figures();
     } finally {
       producer.close();
       close();

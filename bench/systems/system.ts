@@ -1,4 +1,4 @@
-import type { Figures } from "../harness.js";
+import type { Figures, LatencyLoad } from "../harness.js";
 import type { RedisClient } from "../../src/redis/connection.js";
 
 export type SystemName = "ratatoskr" | "bullmq";
@@ -38,8 +38,8 @@ export interface System {
    * BullMQ's sandbox has one way.
    */
   drainThreads(jobs: number, concurrency: number, claims?: "main" | "thread"): Promise<Figures>;
-  /** `start…`/`done…` percentiles of an open-loop load at `rate` for `seconds`. */
-  latency(rate: number, seconds: number): Promise<Figures>;
+  /** `start…`/`done…` percentiles of an open-loop load, its warm-up left out. */
+  latency(load: LatencyLoad): Promise<Figures>;
   /** `waitingBytesPerJob` and `completedBytesPerJob` of Redis used_memory. */
   memory(jobs: number): Promise<Figures>;
   /** `recoverySeconds`: from SIGKILL of a worker holding `jobs` jobs to all of them restarted here. */
