@@ -79,17 +79,30 @@ export const inLanes = async (count: number, lanes: number, task: (i: number) =>
 export const openLoop = async (rate: number, seconds: number, send: (i: number, due: number) => void) => {
   const total = Math.round(rate * seconds);
   if (total === 0) return 0;
-  // Far enough ahead for the thread to start (about 30 ms), so that job 0 is not late.
-  const start = performance.now() + 100;
+  // The start, on the monotonic clock every thread shares (each thread's performance.now()
+  // has an origin of its own), once the thread is ready; 0 until then.
+  const start = new BigInt64Array(new SharedArrayBuffer(8));
   const ticker = new Thread(TICKER, {
     eval: true,
     execArgv: [],
-    workerData: { epochStart: performance.timeOrigin + start, intervalMs: 1000 / rate, total },
+    workerData: { start, intervalMs: 1000 / rate, total },
   });
+  let startedAt = 0;
   try {
     await new Promise<void>((resolve, reject) => {
       ticker.on("message", (i: number) => {
-        send(i, start + (i * 1000) / rate);
+        if (i < 0) {
+          // Job 0 a millisecond from now, on both clocks.
+          startedAt = performance.now() + 1;
+          Atomics.store(start, 0, process.hrtime.bigint() + 1_000_000n);
+          Atomics.notify(start, 0);
+          return;
+        }
+        try {
+          send(i, startedAt + (i * 1000) / rate);
+        } catch (error) {
+          reject(error instanceof Error ? error : new Error(String(error)));
+        }
         if (i === total - 1) resolve();
       });
       ticker.once("error", reject);
@@ -101,14 +114,19 @@ export const openLoop = async (rate: number, seconds: number, send: (i: number, 
   return total;
 };
 
-/** The ticker's thread, plain JavaScript (no loader in the thread); clocks meet on the epoch. */
+/**
+ * The ticker's thread, plain JavaScript (no loader in the thread): it says it is ready (-1),
+ * waits for the start, then posts each job's index at its due time.
+ */
 const TICKER = `
 const { parentPort, workerData } = require("node:worker_threads");
-const { epochStart, intervalMs, total } = workerData;
+const { start, intervalMs, total } = workerData;
 const cell = new Int32Array(new SharedArrayBuffer(4));
-const now = () => performance.timeOrigin + performance.now();
+parentPort.postMessage(-1);
+Atomics.wait(start, 0, 0n);
+const origin = Atomics.load(start, 0);
 for (let i = 0; i < total; i++) {
-  const wait = epochStart + i * intervalMs - now();
+  const wait = i * intervalMs - Number(process.hrtime.bigint() - origin) / 1e6;
   if (wait > 0) Atomics.wait(cell, 0, 0, wait);
   parentPort.postMessage(i);
 }
