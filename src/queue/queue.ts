@@ -253,6 +253,14 @@ export class Queue {
     readonly redis: RedisClient,
     options: QueueOptions = {},
   ) {
+    // ioredis would prefix the keys it knows of and not those the scripts build from them: the
+    // queue half under one prefix and half under none (a job enqueued and claimed, then not
+    // found). The queue's own `prefix` option puts every key under it.
+    if (redis.options.keyPrefix)
+      throw new Error(
+        `a Redis client with ioredis's keyPrefix (${JSON.stringify(redis.options.keyPrefix)}) cannot carry a queue: ` +
+          "give the queue its own prefix option instead",
+      );
     this.keys = queueKeys(options.prefix ?? "rt", options.name ?? "caption");
     this.group = options.group ?? "ratatoskr";
     this.deadLetterMax = options.deadLetterMax ?? 10_000;

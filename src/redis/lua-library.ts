@@ -191,12 +191,10 @@ export class LuaScript {
     // drains of no-op jobs ran 17-24 % faster at concurrency 100 without that (bench/README.md,
     // "Script calls without ioredis's call"). A subclass of Command with its own `toWritable`
     // (one buffer per request) ran 25 % slower instead: only ioredis's own class.
-    const { keyPrefix } = redis.options;
     const call = (command: string, target: string) => {
       const request = new Command(command, [target, keys.length, ...keys, ...args], {
+        // No keyPrefix, which `call` would add: `Queue` refuses a client that has one.
         replyEncoding: buffers ? null : "utf8",
-        // As `call` would: connectRedis sets none, but a Queue takes any client.
-        ...(keyPrefix === undefined ? {} : { keyPrefix }),
       });
       void redis.sendCommand(request);
       return request.promise;

@@ -2,6 +2,7 @@ import { cpSync, mkdtempSync, appendFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Priority } from "../../src/domain/priority.js";
 import { QueueAdmin } from "../../src/queue/admin.js";
@@ -64,6 +65,21 @@ describe("the scripts as one library of Redis Functions", () => {
     expect(flagged).toEqual([{ name: `${library.name}_purgeCompleted`, flags: ["allow-oom"] }]);
     expect(await callsOf(queue.redis, "fcall")).toBeGreaterThanOrEqual(3);
     expect((await callsOf(queue.redis, "evalsha")) + (await callsOf(queue.redis, "eval"))).toBe(0);
+  });
+
+  it("refuses a client with ioredis's keyPrefix, whose prefix would reach only some of the queue's keys", async () => {
+    const prefixed = new Redis(redis.server.url, { keyPrefix: "tenant-a:", lazyConnect: true });
+    try {
+      expect(() => new Queue(prefixed)).toThrow(/keyPrefix \("tenant-a:"\).*own prefix option/);
+      // The queue's own prefix is the way: every key under it.
+      const queue = await makeQueue(redis, { prefix: "tenant-a" });
+      await roundTrip(queue);
+      const keys = await queue.redis.keys("*");
+      expect(keys.length).toBeGreaterThan(0);
+      expect(keys.filter((key) => !key.includes("tenant-a"))).toEqual([]);
+    } finally {
+      prefixed.disconnect();
+    }
   });
 
   it("loads the library again when Redis has lost it, and the call that found it gone goes through", async () => {
