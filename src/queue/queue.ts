@@ -253,9 +253,10 @@ export class Queue {
     readonly redis: RedisClient,
     options: QueueOptions = {},
   ) {
-    // ioredis would prefix the keys it knows of and not those the scripts build from them: the
-    // queue half under one prefix and half under none (a job enqueued and claimed, then not
-    // found). The queue's own `prefix` option puts every key under it.
+    // ioredis prefixes the key arguments of each command it sends, but the queue also names keys
+    // the scripts build and hand back (a claim's stream cursors, say), which it would prefix
+    // again or not at all: a job enqueued and claimed, then not found. The queue's own `prefix`
+    // option puts every key under it.
     if (redis.options.keyPrefix)
       throw new Error(
         `a Redis client with ioredis's keyPrefix (${JSON.stringify(redis.options.keyPrefix)}) cannot carry a queue: ` +
