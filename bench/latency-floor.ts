@@ -142,9 +142,7 @@ runStandalone(async (target) => {
     values.seconds,
     values.rounds,
   ]) as [number, number, number];
-  const warmupSeconds = Number(values.warmup);
-  if (!Number.isInteger(warmupSeconds) || warmupSeconds < 0)
-    throw new Error(`--warmup takes a whole number of seconds, 0 or more, got ${values.warmup}`);
+  const [warmupSeconds] = wholeNumbers("--warmup", [values.warmup], 0) as [number];
   const load: LatencyLoad = { rate, seconds, warmupSeconds };
   const ours = new Ratatoskr(target);
   const bullmq = new Bullmq(target);

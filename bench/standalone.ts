@@ -7,11 +7,13 @@ import { connectRedis } from "../src/redis/connection.js";
 import { PrivateRedis } from "../src/redis/private-server.js";
 import type { Target } from "./systems/system.js";
 
-/** Positive whole numbers from the command line, or an error naming the options. */
-export const wholeNumbers = (names: string, values: readonly string[]): number[] => {
+/** Whole numbers of at least `least` (1 unless given) from the command line, or an error naming the options. */
+export const wholeNumbers = (names: string, values: readonly string[], least = 1): number[] => {
   const numbers = values.map(Number);
-  if (!numbers.every((n) => Number.isInteger(n) && n > 0))
-    throw new Error(`${names} take positive whole numbers`);
+  if (!numbers.every((n) => Number.isInteger(n) && n >= least))
+    throw new Error(
+      `${names} take ${least === 1 ? "positive whole numbers" : `whole numbers of ${least} or more`}`,
+    );
   return numbers;
 };
 
