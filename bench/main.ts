@@ -79,11 +79,14 @@ const runCompared = async (c: ComparedCase, systems: readonly System[], target: 
   for (let round = 1; round <= options.rounds; round++) {
     // A/B then B/A: neither side always gets the warmer JIT or the Redis the other just used.
     const order = round % 2 === 1 ? systems : [...systems].reverse();
-    for (const system of order) {
+    const fresh = async () => {
       await target.admin.flushall();
       collectGarbage();
+    };
+    for (const system of order) {
+      await fresh();
       const began = performance.now();
-      const figures = await c.run(system, options);
+      const figures = await c.run(system, options, { round, fresh });
       runs.push({ case: c.name, round, side: system.name, figures });
       console.log(
         `  ${c.name} round ${round} ${system.name.padEnd(9)} ${headline(c, figures)}` +

@@ -100,7 +100,7 @@ export const summarise = (cases: readonly Case[], runs: readonly Run[]): Row[] =
       const goal = c.goals?.find((g) => g.metric === metric.key);
       rows.push(
         rowOf(c, metric, "BullMQ", ours, theirs, (ratio) =>
-          goal === undefined ? undefined : judgeGoal(goal, runs, ours, ratio),
+          goal === undefined ? undefined : judgeGoal(goal, runs, c.name, ours, ratio),
         ),
       );
     }
@@ -108,10 +108,14 @@ export const summarise = (cases: readonly Case[], runs: readonly Run[]): Row[] =
   return rows;
 };
 
-/** Against BullMQ: the ratio of medians within the bound. Against ours: prio / no-prio medians. */
+/**
+ * Against BullMQ: the ratio of medians within the bound. Against ours: the medians of two of
+ * our metrics in the same case's runs (priorities over one priority).
+ */
 const judgeGoal = (
   goal: Goal,
   runs: readonly Run[],
+  caseName: string,
   ours: Spread | undefined,
   ratio: number | undefined,
 ): GoalOutcome => {
@@ -123,8 +127,8 @@ const judgeGoal = (
       met: goal.atLeast !== undefined ? ratio >= goal.atLeast : ratio <= (goal.atMost ?? Infinity),
     };
   }
-  const text = `≥${goal.atLeast}x ours ${goal.baseline}`;
-  const baseline = spreadOf(runs, goal.baseline, "ratatoskr", goal.metric);
+  const text = `≥${goal.atLeast}x ours, ${goal.baselineText}`;
+  const baseline = spreadOf(runs, caseName, "ratatoskr", goal.baseline);
   if (baseline === undefined || ours === undefined) return { text: `${text} (not run)` };
   const value = ours.median / baseline.median;
   return { text, value, met: value >= goal.atLeast };

@@ -20,11 +20,22 @@ export type Goal =
       readonly atMost?: number;
     }
   | {
+      /** Ours against ours: `metric` over `baseline`, another metric of the same case's runs. */
       readonly kind: "vs-ours";
       readonly metric: string;
       readonly baseline: string;
+      /** What the baseline is, for the goal's text. */
+      readonly baselineText: string;
       readonly atLeast: number;
     };
+
+/** What a run of a compared case may need of the harness beyond its system. */
+export interface RunContext {
+  /** 1, 2, …: a case that runs two things in a round alternates which goes first by it. */
+  readonly round: number;
+  /** Empties Redis and collects this process's heap, as before every run: for a second drain. */
+  readonly fresh: () => Promise<void>;
+}
 
 /** Run for both systems each round, alternating which goes first. */
 export interface ComparedCase {
@@ -36,7 +47,7 @@ export interface ComparedCase {
   readonly fullOnly?: boolean;
   readonly metrics: readonly Metric[];
   readonly goals?: readonly Goal[];
-  run(system: System, options: Options): Promise<Figures>;
+  run(system: System, options: Options, context: RunContext): Promise<Figures>;
 }
 
 /** Another system alone, shown next to one of our figures for scale (python-rq). */
