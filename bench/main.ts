@@ -9,7 +9,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, writeFile } from "node:fs/promises";
 import { cpus, platform, release } from "node:os";
 import { performance } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
@@ -37,6 +37,34 @@ const osName = async (): Promise<string> => {
   const osRelease = await readFile("/etc/os-release", "utf8").catch(() => "");
   const pretty = /^PRETTY_NAME="?([^"\n]*)"?$/m.exec(osRelease)?.[1];
   return `${platform()} ${release()}${pretty ? ` (${pretty})` : ""}`;
+};
+
+const DAMON = "/sys/kernel/mm/damon/admin/kdamonds";
+
+/**
+ * Whether the kernel's DAMON samples memory accesses here, and how often. Its thread (kdamond)
+ * walks the sampled pages' mappings at each sample and, on a kernel that does not preempt
+ * itself, keeps the core for 2-12 ms while a woken process waits on it; those pauses, not
+ * either queue, set both sides' p99 in the latency cases (bench/README.md, "What sets the p99
+ * at 500 jobs/s").
+ */
+const damonSampling = async (): Promise<string> => {
+  const numbered = (names: string[]) => names.filter((name) => /^\d+$/.test(name));
+  const read = (path: string) =>
+    readFile(`${DAMON}/${path}`, "utf8").then(
+      (text) => text.trim(),
+      () => "",
+    );
+  const running: string[] = [];
+  for (const kdamond of numbered(await readdir(DAMON).catch(() => []))) {
+    if ((await read(`${kdamond}/state`)) !== "on") continue;
+    for (const context of numbered(await readdir(`${DAMON}/${kdamond}/contexts`).catch(() => []))) {
+      const at = `${kdamond}/contexts/${context}`;
+      const sampleMs = Number(await read(`${at}/monitoring_attrs/intervals/sample_us`)) / 1000;
+      running.push(`kdamond ${kdamond} (${await read(`${at}/operations`)}, a sample every ${sampleMs} ms)`);
+    }
+  }
+  return running.length > 0 ? `DAMON on: ${running.join(", ")}` : "DAMON off";
 };
 
 /**
@@ -128,11 +156,17 @@ const main = async () => {
       bullmq: await bullmqVersion(),
       rq: rqVersion() ?? "not installed",
       commit: gitCommit(),
+      memorySampling: await damonSampling(),
     };
     console.log(
       `Ratatoskr vs BullMQ ${machine.bullmq}: ${cases.length} cases, ${options.rounds} rounds, ` +
         `${options.jobs.toLocaleString("en-US")} jobs, Redis ${machine.redis} on port ${server.port}`,
     );
+    if (machine.memorySampling !== "DAMON off")
+      console.log(
+        `${machine.memorySampling}: its pauses set the latency cases' p99 on this machine ` +
+          `(bench/README.md, "What sets the p99 at 500 jobs/s").`,
+      );
     const systems: System[] = [new Ratatoskr(target), new Bullmq(target)];
     const runs: Run[] = [];
     const skipped: string[] = [];

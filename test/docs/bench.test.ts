@@ -95,8 +95,18 @@ describe("the documented benchmark commands", () => {
         const chart = /^Chart: +(\S+)$/m.exec(output)?.[1];
         expect(json && existsSync(json), output).toBe(true);
         expect(chart && existsSync(chart), output).toBe(true);
-        const report = JSON.parse(readFileSync(json!, "utf8")) as { runs: unknown[] };
+        const report = JSON.parse(readFileSync(json!, "utf8")) as {
+          runs: unknown[];
+          machine: { memorySampling: string };
+        };
         expect(report.runs.length).toBeGreaterThan(0);
+        // The machine's DAMON as the kernel shows it (on the machines this runs on: sampling).
+        const damon = "/sys/kernel/mm/damon/admin/kdamonds/0";
+        const sampling =
+          existsSync(`${damon}/state`) && readFileSync(`${damon}/state`, "utf8").trim() === "on";
+        expect(report.machine.memorySampling).toMatch(
+          sampling ? /^DAMON on: kdamond 0 \(\w+, a sample every [\d.]+ ms\)/ : /^DAMON off$/,
+        );
       }
     });
   }
