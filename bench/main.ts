@@ -43,10 +43,9 @@ const DAMON = "/sys/kernel/mm/damon/admin/kdamonds";
 
 /**
  * Whether the kernel's DAMON samples memory accesses here, and how often. Its thread (kdamond)
- * walks the sampled pages' mappings at each sample and, on a kernel that does not preempt
- * itself, keeps the core for 2-12 ms while a woken process waits on it; those pauses, not
- * either queue, set both sides' p99 in the latency cases (bench/README.md, "What sets the p99
- * at 500 jobs/s").
+ * walks the sampled pages' mappings at each sample, holding a core for 2-12 ms on the machines
+ * this ran on, and the job path stalls meanwhile; those pauses, not either queue, set both
+ * sides' p99 in the latency cases (bench/README.md, "What sets the p99 at 500 jobs/s").
  */
 const damonSampling = async (): Promise<string> => {
   const numbered = (names: string[]) => names.filter((name) => /^\d+$/.test(name));
