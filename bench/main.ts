@@ -163,7 +163,7 @@ const main = async () => {
     );
     if (machine.memorySampling !== "DAMON off")
       console.log(
-        `${machine.memorySampling}: its pauses set the latency cases' p99 on this machine ` +
+        `${machine.memorySampling}: its pauses can set the latency cases' p99 on this machine ` +
           `(bench/README.md, "What sets the p99 at 500 jobs/s").`,
       );
     const systems: System[] = [new Ratatoskr(target), new Bullmq(target)];
