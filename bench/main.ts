@@ -49,21 +49,33 @@ const DAMON = "/sys/kernel/mm/damon/admin/kdamonds";
  */
 const damonSampling = async (): Promise<string> => {
   const numbered = (names: string[]) => names.filter((name) => /^\d+$/.test(name));
+  // A value that cannot be read says so: reading it as "off" or 0 ms would misreport the machine.
   const read = (path: string) =>
     readFile(`${DAMON}/${path}`, "utf8").then(
       (text) => text.trim(),
-      () => "",
+      () => "unreadable",
     );
+  const kdamonds = await readdir(DAMON).then(numbered, (error: NodeJS.ErrnoException) =>
+    error.code === "ENOENT" ? [] : undefined,
+  );
+  if (kdamonds === undefined) return `DAMON unknown (${DAMON} unreadable)`;
   const running: string[] = [];
-  for (const kdamond of numbered(await readdir(DAMON).catch(() => []))) {
-    if ((await read(`${kdamond}/state`)) !== "on") continue;
+  const unread: string[] = [];
+  for (const kdamond of kdamonds) {
+    const state = await read(`${kdamond}/state`);
+    if (state === "unreadable") unread.push(`kdamond ${kdamond}'s state unreadable`);
+    if (state !== "on") continue;
     for (const context of numbered(await readdir(`${DAMON}/${kdamond}/contexts`).catch(() => []))) {
       const at = `${kdamond}/contexts/${context}`;
-      const sampleMs = Number(await read(`${at}/monitoring_attrs/intervals/sample_us`)) / 1000;
-      running.push(`kdamond ${kdamond} (${await read(`${at}/operations`)}, a sample every ${sampleMs} ms)`);
+      const sampleUs = Number(await read(`${at}/monitoring_attrs/intervals/sample_us`));
+      const every = Number.isFinite(sampleUs)
+        ? `a sample every ${sampleUs / 1000} ms`
+        : "interval unreadable";
+      running.push(`kdamond ${kdamond} (${await read(`${at}/operations`)}, ${every})`);
     }
   }
-  return running.length > 0 ? `DAMON on: ${running.join(", ")}` : "DAMON off";
+  if (running.length > 0) return `DAMON on: ${running.join(", ")}`;
+  return unread.length > 0 ? `DAMON unknown (${unread.join(", ")})` : "DAMON off";
 };
 
 /**
@@ -161,7 +173,7 @@ const main = async () => {
       `Ratatoskr vs BullMQ ${machine.bullmq}: ${cases.length} cases, ${options.rounds} rounds, ` +
         `${options.jobs.toLocaleString("en-US")} jobs, Redis ${machine.redis} on port ${server.port}`,
     );
-    if (machine.memorySampling !== "DAMON off")
+    if (machine.memorySampling.startsWith("DAMON on"))
       console.log(
         `${machine.memorySampling}: its pauses can set the latency cases' p99 on this machine ` +
           `(bench/README.md, "What sets the p99 at 500 jobs/s").`,
