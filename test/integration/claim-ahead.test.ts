@@ -165,11 +165,17 @@ describe("claiming ahead of free slots", () => {
     const { worker, state, log, open } = gatedWorker(queue, { concurrency: 2 });
     workers.push(worker.start());
     await eventually(() => state.held === 2, 10_000, "both held jobs to start");
-    await eventually(async () => (await held(queue, "w")) === 4, 5_000, "two jobs claimed ahead");
+    // One or two: how many the worker claims ahead follows the claim and run times it measured
+    // in the warm-up, and one slow run there (a loaded machine) makes it one.
+    await eventually(async () => (await held(queue, "w")) > 2, 5_000, "a job claimed ahead");
     const stopped = worker.stop({ timeoutMs: 10_000 });
     // Back before the held jobs end: they did not wait for a slot.
-    await eventually(() => log.count("released") === 2, 5_000, "the jobs claimed ahead to go back");
-    expect(log.ids("released").sort()).toEqual(ahead.map((j) => j.id).sort());
+    await eventually(
+      async () => log.count("released") > 0 && (await held(queue, "w")) === 2,
+      5_000,
+      "the jobs claimed ahead to go back",
+    );
+    expect(ahead.map((j) => j.id)).toEqual(expect.arrayContaining(log.ids("released")));
     for (const job of ahead) expect(state.started).not.toContain(job.id);
     open();
     expect(await stopped).toEqual({ abandoned: 0 });
