@@ -1,3 +1,4 @@
+import type { Figures } from "../harness.js";
 import { JOBS_PER_SECOND, type ComparedCase, type Metric } from "./case.js";
 
 /** Main-thread drains with a goal against BullMQ: the issue's targets. */
@@ -17,15 +18,18 @@ const drainMain = (concurrency: number): ComparedCase => ({
 
 /**
  * Priorities should cost us little: within 10 % of the same drain without them. Each round
- * drains both ways, back to back, the first alternating by round: the machine's pace drifts
- * by more than that between cases (in one full run ours' CPU a job was a third higher here than
- * in drain-main-c16 a minute before, where the two alternated in one process differ by about
- * 5 %), so the baseline is the drain of the same moment.
+ * drains both ways twice, in mirrored order (mixed, single, single, mixed; the reverse in even
+ * rounds), so that a pace drifting steadily through the round weighs on both alike: the
+ * machine's pace drifts by more than the 10 % between cases (in one full run ours' CPU a job was
+ * a third higher here than in drain-main-c16 a minute before, where the two alternated in one
+ * process differ by about 5 %), and within a round too (with one drain each way, ours' rounds
+ * of one full run gave 1.52, 0.84 and 0.72, the CPU a job of both sides up by half in the last
+ * two), so the baseline is the drains of the same moment.
  */
 const drainMainPriorities = (concurrency: number): ComparedCase => ({
   kind: "compared",
   name: `drain-main-prio-c${concurrency}`,
-  what: `as drain-main-c${concurrency}, jobs spread at random over four priorities; each round also drains them all at one priority, as the baseline`,
+  what: `as drain-main-c${concurrency}, jobs spread at random over four priorities; each round also drains them all at one priority, as the baseline, in mirrored order (A B B A)`,
   metrics: [JOBS_PER_SECOND, ONE_PRIORITY, CPU_PER_JOB],
   goals: [
     {
@@ -37,15 +41,36 @@ const drainMainPriorities = (concurrency: number): ComparedCase => ({
     },
   ],
   run: async (system, options, { round, fresh }) => {
-    const drain = (priorities: "single" | "mixed") => system.drainMain(options.jobs, concurrency, priorities);
-    const order = round % 2 === 1 ? (["mixed", "single"] as const) : (["single", "mixed"] as const);
-    const first = await drain(order[0]);
-    await fresh();
-    const second = await drain(order[1]);
-    const [mixed, single] = order[0] === "mixed" ? [first, second] : [second, first];
-    return { ...mixed, [ONE_PRIORITY.key]: single.jobsPerSecond ?? Number.NaN };
+    const order = round % 2 === 1 ? MIRRORED : MIRRORED.map(other);
+    const runs: Record<Spread, Figures[]> = { mixed: [], single: [] };
+    for (const [i, spread] of order.entries()) {
+      if (i > 0) await fresh();
+      runs[spread].push(await system.drainMain(options.jobs, concurrency, spread));
+    }
+    const mixed = together(runs.mixed);
+    return { ...mixed, [ONE_PRIORITY.key]: together(runs.single).jobsPerSecond ?? Number.NaN };
   },
 });
+
+type Spread = "single" | "mixed";
+const MIRRORED: readonly Spread[] = ["mixed", "single", "single", "mixed"];
+const other = (spread: Spread): Spread => (spread === "mixed" ? "single" : "mixed");
+
+/**
+ * Drains of the same N as one: a rate is the jobs over the summed time (the harmonic mean), any
+ * other figure (CPU a job, the first job's time) the mean.
+ */
+const together = (drains: readonly Figures[]): Figures => {
+  const keys = new Set(drains.flatMap((figures) => Object.keys(figures)));
+  const combined: Record<string, number> = {};
+  for (const key of keys) {
+    const values = drains.map((figures) => figures[key] ?? Number.NaN);
+    combined[key] = key.endsWith("PerSecond")
+      ? values.length / values.reduce((sum, rate) => sum + 1 / rate, 0)
+      : values.reduce((sum, value) => sum + value, 0) / values.length;
+  }
+  return combined;
+};
 
 /** The prio cases' baseline: the same jobs at one priority, drained in the same round. */
 const ONE_PRIORITY: Metric = {
