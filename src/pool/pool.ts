@@ -114,6 +114,58 @@ export const bundleExecArgv = (execArgv: readonly string[]): string[] => {
   return kept;
 };
 
+/**
+ * The options a bundle's threads start with: undefined (Node's default, the process's own) when
+ * there is no tsx preload to leave out. A list given to a thread is parsed again, and Node
+ * refuses V8's options and the process's own there (`--max-old-space-size`, `--expose-gc`,
+ * `--title`): a process started with one could not start its pool. Those apply to every thread
+ * already, so they need not be passed on.
+ */
+export const threadExecArgv = (execArgv: readonly string[]): string[] | undefined => {
+  const kept = bundleExecArgv(execArgv);
+  return kept.length === execArgv.length ? undefined : kept;
+};
+
+type PiscinaOptions = NonNullable<ConstructorParameters<typeof Piscina>[0]>;
+
+const REFUSED = /^Initiated Worker with invalid execArgv flags: (.+)$/;
+
+/**
+ * `execArgv` without the options a thread refused: each named (as written) in the error, and
+ * the value that follows one given apart from its name. Undefined when `error` is no such refusal
+ * or names nothing in the list.
+ */
+export const withoutRefused = (execArgv: readonly string[], error: unknown): string[] | undefined => {
+  if ((error as { code?: unknown } | null)?.code !== "ERR_WORKER_INVALID_EXEC_ARGV") return undefined;
+  const named = REFUSED.exec((error as Error).message)?.[1]?.split(", ");
+  if (!named?.some((option) => execArgv.includes(option))) return undefined;
+  const refused = new Set(named);
+  const kept: string[] = [];
+  for (let i = 0; i < execArgv.length; i++) {
+    const option = execArgv[i]!;
+    if (!refused.has(option)) kept.push(option);
+    else if (!option.includes("=") && execArgv[i + 1] !== undefined && !execArgv[i + 1]!.startsWith("-")) i++;
+  }
+  return kept;
+};
+
+/**
+ * Piscina starts its threads as it is made, and a thread refusing its options throws there,
+ * before any thread runs: what it names is left out and the pool made again. Node names only
+ * the refused options it came to before a value it took for the script, hence the loop.
+ */
+const startPiscina = (options: PiscinaOptions, threadArgv: string[] | undefined): Piscina => {
+  for (let execArgv = threadArgv; ;) {
+    try {
+      return new Piscina({ ...options, ...(execArgv ? { execArgv } : {}) });
+    } catch (error) {
+      const kept = execArgv && withoutRefused(execArgv, error);
+      if (!kept) throw error;
+      execArgv = kept;
+    }
+  }
+};
+
 /** One worker thread as this side sees it: its port, the jobs it runs, those not yet sent. */
 interface Lane {
   readonly index: number;
@@ -165,21 +217,22 @@ export class JobPool {
     const threads = options.threads ?? availableParallelism();
     this.abortGraceMs = options.abortGraceMs ?? 5_000;
     this.packMs = options.packMs ?? DEFAULT_PACK_MS;
-    this.piscina = new Piscina({
-      filename: new URL("./thread-entry.js", import.meta.url).href,
-      minThreads: threads,
-      maxThreads: threads,
-      // Handlers are async (downloads, model calls): a thread must keep its event loop running
-      // between messages, which Piscina's default synchronous Atomics wait would freeze.
-      atomics: "async",
-      // One serve task per thread: it runs that thread's jobs for as long as the pool lives.
-      concurrentTasksPerWorker: 1,
-      resourceLimits: { maxOldGenerationSizeMb: options.heapMb ?? 512 },
-      ...(options.bundle
-        ? { workerData: { ratatoskrBundle: options.bundle }, execArgv: bundleExecArgv(process.execArgv) }
-        : {}),
-      ...(options.env ? { env: options.env } : {}),
-    });
+    this.piscina = startPiscina(
+      {
+        filename: new URL("./thread-entry.js", import.meta.url).href,
+        minThreads: threads,
+        maxThreads: threads,
+        // Handlers are async (downloads, model calls): a thread must keep its event loop running
+        // between messages, which Piscina's default synchronous Atomics wait would freeze.
+        atomics: "async",
+        // One serve task per thread: it runs that thread's jobs for as long as the pool lives.
+        concurrentTasksPerWorker: 1,
+        resourceLimits: { maxOldGenerationSizeMb: options.heapMb ?? 512 },
+        ...(options.bundle ? { workerData: { ratatoskrBundle: options.bundle } } : {}),
+        ...(options.env ? { env: options.env } : {}),
+      },
+      options.bundle ? threadExecArgv(process.execArgv) : undefined,
+    );
     // A thread that dies with no job running (a late rejection of a finished job, memory) is
     // replaced by Piscina; unheard, its 'error' event would bring the whole process down.
     this.piscina.on("error", (error: unknown) => {

@@ -15,7 +15,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { spawnSync } from "node:child_process";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, expect, it } from "vitest";
-import { bundleExecArgv, JobPool } from "../../src/pool/pool.js";
+import { bundleExecArgv, JobPool, threadExecArgv, withoutRefused } from "../../src/pool/pool.js";
 import { JobFailure } from "../../src/queue/failures.js";
 import { bundleFiles, bundleModuleOf } from "../../src/pool/bundle-files.js";
 import { builtAlready } from "../../src/pool/bundle-record.js";
@@ -377,5 +377,59 @@ describe("a bundle thread's options", () => {
     // process's own choice is kept.
     expect(bundleExecArgv([])).toEqual([]);
     expect(bundleExecArgv(["--enable-source-maps"])).toEqual(["--enable-source-maps"]);
+  });
+});
+
+describe("a process started with V8's or its own options", () => {
+  it("gives its bundle threads its own options when tsx is not among them, else the rest without the refused", () => {
+    expect(threadExecArgv(["--max-old-space-size=4096", "--expose-gc"])).toBeUndefined();
+    expect(threadExecArgv(["--max-old-space-size=4096", "--import", "tsx"])).toEqual([
+      "--max-old-space-size=4096",
+    ]);
+    const refusal = Object.assign(
+      new Error("Initiated Worker with invalid execArgv flags: --title, --max-old-space-size=64"),
+      { code: "ERR_WORKER_INVALID_EXEC_ARGV" },
+    );
+    expect(withoutRefused(["--title", "rt", "--max-old-space-size=64", "--no-warnings"], refusal)).toEqual([
+      "--no-warnings",
+    ]);
+    // Not a refusal, or one of nothing listed: the error stands.
+    expect(
+      withoutRefused(["--title", "rt"], new Error("Initiated Worker with invalid execArgv flags: --title")),
+    ).toBe(undefined);
+    expect(withoutRefused(["--no-warnings"], refusal)).toBeUndefined();
+  });
+
+  // Node refuses V8's options (and the process's own) in a thread's option list: given the
+  // process's list as it was, `node --max-old-space-size=4096` could not start its pool.
+  it.each([
+    ["compiled", [] as string[]],
+    ["through tsx", ["--import", "tsx"]],
+  ])("runs its jobs in bundle threads (%s)", async (_, loader) => {
+    const dir = scratch();
+    const script = join(dir, "run.mjs");
+    writeFileSync(
+      script,
+      [
+        `const { register } = await import(${JSON.stringify(import.meta.resolve("tsx/esm/api"))});`,
+        loader.length === 0 ? "register();" : "",
+        `const { JobPool } = await import(${JSON.stringify(new URL("../../src/pool/pool.ts", import.meta.url).href)});`,
+        `const { bundleThreadCode } = await import(${JSON.stringify(new URL("../../src/pool/thread-bundle.ts", import.meta.url).href)});`,
+        `const registry = ${JSON.stringify(registry)};`,
+        "const pool = new JobPool({ registry, threads: 1, bundle: await bundleThreadCode(registry) });",
+        "const job = { id: 'j1', attempt: 1, runAttempt: 1, priority: 'normal', userId: undefined };",
+        "const data = JSON.stringify({ v: 1, kind: 'echo', body: { text: 'hi' } });",
+        "console.log(await pool.run(job, data, { signal: new AbortController().signal }));",
+        "await pool.close();",
+      ].join("\n"),
+    );
+    const child = spawnSync(
+      process.execPath,
+      ["--max-old-space-size=256", "--expose-gc", "--title", "rt-test", ...loader, script],
+      { encoding: "utf8", cwd: fileURLToPath(new URL("../../", import.meta.url)) },
+    );
+    expect(child.stderr).not.toMatch(/invalid execArgv/);
+    expect(child.stdout.trim(), child.stderr).toBe(JSON.stringify({ echoed: "hi" }));
+    expect(child.status).toBe(0);
   });
 });
