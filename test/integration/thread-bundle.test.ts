@@ -396,7 +396,7 @@ describe("a process started with V8's or its own options", () => {
     // Not a refusal, or one of nothing listed: the error stands.
     expect(
       withoutRefused(["--title", "rt"], new Error("Initiated Worker with invalid execArgv flags: --title")),
-    ).toBe(undefined);
+    ).toBeUndefined();
     expect(withoutRefused(["--no-warnings"], refusal)).toBeUndefined();
   });
 
