@@ -45,6 +45,11 @@ export interface ComparedCase {
   readonly what: string;
   /** Left out of --quick unless named in --cases. */
   readonly fullOnly?: boolean;
+  /**
+   * Ours runs its jobs in the runtime's worker threads: their code is built before the first
+   * case that does (`prepareThreadCode`), as an install does, so no round times that build.
+   */
+  readonly threadCode?: boolean;
   readonly metrics: readonly Metric[];
   readonly goals?: readonly Goal[];
   run(system: System, options: Options, context: RunContext): Promise<Figures>;

@@ -100,6 +100,7 @@ const drainThreads = (concurrency: number): ComparedCase => ({
   name: `drain-threads-c${concurrency}`,
   what: `${concurrency === 16 ? "N" : "N/10"} pre-queued no-op jobs run in worker threads at concurrency ${concurrency} (ours: the full runtime)`,
   fullOnly: concurrency !== 16,
+  threadCode: true,
   metrics: [JOBS_PER_SECOND, FIRST_JOB, AFTER_FIRST, CPU_PER_JOB],
   ...(concurrency === 16 ? { goals: [{ kind: "vs-bullmq", metric: "jobsPerSecond", atLeast: 5 }] } : {}),
   run: (system, options) =>
@@ -111,6 +112,7 @@ const drainThreadClaims: ComparedCase = {
   kind: "compared",
   name: "drain-thread-claims-c16",
   what: "as drain-threads-c16, ours with one worker thread claiming for itself at concurrency 16 (RT_CLAIM_IN=threads, RT_POOL_THREADS=1); BullMQ's sandbox as there",
+  threadCode: true,
   metrics: [JOBS_PER_SECOND, FIRST_JOB, AFTER_FIRST, CPU_PER_JOB],
   goals: [{ kind: "vs-bullmq", metric: "jobsPerSecond", atLeast: 5 }],
   run: (system, options) => system.drainThreads(options.jobs, 16, "thread"),

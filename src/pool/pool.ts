@@ -69,9 +69,10 @@ export interface RunOptions {
    * rather than as a second signal: a timer controller and AbortSignal.any per job cost more
    * than the job's own message to its thread.
    */
-  readonly timeoutMs?: number;
+  readonly timeoutMs?: number | undefined;
+  /** Called as a method of these options (a class's methods serve, with no closure per job). */
   readonly onProgress?: (progress: Progress) => void;
-  /** A line the job logged in its thread, for the process's one logger. */
+  /** A line the job logged in its thread, for the process's one logger; called as onProgress. */
   readonly onLog?: (level: LogLevel, message: string) => void;
 }
 
@@ -251,29 +252,33 @@ export class JobPool {
     if (this.closing) return Promise.reject(new JobFailure("transient", "the worker pool is closing"));
     const lane = this.laneFor();
     const seq = ++this.seq;
+    // No named closure here: each would cost a property definition per job (keepNames, see
+    // SentJob in actors/dispatcher.ts).
     return new Promise((resolve, reject) => {
-      const abort = (reason: string) => {
-        if (pending.graceTimer) return;
-        // The job must reach the thread before its abort does.
-        this.flush(lane);
-        lane.port.postMessage({ type: "abort", seq, reason } satisfies ToThread);
-        pending.graceTimer = setTimeout(() => this.terminate(lane, seq), this.abortGraceMs);
-      };
       const pending: Pending = { resolve, reject, options, unlisten: unheard, aborted: false };
-      if (options.timeoutMs !== undefined) {
-        const timedOut = describeTimeout(options.timeoutMs);
+      const timeoutMs = options.timeoutMs;
+      if (timeoutMs !== undefined) {
         pending.timeout = setTimeout(() => {
-          pending.timedOut = timedOut;
-          abort(timedOut);
-        }, options.timeoutMs);
+          pending.timedOut = describeTimeout(timeoutMs);
+          this.abort(lane, seq, pending, pending.timedOut);
+        }, timeoutMs);
       }
       lane.pending.set(seq, pending);
       if (lane.outbox.push({ seq, job, data }) === 1) queueMicrotask(() => this.flush(lane));
       pending.unlisten = listenTo(options.signal, (reason) => {
         pending.aborted = true;
-        abort(reason instanceof Error ? reason.message : "aborted");
+        this.abort(lane, seq, pending, reason instanceof Error ? reason.message : "aborted");
       });
     });
+  }
+
+  /** Asks the job's thread to stop it; past the grace time, the thread is terminated. */
+  private abort(lane: Lane, seq: number, pending: Pending, reason: string) {
+    if (pending.graceTimer) return;
+    // The job must reach the thread before its abort does.
+    this.flush(lane);
+    lane.port.postMessage({ type: "abort", seq, reason } satisfies ToThread);
+    pending.graceTimer = setTimeout(() => this.terminate(lane, seq), this.abortGraceMs);
   }
 
   /**
