@@ -107,12 +107,6 @@ export class HistogramVec {
     this.at(labels).observe(value);
   }
 
-  /** Many values of one label set: the set found once. */
-  observeAll(labels: Labels, values: readonly number[]): void {
-    const entry = this.at(labels);
-    for (const value of values) entry.observe(value);
-  }
-
   /** The label set's histogram: observing through it skips finding the set each time. */
   at(labels: Labels): Histogram {
     const key = JSON.stringify(labels);

@@ -24,11 +24,13 @@ describe("Prometheus counters and histograms", () => {
     ]);
   });
 
-  it("reports cumulative buckets, +Inf, sum and count", () => {
+  it("reports cumulative buckets, +Inf, sum and count, through the vector or a held histogram", () => {
     const histogram = new HistogramVec([0.1, 1, 10]);
     const labels = { priority: "normal" };
     for (const value of [0.05, 0.1, 0.5, 2, 2, 50]) histogram.observe(labels, value);
-    histogram.observeAll(labels, [0.01, 20]);
+    const held = histogram.at(labels);
+    held.observe(0.01);
+    held.observe(20);
     const samples = histogram.samples();
     expect(sampleOf(samples, "_bucket", { ...labels, le: "0.1" })).toBe(3);
     expect(sampleOf(samples, "_bucket", { ...labels, le: "1" })).toBe(4);
