@@ -8,7 +8,8 @@ export type JobOutcome = "completed" | "retried" | "failed" | "cancelled" | "pos
 
 interface Ending {
   readonly ended: Counter;
-  readonly ran: Histogram;
+  /** Run times, kept of completed attempts only (so no empty series for other endings). */
+  readonly ran: Histogram | undefined;
 }
 
 /**
@@ -35,13 +36,13 @@ export class JobMetrics {
     if (seconds.length === 0) return;
     const ending = this.ending(priority, "completed", backend);
     ending.ended.inc(seconds.length);
-    for (const value of seconds) ending.ran.observe(value);
+    for (const value of seconds) ending.ran?.observe(value);
   }
 
   attemptEnded(priority: string, outcome: JobOutcome, backend: string, seconds?: number): void {
     const ending = this.ending(priority, outcome, backend);
     ending.ended.inc();
-    if (seconds !== undefined && outcome === "completed") ending.ran.observe(seconds);
+    if (seconds !== undefined) ending.ran?.observe(seconds);
   }
 
   private ending(priority: string, outcome: JobOutcome, backend: string): Ending {
@@ -54,8 +55,8 @@ export class JobMetrics {
     if (!ending) {
       ending = {
         ended: this.ended.at({ priority, outcome, backend }),
-        // Run times are kept by priority and backend, whatever the outcome.
-        ran: this.durations.at({ priority, backend }),
+        // Kept by priority and backend: one histogram for the completions of every worker.
+        ran: outcome === "completed" ? this.durations.at({ priority, backend }) : undefined,
       };
       byBackend.set(backend, ending);
     }

@@ -68,5 +68,9 @@ describe("JobMetrics", () => {
     expect(sampleOf(durations, "_bucket", { priority: "high", backend: "redis", le: "0.5" })).toBe(2);
     expect(sampleOf(durations, "_bucket", { priority: "high", backend: "redis", le: "5" })).toBe(3);
     expect(sampleOf(durations, "_count", { priority: "low", backend: "database" })).toBe(1);
+    // Attempts that only failed have no run times: no series of zeros for them.
+    metrics.attemptEnded("urgent", "failed", "redis", 1);
+    metrics.attemptEnded("urgent", "retried", "redis");
+    expect(metrics.durations.samples().filter((s) => s.labels?.priority === "urgent")).toEqual([]);
   });
 });
