@@ -72,7 +72,7 @@ export interface RunOptions {
   readonly timeoutMs?: number | undefined;
   /** Called as a method of these options (a class's methods serve, with no closure per job). */
   readonly onProgress?: (progress: Progress) => void;
-  /** A line the job logged in its thread, for the process's one logger; called as onProgress. */
+  /** A line the job logged in its thread, for the process's one logger; also called as a method. */
   readonly onLog?: (level: LogLevel, message: string) => void;
 }
 
