@@ -162,11 +162,8 @@ export interface Lease {
   readonly attempt: number;
 }
 
-/**
- * A finished attempt and the result to keep with the job. With `job`, what its claim handed out,
- * the completion reads only the job's state, attempt and progress history (complete-jobs.lua).
- */
-export type Completion = Lease & { readonly result?: string; readonly job?: ClaimedJob };
+/** A finished attempt and the result to keep with the job. */
+export type Completion = Lease & { readonly result?: string };
 
 /** `stale`: another attempt owns the job now, and this answer changed nothing. */
 export type CompleteOutcome = "ok" | "stale";
@@ -796,28 +793,12 @@ const priorityAt = (value: Buffer, at: number): Priority => {
 };
 
 /**
- * A completion's nine arguments to complete-jobs.lua, each pushed (no array per job). With its
- * claimed job, the lease is the job's own, so the record cannot pair one attempt with another's
- * entry.
+ * A completion's three arguments to complete-jobs.lua, each pushed (no array per job): its lease
+ * and result. The record's other fields the script reads from the job's state, which it reads
+ * anyway to fence the attempt.
  */
 const pushCompletions = (args: Array<string | number>, done: readonly Completion[]) => {
-  for (const { id, attempt, result = "", job } of done) {
-    if (job === undefined) args.push(id, attempt, "", "", "", 0, 1, 0, result);
-    else {
-      const { priority, entry, userId = "", runAttempt, maxAttempts, createdAt } = job;
-      args.push(
-        job.id,
-        job.attempt,
-        priority,
-        entry,
-        userId,
-        job.attempt - runAttempt,
-        maxAttempts,
-        createdAt,
-        result,
-      );
-    }
-  }
+  for (const { id, attempt, result = "" } of done) args.push(id, attempt, result);
 };
 
 /**

@@ -15,9 +15,7 @@ const runToCompletion = async (queue: Queue, job: NewJob = newJob("normal"), res
   await run(queue.enqueue(job));
   const [claimed] = (await run(queue.claim("w", ALL, 1))).jobs;
   expect(claimed?.id).toBe(job.id);
-  expect(
-    await run(queue.complete([{ id: job.id, attempt: claimed!.attempt, result, job: claimed! }])),
-  ).toEqual(["ok"]);
+  expect(await run(queue.complete([{ id: job.id, attempt: claimed!.attempt, result }]))).toEqual(["ok"]);
   return job.id;
 };
 
@@ -92,7 +90,7 @@ describe("completed records", () => {
     expect(await run(queue.complete([{ ...done[1]!, result: "again" }]))).toEqual(["ok"]);
     expect(await run(queue.getJob(jobs[1]!.id))).toMatchObject({ result: `r ${jobs[1]!.id}` });
     expect(await completedLastHour(queue)).toBe(3);
-    // So is a bare lease's, checked against the record.
+    // Answers of the completed attempt are acknowledged, others refused, checked against the record.
     expect(await run(queue.complete([{ id: jobs[1]!.id, attempt: 1 }]))).toEqual(["ok"]);
     expect(await run(queue.complete([{ id: jobs[1]!.id, attempt: 2 }]))).toEqual(["stale"]);
 
@@ -130,7 +128,7 @@ describe("completed records", () => {
     expect(await run(queue.getJob(b.id))).toMatchObject({ state: "completed" });
     // a's new entry is still B's to answer for.
     expect(await pending(queue)).toBe(1);
-    expect(await run(queue.complete([{ id: a.id, attempt: 2, result: "B", job: again! }]))).toEqual(["ok"]);
+    expect(await run(queue.complete([{ id: a.id, attempt: 2, result: "B" }]))).toEqual(["ok"]);
     expect(await run(queue.getJob(a.id))).toMatchObject({ state: "completed", attempt: 2, result: "B" });
     expect(await completedLastHour(queue)).toBe(2);
   });
@@ -146,7 +144,7 @@ describe("completed records", () => {
     ] as const)
       expect(await run(queue.progress(claimed!, { percent, step }))).toBe(true);
     const result = JSON.stringify({ alt: "a cat, in the sun" });
-    expect(await run(queue.complete([{ id: job.id, attempt: 1, result, job: claimed! }]))).toEqual(["ok"]);
+    expect(await run(queue.complete([{ id: job.id, attempt: 1, result }]))).toEqual(["ok"]);
     expect(await queue.redis.exists(queue.keys.job(job.id))).toBe(0);
     const view = await run(queue.getJob(job.id));
     expect(view).toMatchObject({
@@ -173,16 +171,14 @@ describe("completed records", () => {
     expect(await queue.redis.exists(queue.keys.job(job.id))).toBe(0);
     await dropLive(queue.redis, queue, job.id);
     await run(queue.enqueue({ ...job, replaceEnded: true, afterAttempt: 1 }));
-    const late = { id: job.id, attempt: 1, result: "stale", job: first! };
+    const late = { id: job.id, attempt: first!.attempt, result: "stale" };
     expect(await run(queue.complete([late]))).toEqual(["stale"]);
     expect(await run(queue.getJob(job.id))).toMatchObject({ state: "queued", attempt: 1 });
     const [second] = (await run(queue.claim("w2", ALL, 1))).jobs;
     expect(second).toMatchObject({ id: job.id, attempt: 2 });
     expect(await run(queue.complete([late]))).toEqual(["stale"]);
     expect(await run(queue.renew("w2", [second!]))).toEqual(["ok"]);
-    expect(await run(queue.complete([{ id: job.id, attempt: 2, result: "fresh", job: second! }]))).toEqual([
-      "ok",
-    ]);
+    expect(await run(queue.complete([{ id: job.id, attempt: 2, result: "fresh" }]))).toEqual(["ok"]);
     expect(await run(queue.getJob(job.id))).toMatchObject({
       state: "completed",
       attempt: 2,
@@ -197,7 +193,7 @@ describe("completed records", () => {
     const [claimed] = (await run(queue.claim("w", ALL, 1))).jobs;
     const answers = await run(
       queue.complete([
-        { id: job.id, attempt: 1, result: "first", job: claimed! },
+        { id: job.id, attempt: claimed!.attempt, result: "first" },
         { id: job.id, attempt: 1, result: "second" },
       ]),
     );
@@ -214,7 +210,7 @@ describe("completed records", () => {
     await run(queue.progress(first!, { percent: 50, step: "half" }));
     await run(queue.fail({ id: job.id, attempt: 1, error: "x", retriable: true, delayMs: 0 }));
     const [second] = (await run(queue.claim("w", ALL, 1))).jobs;
-    await run(queue.complete([{ id: job.id, attempt: 2, job: second! }]));
+    await run(queue.complete([{ id: job.id, attempt: second!.attempt }]));
     const view = await run(queue.getJob(job.id));
     expect(view?.steps.map((s) => [s.attempt, s.percent, s.step])).toEqual([[1, 50, "half"]]);
   });
@@ -229,7 +225,7 @@ describe("completed records", () => {
     // The task comes back (from the ledger) and completes at attempt 2; its hash is gone.
     await run(queue.enqueue({ ...job, replaceEnded: true, afterAttempt: 1 }));
     const [second] = (await run(queue.claim("w", ALL, 1))).jobs;
-    await run(queue.complete([{ id: job.id, attempt: 2, result: "old", job: second! }]));
+    await run(queue.complete([{ id: job.id, attempt: second!.attempt, result: "old" }]));
     const [letter] = await run(admin.listDead({ priority: "normal" }));
     expect(await run(admin.redriveDead("normal", [letter!.entryId]))).toEqual(["ok"]);
     const [third] = (await run(queue.claim("w", ALL, 1))).jobs;
@@ -251,11 +247,11 @@ describe("completed records", () => {
     expect(await queue.redis.exists(bucket!)).toBe(0);
     // The new run completes in the same period: its record makes the bucket again.
     const [again] = (await run(queue.claim("w", ALL, 1))).jobs;
-    expect(await run(queue.complete([{ id: first.id, attempt: 2, job: again! }]))).toEqual(["ok"]);
+    expect(await run(queue.complete([{ id: first.id, attempt: again!.attempt }]))).toEqual(["ok"]);
     expect(await queue.redis.pttl(bucket!)).toBeGreaterThan(0);
   });
 
-  it("a bare lease's completion writes the same record, read from the hash", async () => {
+  it("a completion is its lease and result: the record takes priority, counters, user and created from the job", async () => {
     const queue = await makeQueue(redis);
     const job = newJob("high", { userId: "bare", maxAttempts: 5 });
     await run(queue.enqueue({ ...job, afterAttempt: 2 }));
@@ -299,9 +295,7 @@ describe("completed records", () => {
     expect(claimed?.attempt).toBe(100_000_000_000_000);
     expect((await readLive(queue.redis, queue, job.id))?.attempt).toBe("100000000000000");
     expect(await run(queue.renew("w", [claimed!]))).toEqual(["ok"]);
-    expect(await run(queue.complete([{ id: job.id, attempt: claimed!.attempt, job: claimed! }]))).toEqual([
-      "ok",
-    ]);
+    expect(await run(queue.complete([{ id: job.id, attempt: claimed!.attempt }]))).toEqual(["ok"]);
     expect(await run(queue.getJob(job.id))).toMatchObject({
       state: "completed",
       attempt: 100_000_000_000_000,

@@ -256,7 +256,7 @@ const suite = (kind: "sqlite" | "postgres", enabled: boolean) =>
       expect(attempts).toEqual({ [live]: 1, [lost]: 2, [running]: 2 });
       // The first worker of `running` answers late: refused by Redis and by the ledger.
       const late = claim.jobs.find((j) => j.id === running)!;
-      expect(await run(queue.complete([{ id: running, attempt: 1, result: "{}", job: late }]))).toEqual([
+      expect(await run(queue.complete([{ id: running, attempt: late.attempt, result: "{}" }]))).toEqual([
         "stale",
       ]);
       expect(await ledger.markCompleted({ id: running, attempt: 1, backend: "redis" }, "{}")).toBe(false);

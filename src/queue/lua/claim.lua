@@ -7,7 +7,7 @@
 -- that its slots are free and its users' locks released before the claim.
 -- KEYS[1] base
 -- ARGV group, consumer, want, dead_max, ttl_failed, ttl_completed, n_prio, prio (n_prio times),
---      (id, attempt, prio, entry, user, spent, max, created, result)... of the completions
+--      (id, attempt, result)... of the completions
 -- -> { {id, data, live, ...}, {prio, cursor, ...}, {'ok' | 'stale', ...} for the completions, in
 --      their order }; live is the running state the claim wrote for the job (pack_values), which
 --      holds everything else the worker needs: three values a job, not each field as one.

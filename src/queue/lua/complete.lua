@@ -1,7 +1,7 @@
 -- complete: jobs finished by their owner (see complete-jobs for the rules), when no claim is
 -- going out to carry them.
 -- KEYS[1] base
--- ARGV group, ttl_seconds, (id, attempt, prio, entry, user, spent, max, created, result)...
+-- ARGV group, ttl_seconds, (id, attempt, result)...
 -- -> {'ok' | 'stale', ...} in the order given
 -- @include common
 -- @include complete-jobs

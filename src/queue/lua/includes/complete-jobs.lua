@@ -7,11 +7,12 @@
 -- A completed job leaves the live hash and its record is kept with the others
 -- (keep_done_records): one HMGET and one HDEL of the live hash, one HSET, and one XACK and one
 -- trim per stream for the whole batch. What else the record holds (the stream entry, priority,
--- user and counters) comes with the completion, as its claim handed it out, and is read from the
--- job's state only for a completion that has just its lease. A job with a hash of its own (its
--- progress history, which the record keeps) costs a read and a deletion more.
--- args[from..] are (id, attempt, prio, entry, user, spent, max, created, result); prio '' for a
--- bare lease.
+-- user and counters) is read from the job's state, which the HMGET brings anyway: a completion
+-- is its lease and result, three arguments, where the nine it was with those fields passed
+-- along cost the caller more than their unpacking here costs Redis (bench/README.md, item 26).
+-- A job with a hash of its own (its progress history, which the record keeps) costs a read and
+-- a deletion more.
+-- args[from..] are (id, attempt, result)
 -- -> {'ok' | 'stale', ...} in the order given
 local function complete_jobs(base, group, ttl, now, args, from)
   local out, records, keys, live_ids, entries, done, ended, users = {}, {}, {}, {}, {}, {}, {}, {}
@@ -19,26 +20,28 @@ local function complete_jobs(base, group, ttl, now, args, from)
   local live = live_key(base)
   -- Every job's live state in one call.
   local values = {}
-  for a = from, #args, 9000 do
+  for a = from, #args, 3000 do
     local ids = {}
-    for b = a, math.min(a + 8999, #args), 9 do ids[#ids + 1] = args[b] end
+    for b = a, math.min(a + 2999, #args), 3 do ids[#ids + 1] = args[b] end
     local found = redis.call('HMGET', live, unpack(ids))
     for n = 1, #ids do values[#values + 1] = found[n] or false end
   end
   -- Formatted once: a number turned into a string is a printf in Redis, and a record has one.
   local ended_at = string.format('%d', now)
   local n = 0
-  for a = from, #args, 9 do
+  for a = from, #args, 3 do
     n = n + 1
-    local id, attempt, prio = args[a], args[a + 1], args[a + 2]
-    local claimed = PRIORITY[prio]
+    local id, attempt = args[a], args[a + 1]
     local value = values[n]
-    local state, job_attempt, hashed
-    if value and claimed then
-      -- The fence and whether there is a hash to read, without unpacking the rest.
-      local ok, _, s, at, h = pcall(cmsgpack.unpack_limit, value, 3)
-      if ok and s == 'running' and type(at) == 'string' and (h == '0' or h == '1') then
-        state, job_attempt, hashed = s, at, h
+    local state, job_attempt, hashed, entry, spent, max, created, prio, user
+    if value then
+      -- The nine values a record needs, without building the job: a running state as claim
+      -- writes it, its counters whole (so spaceless, as a record's head must be).
+      local ok, _, s, at, h, e, sp, mx, cr, pr, us = pcall(cmsgpack.unpack_limit, value, 9)
+      if ok and s == 'running' and type(at) == 'string' and (h == '0' or h == '1') and type(e) == 'string'
+        and whole(sp) and whole(mx) and type(cr) == 'string' and PRIORITY[pr] and type(us) == 'string' then
+        state, job_attempt, hashed, entry, spent, max, created, prio, user = s, at, h, e, sp, mx, spaceless(cr, '0'),
+          pr, us
       end
     end
     local job, unreadable
@@ -52,7 +55,13 @@ local function complete_jobs(base, group, ttl, now, args, from)
       local h = redis.pcall('HMGET', base .. 'j:' .. id, unpack(HASH_STATE))
       if h.err then unreadable = true else job = job_from_hash(h) end
     end
-    if job then state, job_attempt, hashed = job.state, job.attempt, job.hashed and '1' or '0' end
+    if job then
+      state, job_attempt, hashed = job.state, job.attempt, job.hashed and '1' or '0'
+      -- claim writes the stream a running job was read from; a state damaged since cannot name
+      -- one.
+      entry, prio, user = job.entry, job.prio, job.user
+      spent, max, created = spaceless(job.spent, '0'), spaceless(job.max, '1'), spaceless(job.created, '0')
+    end
     if unreadable then
       out[#out + 1] = 'stale'
     elseif ended[id] == attempt or (state == 'completed' and job_attempt == attempt) then
@@ -63,19 +72,8 @@ local function complete_jobs(base, group, ttl, now, args, from)
       local key = base .. 'j:' .. id -- job_key's, without the call (one per job)
       local steps = hashed == '1' and redis.pcall('HGET', key, 'steps')
       if type(steps) ~= 'string' then steps = '' end
-      local entry, user, record
-      if claimed then
-        entry, user = args[a + 3], args[a + 4]
-        record = done_record_of(attempt, prio, ended_at, args[a + 5], args[a + 6], args[a + 7], user, steps,
-          args[a + 8])
-      else
-        job = job or unpack_live(value)
-        -- claim writes the stream a running job was read from; a state damaged since cannot name
-        -- one.
-        prio, entry, user = job.prio, job.entry, job.user
-        record = done_record_of(attempt, PRIORITY[prio] and prio or '', ended_at, spaceless(job.spent, '0'),
-          spaceless(job.max, '1'), spaceless(job.created, '0'), user, steps, args[a + 8])
-      end
+      local record = done_record_of(attempt, PRIORITY[prio] and prio or '', ended_at, spent, max, created, user, steps,
+        args[a + 2])
       if PRIORITY[prio] then
         if entry and entry ~= '' then
           local list = entries[prio] or {}
