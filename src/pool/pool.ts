@@ -85,7 +85,9 @@ interface Pending {
   /** The job was aborted from outside (not by its own timeout). */
   aborted: boolean;
   graceTimer?: NodeJS.Timeout;
-  timeout?: NodeJS.Timeout;
+  /** The job's `timeoutMs`, and when (`performance.now()`) it runs out. */
+  timeoutMs?: number;
+  deadline?: number;
   /** Set when the job's time ran out: its failure is the timeout, whatever the thread says. */
   timedOut?: string;
 }
@@ -213,6 +215,13 @@ export class JobPool {
   private readonly hosted = new Map<string, { group: HostedGroup; silentMs: number }>();
   private watchdog: NodeJS.Timeout | undefined;
   private sampledAt = 0;
+  /**
+   * One timer for every timed job, armed for the earliest deadline (`expire`): a timer per job
+   * cost an allocation, a timer-list insert and a removal for each, where most jobs end long
+   * before their time.
+   */
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private deadlineAt = Number.POSITIVE_INFINITY;
 
   constructor(private readonly options: PoolOptions) {
     const threads = options.threads ?? availableParallelism();
@@ -258,10 +267,9 @@ export class JobPool {
       const pending: Pending = { resolve, reject, options, unlisten: unheard, aborted: false };
       const timeoutMs = options.timeoutMs;
       if (timeoutMs !== undefined) {
-        pending.timeout = setTimeout(() => {
-          pending.timedOut = describeTimeout(timeoutMs);
-          this.abort(lane, seq, pending, pending.timedOut);
-        }, timeoutMs);
+        pending.timeoutMs = timeoutMs;
+        pending.deadline = performance.now() + timeoutMs;
+        if (pending.deadline < this.deadlineAt) this.armDeadline(pending.deadline);
       }
       lane.pending.set(seq, pending);
       if (lane.outbox.push({ seq, job, data }) === 1) queueMicrotask(() => this.flush(lane));
@@ -270,6 +278,31 @@ export class JobPool {
         this.abort(lane, seq, pending, reason instanceof Error ? reason.message : "aborted");
       });
     });
+  }
+
+  private armDeadline(at: number) {
+    clearTimeout(this.deadlineTimer);
+    this.deadlineAt = at;
+    // Unref'd: it must not keep a process alive after its jobs ended (it is not cleared then).
+    this.deadlineTimer = setTimeout(() => this.expire(), Math.max(0, at - performance.now())).unref();
+  }
+
+  /** Aborts every job whose time ran out, and arms the timer for the next deadline, if any. */
+  private expire() {
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const lane of this.lanes) {
+      for (const [seq, pending] of lane.pending) {
+        if (pending.deadline === undefined || pending.timedOut !== undefined) continue;
+        if (pending.deadline <= now) {
+          pending.timedOut = describeTimeout(pending.timeoutMs!);
+          this.abort(lane, seq, pending, pending.timedOut);
+        } else if (pending.deadline < next) next = pending.deadline;
+      }
+    }
+    if (next < Number.POSITIVE_INFINITY) this.armDeadline(next);
   }
 
   /** Asks the job's thread to stop it; past the grace time, the thread is terminated. */
@@ -337,6 +370,7 @@ export class JobPool {
   async close(): Promise<void> {
     this.closing = true;
     clearInterval(this.watchdog);
+    clearTimeout(this.deadlineTimer);
     for (const lane of this.lanes) lane.port.postMessage({ type: "close" } satisfies ToThread);
     await this.piscina.close({ force: true });
   }
@@ -427,7 +461,6 @@ export class JobPool {
     lane.pending.delete(seq);
     lane.cost.jobEnded();
     clearTimeout(pending.graceTimer);
-    clearTimeout(pending.timeout);
     pending.unlisten();
     // A timeout is the job's own failure and retriable, unless it was also aborted from outside.
     const ownTimeout = pending.timedOut !== undefined && !pending.aborted;

@@ -132,6 +132,58 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
     ).toBe('{"echoed":"quick"}');
   });
 
+  it("times every job with one timer: each fails at its own deadline, a later job's earlier one first", async () => {
+    const sleeping = (timeoutMs: number) =>
+      pool.run(info(), envelope("sleep", { ms: 10_000 }), { signal: never(), timeoutMs });
+    // Both threads up first: a job that waits for its thread to start hears its abort only then.
+    await Promise.all([1, 2].map(() => pool.run(info(), envelope("sleep", { ms: 20 }), { signal: never() })));
+    const settled: string[] = [];
+    const elapsed = new Map<string, number>();
+    const began = performance.now();
+    const track = (name: string, running: Promise<unknown>) =>
+      running.then(
+        () => settled.push(`${name} ok`),
+        (error: JobFailure) => {
+          elapsed.set(name, performance.now() - began);
+          settled.push(`${name} ${error.kind}: ${error.message}`);
+        },
+      );
+    const setTimeoutOf = globalThis.setTimeout;
+    let timersSet = 0;
+    globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+      timersSet++;
+      return setTimeoutOf(...args);
+    }) as typeof setTimeout;
+    let all: Array<Promise<unknown>>;
+    try {
+      all = [
+        track("long", sleeping(400)),
+        ...Array.from({ length: 20 }, () => track("many", sleeping(600))),
+        track("short", sleeping(150)),
+        track(
+          "quick",
+          pool.run(info(), envelope("echo", { text: "q" }), { signal: never(), timeoutMs: 300 }),
+        ),
+      ];
+    } finally {
+      globalThis.setTimeout = setTimeoutOf;
+    }
+    // At most armed for the first job's deadline and again for the later job's earlier one (not
+    // at all while an earlier job's deadline is armed); a timer a job was 23.
+    expect(timersSet).toBeLessThanOrEqual(2);
+    await Promise.all(all);
+    expect(settled.slice(0, 3)).toEqual([
+      "quick ok",
+      "short transient: timed out after 150 ms",
+      "long transient: timed out after 400 ms",
+    ]);
+    expect(settled.slice(3)).toEqual(Array(20).fill("many transient: timed out after 600 ms"));
+    // None before its time.
+    expect(elapsed.get("short")).toBeGreaterThanOrEqual(150);
+    expect(elapsed.get("long")).toBeGreaterThanOrEqual(400);
+    expect(elapsed.get("many")).toBeGreaterThanOrEqual(600);
+  });
+
   it("sends many jobs at once to the threads and answers each with its own result", async () => {
     const texts = Array.from({ length: 200 }, (_, i) => `job ${i}`);
     const answers = await Promise.all(
