@@ -259,7 +259,8 @@ export class JobPool {
 
   run(job: JobInfo, data: string, options: RunOptions): Promise<string | undefined> {
     if (this.closing) return Promise.reject(new JobFailure("transient", "the worker pool is closing"));
-    const lane = this.laneFor();
+    const now = performance.now();
+    const lane = this.laneFor(now);
     const seq = ++this.seq;
     // No named closure here: each would cost a property definition per job (keepNames, see
     // SentJob in actors/dispatcher.ts).
@@ -268,7 +269,7 @@ export class JobPool {
       const timeoutMs = options.timeoutMs;
       if (timeoutMs !== undefined) {
         pending.timeoutMs = timeoutMs;
-        pending.deadline = performance.now() + timeoutMs;
+        pending.deadline = now + timeoutMs;
         if (pending.deadline < this.deadlineAt) this.armDeadline(pending.deadline);
       }
       lane.pending.set(seq, pending);
@@ -321,8 +322,7 @@ export class JobPool {
    * of them; jobs that hold their thread spread as before. Until a thread's cost is measured,
    * nothing is packed onto it.
    */
-  private laneFor(): Lane {
-    const now = performance.now();
+  private laneFor(now: number): Lane {
     if (now - this.sampledAt >= SAMPLE_MS) {
       this.sampledAt = now;
       for (const lane of this.lanes) if (lane.thread) lane.cost.sample(lane.thread);
