@@ -169,7 +169,7 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
       globalThis.setTimeout = setTimeoutOf;
     }
     // At most armed for the first job's deadline and again for the later job's earlier one (not
-    // at all while an earlier job's deadline is armed); a timer a job was 23.
+    // at all while an earlier job's deadline is armed), where a timer per job made 23.
     expect(timersSet).toBeLessThanOrEqual(2);
     await Promise.all(all);
     expect(settled.slice(0, 3)).toEqual([
