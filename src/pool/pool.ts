@@ -185,6 +185,9 @@ interface Lane {
   lastHeard: number;
 }
 
+/** Node's longest timer delay (a signed 32-bit count of ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** How often the pool looks for hosting threads gone silent. */
 const WATCH_MS = 1_000;
 
@@ -285,7 +288,9 @@ export class JobPool {
     clearTimeout(this.deadlineTimer);
     this.deadlineAt = at;
     // Unref'd: it must not keep a process alive after its jobs ended (it is not cleared then).
-    this.deadlineTimer = setTimeout(() => this.expire(), Math.max(0, at - performance.now())).unref();
+    // At most Node's longest delay: past it a timer fires after 1 ms, and would re-arm every ms.
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, at - performance.now()));
+    this.deadlineTimer = setTimeout(() => this.expire(), delay).unref();
   }
 
   /** Aborts every job whose time ran out, and arms the timer for the next deadline, if any. */

@@ -184,6 +184,32 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
     expect(elapsed.get("many")).toBeGreaterThanOrEqual(600);
   });
 
+  it("a time limit past Node's longest timer delay neither fires early nor wakes the pool every ms", async () => {
+    const setTimeoutOf = globalThis.setTimeout;
+    let timersSet = 0;
+    globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+      timersSet++;
+      return setTimeoutOf(...args);
+    }) as typeof setTimeout;
+    const controller = new AbortController();
+    let running: Promise<unknown>;
+    try {
+      running = pool
+        .run(info(), envelope("sleep", { ms: 10_000 }), {
+          signal: controller.signal,
+          timeoutMs: 40 * 24 * 3_600_000,
+        })
+        .catch((e: unknown) => e);
+      await sleep(100);
+    } finally {
+      globalThis.setTimeout = setTimeoutOf;
+    }
+    controller.abort(new Error("enough"));
+    expect(((await running) as JobFailure).message).toBe("enough");
+    // Armed once, if at all (an earlier job's deadline may be armed still); never fired.
+    expect(timersSet).toBeLessThanOrEqual(1);
+  });
+
   it("sends many jobs at once to the threads and answers each with its own result", async () => {
     const texts = Array.from({ length: 200 }, (_, i) => `job ${i}`);
     const answers = await Promise.all(
