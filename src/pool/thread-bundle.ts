@@ -3,7 +3,15 @@ import { isBuiltin } from "node:module";
 import { mkdir, readdir, readFile, stat, unlink, utimes } from "node:fs/promises";
 import { basename, dirname, extname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { build, type Loader, type OutputFile, type Plugin, version as esbuildVersion } from "esbuild";
+import {
+  build,
+  type Loader,
+  type OutputFile,
+  type Plugin,
+  type PluginBuild,
+  version as esbuildVersion,
+} from "esbuild";
+import { importFromModules, reexportsOf } from "./barrel-imports.js";
 import {
   BuildInputs,
   builtAlready,
@@ -33,11 +41,10 @@ const ENTRY_NAME = "thread-bundle-entry.js";
 
 /**
  * Packages the thread's own code imports, so every thread loads them whatever its registry:
- * bundled, with the registry's imports of them and everything they import in turn (`effect`
- * imports `fast-check`, which imports `pure-rand`). A thread loads one file where it loaded
- * hundreds of modules (`effect` took a fresh thread 0.5-0.67 s to import, `fast-check` alone
- * 0.14-0.18 s; the bundle of what is used loads in 0.14-0.16 s). Every other package stays an
- * import, resolved from the registry.
+ * bundled, with the registry's imports of them and everything they import in turn (`ioredis`
+ * imports `denque`). A thread loads one file where it loaded hundreds of modules (`effect` took
+ * a fresh thread 0.5-0.67 s to import, `fast-check` alone 0.14-0.18 s; the bundle of what is
+ * used loads in 0.14-0.16 s). Every other package stays an import, resolved from the registry.
  *
  * The Redis client and OpenTelemetry's API are imported only by the code that claims in the
  * thread (RT_CLAIM_IN=threads), which the thread imports when it hosts a group: bundled, they
@@ -126,12 +133,62 @@ const LOADERS: Record<string, Loader> = {
 };
 
 /**
- * In a bundle every module shares the bundle's own `import.meta`; code that finds files next to
- * itself (a `createRequire`, a directory of scripts) must still see its source file's.
+ * The package whose index a bundle's sources do without (`importFromModules`). The registry is
+ * imported lazily, so esbuild wraps it, and everything it imports, in functions run at first
+ * use; `effect`'s index, wrapped, runs every one of the 175 modules it names, whichever are used
+ * (a thread spent 20 of the 45 ms it took to load its bundle there, and `fast-check` came
+ * with them). Imported from their own modules, the bundle holds and runs those used.
+ * `effect` declares no side effects: leaving its others unrun changes nothing.
  */
-const ownImportMeta = (inputs: BuildInputs): Plugin => ({
-  name: "own-import-meta",
+const INDEXED_PACKAGE = "effect";
+const IMPORTS_INDEXED = new RegExp(`from\\s*["']${INDEXED_PACKAGE}["']`);
+
+type Placement = ReadonlyMap<string, { readonly specifier: string; readonly name: string }>;
+
+/**
+ * Where each name the package's index (as it resolves from a directory) exports is imported
+ * from instead: `effect/Schema` for `Schema`, where that resolves to the very file the index
+ * re-exports. The index is read as an input of the build, so a new version of it builds again.
+ */
+const placementsOf = (build: PluginBuild, inputs: BuildInputs) => {
+  const byIndex = new Map<string, Promise<Placement>>();
+  const resolveFrom = (specifier: string, resolveDir: string) =>
+    build.resolve(specifier, { resolveDir, kind: "import-statement", pluginData: RESOLVING });
+  const place = async (index: string, resolveDir: string): Promise<Placement> => {
+    const reexports = reexportsOf(await inputs.load(index));
+    if (!reexports) return new Map();
+    const placed = await Promise.all(
+      [...reexports].map(async ([name, { from, name: there }]) => {
+        const specifier = `${INDEXED_PACKAGE}/${from.replace(/^\.\//, "").replace(/\.js$/, "")}`;
+        const module = await resolveFrom(specifier, resolveDir);
+        const same = module.errors.length === 0 && module.path === resolve(dirname(index), from);
+        return same ? ([name, { specifier, name: there }] as const) : undefined;
+      }),
+    );
+    return new Map(placed.filter((entry) => entry !== undefined));
+  };
+  return async (resolveDir: string): Promise<Placement> => {
+    const index = await resolveFrom(INDEXED_PACKAGE, resolveDir);
+    if (index.errors.length > 0 || index.external || index.path === "") return new Map();
+    let placement = byIndex.get(index.path);
+    if (!placement) {
+      placement = place(index.path, resolveDir);
+      byIndex.set(index.path, placement);
+    }
+    return placement;
+  };
+};
+
+/**
+ * Each source as the bundle takes it. In a bundle every module shares the bundle's own
+ * `import.meta`; code that finds files next to itself (a `createRequire`, a directory of
+ * scripts) must still see its source file's. And its imports of `effect` name the modules they
+ * use (`INDEXED_PACKAGE`).
+ */
+const asBundled = (inputs: BuildInputs): Plugin => ({
+  name: "as-bundled",
   setup(build) {
+    const placements = placementsOf(build, inputs);
     build.onLoad({ filter: /\.[cm]?[jt]sx?$/ }, async ({ path }) => {
       const source = await inputs.load(path);
       const meta = {
@@ -139,9 +196,13 @@ const ownImportMeta = (inputs: BuildInputs): Plugin => ({
         filename: path,
         dirname: dirname(path),
       } as Record<string, string>;
-      const contents = source.replace(/\bimport\.meta\.(url|filename|dirname)\b/g, (_, name: string) =>
+      let contents = source.replace(/\bimport\.meta\.(url|filename|dirname)\b/g, (_, name: string) =>
         JSON.stringify(meta[name]),
       );
+      if (IMPORTS_INDEXED.test(contents)) {
+        const placement = await placements(dirname(path));
+        contents = importFromModules(contents, INDEXED_PACKAGE, (name) => placement.get(name));
+      }
       return { contents, loader: LOADERS[extname(path)] ?? "js" };
     });
   },
@@ -195,9 +256,15 @@ const mapOfOwnCode = (file: OutputFile, outdir: string, bundled: BundledPackages
 // The text of the modules that build bundles is part of every record's name: a change to how
 // bundles are built makes every bundle built before it stale.
 const BUILDER = [
-  ...["./thread-bundle", "./bundle-record", "./source-map", "./bundle-script", "./bundle-files"].map(
-    (module) =>
-      readFileSync(fileURLToPath(new URL(`${module}${extname(import.meta.url)}`, import.meta.url)), "utf8"),
+  ...[
+    "./thread-bundle",
+    "./bundle-record",
+    "./source-map",
+    "./bundle-script",
+    "./bundle-files",
+    "./barrel-imports",
+  ].map((module) =>
+    readFileSync(fileURLToPath(new URL(`${module}${extname(import.meta.url)}`, import.meta.url)), "utf8"),
   ),
   SCRIPT_LOADER.toString("utf8"),
 ].join("\0");
@@ -292,7 +359,7 @@ export const bundleThreadCode = async (registryUrl: string, options: { cacheDir?
     // adds `module` by default).
     conditions: [],
     metafile: true,
-    plugins: [otherPackagesExternal(bundled), ownImportMeta(inputs)],
+    plugins: [otherPackagesExternal(bundled), asBundled(inputs)],
   });
   const code = result.outputFiles.find((f) => f.path.endsWith(".mjs"));
   const mapFile = result.outputFiles.find((f) => f.path.endsWith(".map"));

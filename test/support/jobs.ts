@@ -1,7 +1,11 @@
 import { appendFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { threadId } from "node:worker_threads";
-import { Schema } from "effect";
+import {
+  // In a thread bundle this statement becomes one line (barrel-imports.ts) and its others stay
+  // as many: the stack of `whereami` below must still name its own line.
+  Schema,
+} from "effect";
 import { defineRegistry } from "../../src/jobs/definition.js";
 import { JobFailure } from "../../src/queue/failures.js";
 
