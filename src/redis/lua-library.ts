@@ -16,6 +16,30 @@ const errorText = (error: unknown) => (error instanceof Error ? error.message : 
 /** FCALL of a function the server does not have (a restarted or new node, or a flushed one). */
 const functionMissing = (error: unknown) => errorText(error).startsWith("ERR Function not found");
 
+/**
+ * The command `call` / `callBuffer` would build, sent without them: they take the arguments as a
+ * spread (a claim at concurrency 100 carries hundreds, with its completions), and drains of
+ * no-op jobs ran 17-24 % faster at concurrency 100 without that (bench/README.md, "Script calls
+ * without ioredis's call"). A subclass of Command with its own `toWritable` (one buffer per
+ * request) ran 25 % slower instead: only ioredis's own class. A function of the module, not a
+ * closure made per call, which tsx names (`keepNames`) with a property definition each time.
+ */
+const sendScript = (
+  redis: RedisClient,
+  command: string,
+  target: string,
+  keys: readonly string[],
+  args: ReadonlyArray<string | number>,
+  buffers: boolean,
+): Promise<unknown> => {
+  const request = new Command(command, [target, keys.length, ...keys, ...args], {
+    // No keyPrefix, which `call` would add: `Queue` refuses a client that has one.
+    replyEncoding: buffers ? null : "utf8",
+  });
+  void redis.sendCommand(request);
+  return request.promise;
+};
+
 /** A server without Redis Functions (before 7.0), or whose ACL refuses them to this user. */
 const functionsRefused = (error: unknown) =>
   /^ERR unknown command|^NOPERM/.test(errorText(error)) && /fcall|function/i.test(errorText(error));
@@ -186,37 +210,25 @@ export class LuaScript {
     args: ReadonlyArray<string | number>,
     buffers: boolean,
   ): Promise<unknown> {
-    // The command `call` / `callBuffer` would build, sent without them: they take the arguments
-    // as a spread (a claim at concurrency 100 carries hundreds, with its completions), and
-    // drains of no-op jobs ran 17-24 % faster at concurrency 100 without that (bench/README.md,
-    // "Script calls without ioredis's call"). A subclass of Command with its own `toWritable`
-    // (one buffer per request) ran 25 % slower instead: only ioredis's own class.
-    const call = (command: string, target: string) => {
-      const request = new Command(command, [target, keys.length, ...keys, ...args], {
-        // No keyPrefix, which `call` would add: `Queue` refuses a client that has one.
-        replyEncoding: buffers ? null : "utf8",
-      });
-      void redis.sendCommand(request);
-      return request.promise;
-    };
     const library = this.library!;
     if (library.usesFunctions(redis)) {
       try {
-        return await call("FCALL", this.functionName);
+        return await sendScript(redis, "FCALL", this.functionName, keys, args, buffers);
       } catch (error) {
         if (functionMissing(error)) {
           await library.load(redis);
-          if (library.usesFunctions(redis)) return await call("FCALL", this.functionName);
+          if (library.usesFunctions(redis))
+            return await sendScript(redis, "FCALL", this.functionName, keys, args, buffers);
         } else if (!library.fallBack(redis, error)) throw error;
       }
     }
     try {
-      return await call("EVALSHA", this.sha);
+      return await sendScript(redis, "EVALSHA", this.sha, keys, args, buffers);
     } catch (error) {
       if (!errorText(error).startsWith("NOSCRIPT")) throw error;
       // EVAL, not SCRIPT LOAD then EVALSHA: a Cluster sends EVAL to the node that holds the keys
       // (and that node caches the script), but SCRIPT LOAD to any node.
-      return await call("EVAL", this.source);
+      return await sendScript(redis, "EVAL", this.source, keys, args, buffers);
     }
   }
 }
