@@ -22,6 +22,22 @@ const info = (runAttempt = 1) => ({
 });
 const never = () => new AbortController().signal;
 
+/** How many timers this process sets while `work` runs (the pool's time limits among them). */
+const countTimers = async (work: () => Promise<void>): Promise<number> => {
+  const setTimeoutOf = globalThis.setTimeout;
+  let timersSet = 0;
+  globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
+    timersSet++;
+    return setTimeoutOf(...args);
+  }) as typeof setTimeout;
+  try {
+    await work();
+  } finally {
+    globalThis.setTimeout = setTimeoutOf;
+  }
+  return timersSet;
+};
+
 // Every behaviour holds whether the threads compile the registry themselves (tsx) or load the
 // bundle the runtime builds by default.
 describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
@@ -148,14 +164,8 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
           settled.push(`${name} ${error.kind}: ${error.message}`);
         },
       );
-    const setTimeoutOf = globalThis.setTimeout;
-    let timersSet = 0;
-    globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
-      timersSet++;
-      return setTimeoutOf(...args);
-    }) as typeof setTimeout;
-    let all: Array<Promise<unknown>>;
-    try {
+    let all: Array<Promise<unknown>> = [];
+    const timersSet = await countTimers(async () => {
       all = [
         track("long", sleeping(400)),
         ...Array.from({ length: 20 }, () => track("many", sleeping(600))),
@@ -165,9 +175,7 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
           pool.run(info(), envelope("echo", { text: "q" }), { signal: never(), timeoutMs: 300 }),
         ),
       ];
-    } finally {
-      globalThis.setTimeout = setTimeoutOf;
-    }
+    });
     // At most armed for the first job's deadline and again for the later job's earlier one (not
     // at all while an earlier job's deadline is armed), where a timer per job made 23.
     expect(timersSet).toBeLessThanOrEqual(2);
@@ -185,15 +193,9 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
   });
 
   it("a time limit past Node's longest timer delay neither fires early nor wakes the pool every ms", async () => {
-    const setTimeoutOf = globalThis.setTimeout;
-    let timersSet = 0;
-    globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => {
-      timersSet++;
-      return setTimeoutOf(...args);
-    }) as typeof setTimeout;
     const controller = new AbortController();
-    let running: Promise<unknown>;
-    try {
+    let running: Promise<unknown> = Promise.resolve();
+    const timersSet = await countTimers(async () => {
       running = pool
         .run(info(), envelope("sleep", { ms: 10_000 }), {
           signal: controller.signal,
@@ -201,9 +203,7 @@ describe.each(["tsx", "bundle"] as const)("worker-thread pool (%s)", (code) => {
         })
         .catch((e: unknown) => e);
       await sleep(100);
-    } finally {
-      globalThis.setTimeout = setTimeoutOf;
-    }
+    });
     controller.abort(new Error("enough"));
     expect(((await running) as JobFailure).message).toBe("enough");
     // Armed once, if at all (an earlier job's deadline may be armed still); never fired.
