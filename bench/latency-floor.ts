@@ -8,7 +8,8 @@
  * takes three (wake, claim, completion). Ours takes one: its enqueue hands the job to the idle
  * worker of its own queue, claimed (docs/architecture.md, "Handoffs"), and only the completion
  * follows; "ours, enqueued apart" sends the jobs through a queue of their own, as another process
- * would, and takes three, as BullMQ. Each side's Redis commands a job are counted too (`INFO
+ * would, and takes three, as BullMQ. "Two round trips, nothing else" is the least of all: a
+ * `PING` and, once it answered, another, per job. Each side's Redis commands a job are counted too (`INFO
  * commandstats`: a script call and each command it runs). Not a test, and not part of `npm run
  * bench`: it backs the latency paragraphs of bench/README.md ("Where the time goes").
  *
@@ -116,6 +117,47 @@ const floorLatency = async (url: string, load: LatencyLoad): Promise<Figures> =>
 };
 
 /**
+ * Two bare round trips a job and nothing else, on one connection: the least any queue that
+ * records a job in Redis before it runs and its end after could wait through, with no job
+ * record, script, wake or claim. "Started" after the first answer, "done" after the second. What
+ * its p99 is in the same rounds is where this machine puts the tail of any such queue.
+ */
+const roundTripsLatency = async (url: string, load: LatencyLoad): Promise<Figures> => {
+  const redis = connectRedis(url, { name: "latency-round-trips" });
+  const total = loadJobs(load);
+  const samples = new LatencySamples(load);
+  let done = 0;
+  let problem: string | undefined;
+  try {
+    await redis.ping();
+    await sleep(200);
+    await runLoad(load, (i, due) => {
+      redis
+        .ping()
+        .then(() => {
+          samples.started(i, due);
+          return redis.ping();
+        })
+        .then(
+          () => {
+            samples.completed(i, due);
+            done++;
+          },
+          (error: unknown) => (problem ??= String(error)),
+        );
+    });
+    await waitFor("round-trip latency", {
+      done: () => done >= total,
+      progress: () => done,
+      failure: () => problem,
+    });
+    return samples.figures();
+  } finally {
+    redis.disconnect();
+  }
+};
+
+/**
  * Commands Redis ran since its counters were reset (`INFO commandstats`; those inside scripts
  * count too), less the benchmark's own `INFO` and `CONFIG`.
  */
@@ -150,6 +192,7 @@ runStandalone(async (target) => {
     ours: () => ours.latency(load),
     "ours, enqueued apart": () => ours.latency(load, { apart: true }),
     "streams only": () => floorLatency(target.url, load),
+    "two round trips, nothing else": () => roundTripsLatency(target.url, load),
     BullMQ: () => bullmq.latency(load),
   };
   const names = Object.keys(sides);
