@@ -3,7 +3,6 @@
  * for most cases, the full runtime (`start()`, Piscina threads) for drain-threads.
  */
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
@@ -14,8 +13,7 @@ import { PRIORITIES, type Priority } from "../../src/domain/priority.js";
 import { QueueAdmin } from "../../src/queue/admin.js";
 import { type ClaimedJob, type NewJob, Queue, type QueueOptions } from "../../src/queue/queue.js";
 import { type JobHandler, Worker, type WorkerEvent } from "../../src/queue/worker.js";
-import { bundleFiles, bundleModuleOf } from "../../src/pool/bundle-files.js";
-import { writeCodeCache } from "../../src/pool/code-cache.js";
+import { codeCacheTaken, writeCodeCache } from "../../src/pool/code-cache.js";
 import { bundleThreadCode } from "../../src/pool/thread-bundle.js";
 import { connectRedis } from "../../src/redis/connection.js";
 import { start } from "../../src/runtime.js";
@@ -52,14 +50,14 @@ const NOOP_REGISTRY = new URL("../noop-jobs.ts", import.meta.url).href;
  * Builds the drain-threads cases' worker-thread code and its V8 code cache, as
  * `ratatoskr threads bundle` does at install; a start then finds them built. Without this the
  * first round after a change of the code (or an `npm ci`) timed that one-time build, 1-2 s
- * here. A cache already there is kept (`writeCodeCache` waits 2 s for a thread to make it).
+ * here. A cache already there is kept where this process's V8 takes it (`writeCodeCache` waits 2
+ * s for a thread to make it); one made under other node flags, which V8 refuses, is made again.
  * Returns the seconds it took.
  */
 export const prepareThreadCode = async (): Promise<number> => {
   const began = performance.now();
   const bundle = await bundleThreadCode(NOOP_REGISTRY);
-  if (!existsSync(bundleFiles(bundleModuleOf(fileURLToPath(bundle))).cache))
-    await writeCodeCache(NOOP_REGISTRY, bundle);
+  if (!codeCacheTaken(bundle)) await writeCodeCache(NOOP_REGISTRY, bundle);
   return (performance.now() - began) / 1000;
 };
 

@@ -3,6 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { bundleFiles, bundleModuleOf } from "./bundle-files.js";
 import { JobPool } from "./pool.js";
+import { cacheTaken } from "./thread-script.js";
 
 /**
  * Has one worker thread load the bundle, so that it writes V8's code cache of the bundle's script
@@ -30,4 +31,15 @@ export const writeCodeCache = async (
   } finally {
     await pool.close();
   }
+};
+
+/**
+ * Whether threads of this process would load the bundle with its code cache: false where the
+ * bundle runs as a module (it has none), the cache is missing or damaged, or this process's V8
+ * refuses it (made by another Node or under other node flags), as `writeCodeCache` would mend.
+ */
+export const codeCacheTaken = (bundle: string): boolean => {
+  const loaded = fileURLToPath(bundle);
+  const files = bundleFiles(bundleModuleOf(loaded));
+  return loaded === files.start && existsSync(files.cache) && cacheTaken(files.script);
 };

@@ -5,3 +5,5 @@ export declare const loadThreadScript: (
   importMeta: ImportMeta,
   dynamicImport: (specifier: string, options?: ImportCallOptions) => Promise<unknown>,
 ) => unknown;
+/** Whether a thread of this process would run the script at `path` with the code cache beside it. */
+export declare const cacheTaken: (path: string) => boolean;

@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -5,6 +6,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { bundleFiles, bundleModuleOf } from "../../src/pool/bundle-files.js";
+import { codeCacheTaken } from "../../src/pool/code-cache.js";
 import { JobPool } from "../../src/pool/pool.js";
 import { bundleThreadCode } from "../../src/pool/thread-bundle.js";
 
@@ -169,7 +171,26 @@ describe("a thread bundle run as a script", () => {
     const scriptDigest = sha256(readFileSync(script));
 
     rmSync(cache, { force: true });
+    expect(codeCacheTaken(bundle)).toBe(false);
     await runIn({ bundle }, WARM_MS + 700);
+    expect(codeCacheTaken(bundle)).toBe(true);
+    // V8 refuses a cache made under other V8 flags: a process run with one more says so.
+    const taken = (flags: string[]) =>
+      execFileSync(
+        process.execPath,
+        [
+          ...flags,
+          "--input-type=module",
+          "-e",
+          `import { cacheTaken } from ${JSON.stringify(new URL("../../src/pool/thread-script.js", import.meta.url).href)};
+          console.log(cacheTaken(${JSON.stringify(script)}));`,
+        ],
+        { encoding: "utf8" },
+      ).trim();
+    expect(taken([])).toBe("true");
+    expect(taken(["--expose-gc"])).toBe("false");
+    // A bundle run as a module has no cache to take.
+    expect(codeCacheTaken(pathToFileURL(bundleModuleOf(fileURLToPath(bundle))).href)).toBe(false);
     const first = read();
     expect(first.madeFrom).toBe(scriptDigest);
     expect(first.ofData).toBe(sha256(first.data));
@@ -199,9 +220,12 @@ describe("a thread bundle run as a script", () => {
     ];
     for (const [what, spoil] of cases) {
       spoil();
+      // What a benchmark or an install asks before it keeps a cache it finds.
+      expect(codeCacheTaken(bundle), what).toBe(false);
       const before = statSync(cache).ino;
       expect(await runIn({ bundle }, WARM_MS + 700), what).toMatchObject({ theDefault: "the default" });
       expect(statSync(cache).ino, what).not.toBe(before);
+      expect(codeCacheTaken(bundle), what).toBe(true);
       expect(read(), what).toMatchObject({ madeFrom: scriptDigest, ofData: sha256(read().data) });
     }
 
