@@ -9,9 +9,9 @@
  * worker of its own queue, claimed (docs/architecture.md, "Handoffs"), and only the completion
  * follows; "ours, enqueued apart" sends the jobs through a queue of their own, as another process
  * would, and takes three, as BullMQ. "Two round trips, nothing else" is the least of all: a
- * `PING` and, once it answered, another, per job. Each side's Redis commands a job are counted too (`INFO
- * commandstats`: a script call and each command it runs). Not a test, and not part of `npm run
- * bench`: it backs the latency paragraphs of bench/README.md ("Where the time goes").
+ * `PING` and, once it answered, another, per job. Each side's Redis commands a job are counted
+ * too (`INFO commandstats`: a script call and each command it runs). Not a test, and not part of
+ * `npm run bench`: it backs the latency paragraphs of bench/README.md ("Where the time goes").
  *
  *   npm run bench:latency-floor                          # 500 jobs/s for 10 s after 3 s, 3 rounds
  *   npm run bench:latency-floor -- --rate 2000 --seconds 5 --warmup 2 --rounds 2
@@ -119,8 +119,9 @@ const floorLatency = async (url: string, load: LatencyLoad): Promise<Figures> =>
 /**
  * Two bare round trips a job and nothing else, on one connection: the least any queue that
  * records a job in Redis before it runs and its end after could wait through, with no job
- * record, script, wake or claim. "Started" after the first answer, "done" after the second. What
- * its p99 is in the same rounds is where this machine puts the tail of any such queue.
+ * record, script, wake or claim, and no payload sent (the other sides send about 200 bytes): a
+ * floor on the generous side. "Started" after the first answer, "done" after the second. Its
+ * p99 in the same rounds is the tail this machine gives any such queue before it does anything.
  */
 const roundTripsLatency = async (url: string, load: LatencyLoad): Promise<Figures> => {
   const redis = connectRedis(url, { name: "latency-round-trips" });

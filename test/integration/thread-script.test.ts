@@ -185,7 +185,7 @@ describe("a thread bundle run as a script", () => {
           `import { cacheTaken } from ${JSON.stringify(new URL("../../src/pool/thread-script.js", import.meta.url).href)};
           console.log(cacheTaken(${JSON.stringify(script)}));`,
         ],
-        { encoding: "utf8" },
+        { encoding: "utf8", timeout: 30_000 },
       ).trim();
     expect(taken([])).toBe("true");
     expect(taken(["--expose-gc"])).toBe("false");
@@ -220,7 +220,7 @@ describe("a thread bundle run as a script", () => {
     ];
     for (const [what, spoil] of cases) {
       spoil();
-      // What a benchmark or an install asks before it keeps a cache it finds.
+      // What the benchmark asks before it keeps a cache it finds.
       expect(codeCacheTaken(bundle), what).toBe(false);
       const before = statSync(cache).ino;
       expect(await runIn({ bundle }, WARM_MS + 700), what).toMatchObject({ theDefault: "the default" });
