@@ -82,7 +82,9 @@ const pairPanel = (top: number, title: string, pairs: readonly Pair[]) => {
 
 /** Latency percentiles as vertical bar pairs on a log scale (p99 can be 100× p50). */
 const latencyPanel = (top: number, rows: readonly Row[]) => {
-  const bars = rows.filter((r) => r.case.startsWith("latency-") && r.ours && r.theirs);
+  const bars = rows.filter(
+    (r) => r.case.startsWith("latency-") && r.theirName === "BullMQ" && r.ours && r.theirs,
+  );
   const height = 330;
   if (bars.length === 0) return { svg: "", height: 0 };
   const values = bars.flatMap((r) => [r.ours!.median, r.theirs!.median]).filter((v) => v > 0);

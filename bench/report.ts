@@ -166,7 +166,9 @@ const goalCells = (row: Row): [string, string] => {
 
 /** A Markdown table, its columns padded so that it also reads well in a terminal. */
 export const renderTable = (rows: readonly Row[]): string => {
-  const theirs = rows.some((r) => r.theirName !== "BullMQ") ? "BullMQ (rq rows: rq)" : "BullMQ";
+  // Reference rows (rq, the bare round trips) name what they hold in their own column's place.
+  const others = [...new Set(rows.map((r) => r.theirName).filter((name) => name !== "BullMQ"))];
+  const theirs = others.length > 0 ? `BullMQ (or ${others.join(", or ")}, in its rows)` : "BullMQ";
   const header = [
     "case",
     "metric",

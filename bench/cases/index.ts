@@ -2,7 +2,7 @@ import { UsageError } from "../options.js";
 import type { Case } from "./case.js";
 import { drainCases } from "./drain.js";
 import { enqueueCases } from "./enqueue.js";
-import { latencyCases } from "./latency.js";
+import { latency2000, latency500, latencyFloorCase } from "./latency.js";
 import { memoryCase } from "./memory.js";
 import { recoveryCase } from "./recovery.js";
 import { rqCase } from "./rq.js";
@@ -11,7 +11,9 @@ import { rqCase } from "./rq.js";
 export const CASES: readonly Case[] = [
   ...enqueueCases,
   ...drainCases,
-  ...latencyCases,
+  latency500,
+  latencyFloorCase,
+  latency2000,
   memoryCase,
   recoveryCase,
   rqCase,

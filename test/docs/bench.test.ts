@@ -74,7 +74,9 @@ describe("the documented benchmark commands", () => {
       const { status, output } = await runShell(shrunk, 230_000);
       expect(status, output).toBe(0);
       if (script === "bench:latency-floor")
-        expect(output).toMatch(/\| ours \|.*\| streams only \|.*\| BullMQ \|/s);
+        expect(output).toMatch(
+          /\| ours \|.*\| streams only \|.*\| two round trips, nothing else \|.*\| BullMQ \|/s,
+        );
       // Every side drained its jobs (each is verified) and has its row, BullMQ's at 1.00.
       if (script === "bench:thread-consumers")
         expect(output).toMatch(
@@ -100,6 +102,11 @@ describe("the documented benchmark commands", () => {
           machine: { memorySampling: string };
         };
         expect(report.runs.length).toBeGreaterThan(0);
+        // Every case's run has the floor beside ours' latency-500: both figures in its row.
+        if (!command.includes("--cases"))
+          expect(output).toMatch(
+            /\| latency-floor-500 +\| enqueue→completion p99 vs the bare round trips' +\| [\d.]+ \([\d.]+–[\d.]+\) +\| [\d.]+ /,
+          );
         // The machine's DAMON as the kernel shows it (on the machines this runs on: sampling).
         const damon = "/sys/kernel/mm/damon/admin/kdamonds";
         const sampling = (existsSync(damon) ? readdirSync(damon) : [])
