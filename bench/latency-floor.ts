@@ -11,7 +11,7 @@
  * would, and takes three, as BullMQ. "Two round trips, nothing else" is the least of all: a
  * `PING` and, once it answered, another, per job. Each side's Redis commands a job are counted
  * too (`INFO commandstats`: a script call and each command it runs). Not a test, and not part of
- * `npm run bench`: it backs the latency paragraphs of bench/README.md ("Where the time goes").
+ * `npm run bench`: it backs the latency paragraphs of bench/PERFORMANCE.md ("Where the time goes").
  *
  *   npm run bench:latency-floor                          # 500 jobs/s for 10 s after 3 s, 3 rounds
  *   npm run bench:latency-floor -- --rate 2000 --seconds 5 --warmup 2 --rounds 2

@@ -45,7 +45,7 @@ const DAMON = "/sys/kernel/mm/damon/admin/kdamonds";
  * Whether the kernel's DAMON samples memory accesses here, and how often. Its thread (kdamond)
  * walks the sampled pages' mappings at each sample, holding a core for 2-12 ms on the machines
  * this ran on, and the job path stalls meanwhile; those pauses, not either queue, set both
- * sides' p99 in the latency cases (bench/README.md, "What sets the p99 at 500 jobs/s").
+ * sides' p99 in the latency cases (bench/PERFORMANCE.md, "What sets the p99 at 500 jobs/s").
  */
 const damonSampling = async (): Promise<string> => {
   const numbered = (names: string[]) => names.filter((name) => /^\d+$/.test(name));
@@ -176,7 +176,7 @@ const main = async () => {
     if (machine.memorySampling.startsWith("DAMON on"))
       console.log(
         `${machine.memorySampling}: its pauses can set the latency cases' p99 on this machine ` +
-          `(bench/README.md, "What sets the p99 at 500 jobs/s").`,
+          `(bench/PERFORMANCE.md, "What sets the p99 at 500 jobs/s").`,
       );
     let threadCodeSeconds: number | undefined;
     if (cases.some((c) => c.kind === "compared" && c.threadCode)) {

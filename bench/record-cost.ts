@@ -7,7 +7,7 @@
  * the same work (steps 5 and 6, below). Ours (the real `Queue`) and
  * BullMQ drain the same jobs in the same rounds, on the same private Redis, the order reversed
  * every other round. Not a test, and not part of `npm run bench`: it backs the analysis in
- * bench/README.md ("Where the time goes").
+ * bench/PERFORMANCE.md ("Where the time goes").
  *
  *   npm run bench:record-cost                     # 30,000 jobs, 3 rounds, c16 and c100
  *   npm run bench:record-cost -- --jobs 10000 --rounds 1 --concurrency 16
@@ -28,7 +28,7 @@ import { Ratatoskr } from "./systems/ratatoskr.js";
 
 /**
  * Steps 1-4 each add their calls to every step before them. Step 5 is step 4 with the completion
- * bench/README.md once proposed in place of step 3's: no call per job. Step 6 keeps every read
+ * bench/PERFORMANCE.md once proposed in place of step 3's: no call per job. Step 6 keeps every read
  * and write of step 4 (the claim's fence and running state, the completion's fence and record)
  * but makes each once per batch: a job's live state is a field of one hash instead of a hash of
  * its own, so one `HMGET` and one `HSET` serve all of a claim's jobs, and one `HMGET`, one `HSET`

@@ -8,7 +8,7 @@
  * completion), with start-up and connection set-up cancelled out. Ours and BullMQ at each
  * concurrency. Each run is split where the jobs are all queued (callgrind dumps its counts there),
  * so the enqueue's share and the drain's (claims and completions, what the drain cases time) are
- * reported apart. Not a test, and not part of `npm run bench`: it backs bench/README.md ("Where
+ * reported apart. Not a test, and not part of `npm run bench`: it backs bench/PERFORMANCE.md ("Where
  * the time goes"). Needs valgrind (Debian `valgrind`); without it, says so and measures nothing.
  *
  *   npm run bench:redis-work                         # 2,000 and 4,000 jobs, c16 and c100

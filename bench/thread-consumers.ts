@@ -1,5 +1,5 @@
 /**
- * What would close the worker-thread gap (bench/README.md, "Where the time goes"): the
+ * What would close the worker-thread gap (bench/PERFORMANCE.md, "Where the time goes"): the
  * `drain-threads-c16` jobs run four ways in the same rounds, the order reversed every other
  * round. Ours as it is (`start()`: the main thread claims, each job crosses to a pool thread and
  * its outcome back); the engine `Worker` itself in one worker thread, and in two (each claiming

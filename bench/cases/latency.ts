@@ -22,7 +22,7 @@ const latency = (rate: number): ComparedCase => ({
 /**
  * latency-500's load on two bare round trips a job (a `PING`, then another), right after that
  * case: the tail this machine gives any queue on Redis before it does anything, beside ours'
- * (bench/README.md, "The floor of any queue on Redis, measured"). Its p99 against BullMQ's in
+ * (bench/PERFORMANCE.md, "The floor of any queue on Redis, measured"). Its p99 against BullMQ's in
  * latency-500 says where the goal's line falls on the day's machine.
  */
 export const latencyFloorCase: ReferenceCase = {

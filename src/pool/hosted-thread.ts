@@ -152,7 +152,7 @@ const SWEEP_MS = 100;
  * claims (decode, scope, handler), so a third claim keeps Redis busy meanwhile, unless it makes
  * every claim too small to be worth its call: with one thread, no-op jobs at c16 (claims of 6)
  * drained 10-20 % faster with three than with two, at c12 (claims of 4) the same, at c8 (claims
- * of 3) slower, at c100 the same (bench/README.md, "Three claims out in a thread"). Measured when
+ * of 3) slower, at c100 the same (bench/PERFORMANCE.md, "Three claims out in a thread"). Measured when
  * a claim asked for one share of the slots at most; a claim now asks for every free slot, and the
  * share is what must be free for another to go out beside it.
  */

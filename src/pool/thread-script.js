@@ -4,7 +4,7 @@
 //
 // Node 20 keeps no code cache for ES modules. A script's is V8's own: the functions compiled so
 // far, so a thread that finds one skips most of parsing and compiling the bundle as it loads and
-// evaluates it (bench/README.md).
+// evaluates it (bench/PERFORMANCE.md).
 import { Buffer, isAscii } from "node:buffer";
 import { createHash, randomBytes } from "node:crypto";
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeFileSync } from "node:fs";

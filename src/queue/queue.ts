@@ -306,7 +306,7 @@ export class Queue {
    * and for one that enqueues job after job. A suspended Effect fiber per call left work that
    * outlived the young generation's collections: with `Effect.runPromise` per enqueue at 500
    * jobs/s, each of those collections paused the process 2-4 ms where 1.2-1.7 ms without
-   * (bench/README.md, "Latency p99").
+   * (bench/PERFORMANCE.md, "Latency p99").
    */
   async enqueueNow(job: NewJob): Promise<Enqueued> {
     const invalid = validateJob(job);
@@ -444,7 +444,7 @@ export class Queue {
   /**
    * `claim` as a promise (rejecting with a RedisError), and the other `…Now` methods likewise:
    * the worker calls these once per batch or per job, where an Effect fiber per call cost more
-   * than the call itself (bench/README.md). Everything else uses the Effect methods.
+   * than the call itself (bench/PERFORMANCE.md). Everything else uses the Effect methods.
    */
   claimNow(
     consumer: string,
@@ -465,7 +465,7 @@ export class Queue {
     ];
     pushCompletions(args, done);
     // As Buffers: each job's live state comes back as the claim wrote it (MessagePack), three
-    // values a job where the fields one by one were ten (bench/README.md, item 14).
+    // values a job where the fields one by one were ten (bench/PERFORMANCE.md, item 14).
     return this.runNow(scripts.claim, args, true).then((reply) => {
       const [flat, cursorPairs, answers] = reply as [Buffer[], Buffer[], Buffer[]];
       const jobs: ClaimedJob[] = [];

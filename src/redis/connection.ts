@@ -37,7 +37,7 @@ const tlsOptions = (target: RedisTarget, caFile: string | undefined): Connection
  * many jobs, a completion acknowledges many), and ioredis's per-tick Pipeline cost more than it
  * saved. With it on, a drain at concurrency 16 ran at 12,600-15,000 jobs/s instead of
  * 18,100-19,100, and 16 single enqueues in flight at 15,000-17,000/s instead of 26,600-27,500
- * (bench/README.md, "Where the time goes").
+ * (bench/PERFORMANCE.md, "Where the time goes").
  */
 export const connectRedis = (url: string, options: ConnectOptions = {}): RedisClient => {
   const target = parseRedisUrl(url);

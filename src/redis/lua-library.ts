@@ -19,7 +19,7 @@ const functionMissing = (error: unknown) => errorText(error).startsWith("ERR Fun
 /**
  * The command `call` / `callBuffer` would build, sent without them: they take the arguments as a
  * spread (a claim at concurrency 100 carries hundreds, with its completions), and drains of
- * no-op jobs ran 17-24 % faster at concurrency 100 without that (bench/README.md, "Script calls
+ * no-op jobs ran 17-24 % faster at concurrency 100 without that (bench/PERFORMANCE.md, "Script calls
  * without ioredis's call"). A subclass of Command with its own `toWritable` (one buffer per
  * request) ran 25 % slower instead: only ioredis's own class. A function of the module, not a
  * closure made per call, which tsx names (`keepNames`) with a property definition each time.
@@ -48,7 +48,7 @@ const functionsRefused = (error: unknown) =>
  * The queue's Lua scripts, one library. On a server with Redis Functions it is loaded once
  * (`FUNCTION LOAD`) and each script is a function of it: the shared helpers are built when it
  * loads, where a script (`EVALSHA`) builds all of them again on every call, about a third of a
- * small claim's time in Redis (bench/README.md, item 15). A server without functions, or whose
+ * small claim's time in Redis (bench/PERFORMANCE.md, item 15). A server without functions, or whose
  * ACL refuses them, runs the same code as scripts. Redis forgets functions when it restarts
  * empty, as it forgets scripts: a call that finds its function gone loads the library again and
  * is repeated.

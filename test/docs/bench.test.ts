@@ -5,7 +5,12 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const DOCS = ["README.md", "bench/README.md", ...readdirSync(join(ROOT, "docs")).map((f) => `docs/${f}`)];
+const DOCS = [
+  "README.md",
+  "bench/README.md",
+  "bench/PERFORMANCE.md",
+  ...readdirSync(join(ROOT, "docs")).map((f) => `docs/${f}`),
+];
 
 /**
  * Every `npm run bench…` line of a shell block in the docs, as written. Benchmarks are not
