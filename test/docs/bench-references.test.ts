@@ -61,11 +61,15 @@ const citations = () =>
     return [...byPath, ...byLink];
   });
 
+/** A Markdown text's headings, outside its fenced blocks (whose `# ...` lines are shell comments). */
+const headingsOf = (text: string) =>
+  [...text.replace(/^```[\s\S]*?^```/gm, "").matchAll(/^#+ (.*)$/gm)].map((m) => m[1]!);
+
 /** A document's headings, its paragraphs' bold titles (folded) and its numbered items. */
 const outline = (doc: string) => {
   const text = readFileSync(join(ROOT, "bench", doc), "utf8");
   return {
-    headings: [...text.matchAll(/^#+ (.*)$/gm)].map((m) => fold(m[1]!)),
+    headings: headingsOf(text).map(fold),
     folded: fold(text),
     hasItem: (n: string) => new RegExp(`^${n}\\. \\*\\*`, "m").test(text),
   };
@@ -116,8 +120,7 @@ describe("citations of the benchmark's documents", () => {
           const target = path === "" ? join(ROOT, file) : join(ROOT, dirname(file), path);
           if (!existsSync(target)) return true;
           if (anchor === undefined || !target.endsWith(".md")) return false;
-          const headings = [...readFileSync(target, "utf8").matchAll(/^#+ (.*)$/gm)].map((m) => slug(m[1]!));
-          return !headings.includes(anchor);
+          return !headingsOf(readFileSync(target, "utf8")).map(slug).includes(anchor);
         })
         .map((link) => `${file}: ${link}`),
     );
