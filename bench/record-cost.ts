@@ -232,17 +232,24 @@ class RecordCostQueue {
       });
     }
     // A short claim means the drain is over: the wait below then ends the Worker's dry spell.
-    return { jobs, cursors: short ? [[`${PREFIX}s:normal`, "$"]] : [], completed };
+    return { jobs, dry: short === 1, completed };
   }
 
   async completeNow(done: readonly Completion[]): Promise<readonly CompleteOutcome[]> {
     return (await this.claimNow("completions", [], 0, done)).completed;
   }
 
-  async waitForWork(_blocking: RedisClient, _claim: Claim, timeoutMs: number): Promise<[string, string][]> {
+  async waitForWork(
+    _blocking: RedisClient,
+    _priorities: readonly Priority[],
+    timeoutMs: number,
+  ): Promise<boolean> {
     await sleep(Math.min(timeoutMs, 50));
-    return [];
+    return false;
   }
+
+  /** Nothing waits on the stand-in's streams but its own Worker. */
+  async passWakeNow(): Promise<void> {}
 
   /** Nothing enqueues through the stand-in while its Worker runs. */
   acceptHandoffs(): () => void {

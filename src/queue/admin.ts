@@ -166,14 +166,14 @@ export class QueueAdmin {
   /** Dispatchers stop claiming from this priority; waiting jobs stay where they are. */
   pause(priority: Priority): Effect.Effect<boolean, InvalidJob | RedisError> {
     return requirePriority(priority).pipe(
-      Effect.flatMap((p) => this.queue.run(scripts.pause, [p, 1])),
+      Effect.flatMap((p) => this.queue.run(scripts.pause, [p, 1, this.queue.group])),
       Effect.map((changed) => changed === 1),
     );
   }
 
   resume(priority: Priority): Effect.Effect<boolean, InvalidJob | RedisError> {
     return requirePriority(priority).pipe(
-      Effect.flatMap((p) => this.queue.run(scripts.pause, [p, 0])),
+      Effect.flatMap((p) => this.queue.run(scripts.pause, [p, 0, this.queue.group])),
       Effect.map((changed) => changed === 1),
     );
   }

@@ -18,7 +18,10 @@ export interface QueueKeys {
   readonly live: string;
   user(userId: string): string;
   readonly paused: string;
-  /** A one-entry stream dispatchers also block on, written when a priority is resumed. */
+  /**
+   * A short stream waiting dispatchers also block on (through its wake group, as on the priority
+   * streams): a resume writes an entry per job waiting, a woken dispatcher that cannot claim one.
+   */
   readonly signal: string;
   /** Pub/sub channel of JSON events: cancel requests and progress (state changes later). */
   readonly events: string;

@@ -132,10 +132,10 @@ export interface ClaimedJob {
 export interface Claim {
   readonly jobs: ClaimedJob[];
   /**
-   * For each stream that ran dry (and the signal stream), its newest entry id: block on
-   * anything newer with `waitForWork`. Empty when every slot asked for was filled.
+   * Fewer jobs than asked for: the streams ran dry, and the claim set their wake groups so that
+   * `waitForWork` blocks for anything added after it.
    */
-  readonly cursors: ReadonlyArray<readonly [key: string, id: string]>;
+  readonly dry: boolean;
   /** The answers to the completions the claim carried, in their order. */
   readonly completed: readonly CompleteOutcome[];
 }
@@ -241,6 +241,8 @@ const USER_ID = /^[A-Za-z0-9_.:@-]{1,128}$/;
 export class Queue {
   readonly keys: QueueKeys;
   readonly group: string;
+  /** The streams' second group, which idle workers block on (`waitForWork`; wake_group in Lua). */
+  readonly wakeGroup: string;
   readonly deadLetterMax: number;
   readonly retention: Retention;
   /** Idle workers of this process that single enqueues hand their jobs to (`acceptHandoffs`). */
@@ -250,10 +252,10 @@ export class Queue {
     readonly redis: RedisClient,
     options: QueueOptions = {},
   ) {
-    // ioredis prefixes the key arguments of each command it sends, but the queue also names keys
-    // the scripts build and hand back (a claim's stream cursors, say), which it would prefix
-    // again or not at all: a job enqueued and claimed, then not found. The queue's own `prefix`
-    // option puts every key under it.
+    // ioredis prefixes the key arguments of each command it sends, so keys Redis hands back and
+    // the queue names again (a SCAN's, in QueueAdmin) would be prefixed twice, and a SCAN's
+    // pattern not at all: keys written under one name and looked for under another. The queue's
+    // own `prefix` option puts every key under it.
     if (redis.options.keyPrefix)
       throw new Error(
         `a Redis client with ioredis's keyPrefix (${JSON.stringify(redis.options.keyPrefix)}) cannot carry a queue: ` +
@@ -261,6 +263,7 @@ export class Queue {
       );
     this.keys = queueKeys(options.prefix ?? "rt", options.name ?? "caption");
     this.group = options.group ?? "ratatoskr";
+    this.wakeGroup = `${this.group}:wake`;
     this.deadLetterMax = options.deadLetterMax ?? 10_000;
     this.retention = { ...DEFAULT_RETENTION, ...options.retention };
   }
@@ -467,46 +470,60 @@ export class Queue {
     // As Buffers: each job's live state comes back as the claim wrote it (MessagePack), three
     // values a job where the fields one by one were ten (bench/PERFORMANCE.md, item 14).
     return this.runNow(scripts.claim, args, true).then((reply) => {
-      const [flat, cursorPairs, answers] = reply as [Buffer[], Buffer[], Buffer[]];
+      const [flat, answers] = reply as [Buffer[], Buffer[]];
       const jobs: ClaimedJob[] = [];
       for (let i = 0; i < flat.length; i += 3) jobs.push(claimedJob(flat[i]!, flat[i + 1]!, flat[i + 2]!));
       const completed = answers.map((answer) => answer.toString("latin1") as CompleteOutcome);
-      // The script sends cursors only for a claim that came back short.
-      const cursors: Array<readonly [string, string]> = [];
-      for (let i = 0; i < cursorPairs.length; i += 2) {
-        const name = cursorPairs[i]!.toString() as Priority | "signal";
-        const key = name === "signal" ? this.keys.signal : this.keys.stream(name);
-        cursors.push([key, cursorPairs[i + 1]!.toString()]);
-      }
-      return { jobs, cursors, completed };
+      return { jobs, dry: jobs.length < want, completed };
     });
   }
 
   /**
-   * Blocks (on a connection of its own: `blocking`) until an entry newer than the claim's
-   * cursors arrives on one of those streams or on the signal stream, or `timeoutMs` passes.
-   * No polling: an idle dispatcher costs one command per timeout. A promise, as only the
-   * worker's loop waits (rejects with a RedisError). Resolves with the entries seen, oldest first
-   * (up to WAKE_ENTRIES a stream; none after the timeout): a worker that was handed them already
-   * (`HandoffTarget`) need not claim.
+   * Blocks (on a connection of its own: `blocking`) until something is added to a stream of
+   * `priorities` or to the signal stream after the last claim that came back short, or
+   * `timeoutMs` passes; true when woken. Each entry wakes one waiting worker, in any process (the
+   * streams' wake groups, claim.lua): the one woken claims it, or passes the wake on
+   * (`passWakeNow`). No polling: an idle dispatcher costs one command per timeout. A promise, as
+   * only the worker's loop waits (rejects with a RedisError).
    */
   async waitForWork(
     blocking: RedisClient,
-    claim: Claim,
+    priorities: readonly Priority[],
     timeoutMs: number,
-  ): Promise<ReadonlyArray<readonly [key: string, id: string]>> {
-    if (claim.cursors.length === 0) return [];
-    const keys = claim.cursors.map(([key]) => key);
-    const ids = claim.cursors.map(([, id]) => id);
-    let reply: Array<[string, Array<[string, string[]]>]> | null;
+  ): Promise<boolean> {
+    const keys = [...inPriorityOrder(priorities).map((p) => this.keys.stream(p)), this.keys.signal];
+    let reply: unknown;
     try {
-      reply = await blocking.xread("COUNT", WAKE_ENTRIES, "BLOCK", timeoutMs, "STREAMS", ...keys, ...ids);
+      reply = await blocking.call(
+        "XREADGROUP",
+        "GROUP",
+        this.wakeGroup,
+        WAKE_CONSUMER,
+        "COUNT",
+        1,
+        "BLOCK",
+        timeoutMs,
+        "NOACK",
+        "STREAMS",
+        ...keys,
+        ...keys.map(() => ">"),
+      );
     } catch (cause) {
+      // The stream or its group went away (a flushed Redis, a stream deleted while waited on):
+      // a claim makes them again, so this is a wake, not a failure.
+      if (cause instanceof Error && /^(NOGROUP|UNBLOCKED)\b/.test(cause.message)) return true;
       throw new RedisError({ operation: "wait for work", cause });
     }
-    const seen: Array<readonly [string, string]> = [];
-    for (const [key, entries] of reply ?? []) for (const [id] of entries) seen.push([key, id]);
-    return seen;
+    return reply !== null;
+  }
+
+  /**
+   * Wakes one waiting worker through the signal stream: for a worker that was woken but cannot
+   * claim (its slots filled meanwhile, or it is stopping), so the job that woke it does not wait
+   * for another wake.
+   */
+  passWakeNow(): Promise<void> {
+    return this.runNow(scripts.wake, [], false, "pass a wake on").then(() => undefined);
   }
 
   /** Extends the leases of running jobs; 'lost' means the job was reclaimed: abort it. */
@@ -802,10 +819,10 @@ const pushCompletions = (args: Array<string | number>, done: readonly Completion
 };
 
 /**
- * Entries a wake reads of each stream: those handed to the waiting worker meanwhile are passed
- * over without a claim, up to this many at once.
+ * The one consumer of every wake group: its reads take no entries (NOACK), so the name only keeps
+ * the group from growing a consumer per worker ever started.
  */
-const WAKE_ENTRIES = 32;
+const WAKE_CONSUMER = "any";
 
 /** Jobs per script call in a bulk enqueue: big enough to amortise the call, small enough not to block Redis long. */
 const BULK_CHUNK = 500;

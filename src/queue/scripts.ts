@@ -22,6 +22,7 @@ export const SCRIPT_FILES = {
   purgeCompleted: "purge-completed",
   alertLock: "alert-lock",
   forgetConsumer: "forget-consumer",
+  wake: "wake",
 } as const;
 
 export const library = LuaLibrary.fromDirectory(new URL("./lua/", import.meta.url), SCRIPT_FILES);

@@ -7,7 +7,6 @@ import { duplicateConnection, type RedisClient } from "../redis/connection.js";
 import { describeFailure, failureKindOf, JobPostponed, retryDelayMs } from "./failures.js";
 import {
   attemptKey,
-  type Claim,
   type ClaimedJob,
   type CompleteOutcome,
   type Completion,
@@ -175,21 +174,22 @@ export class Worker implements ClaimingWorker, HandoffTarget {
   private stopped: Promise<{ abandoned: number }> | undefined;
   private wakeLoop: (() => void) | undefined;
   private wakeSignal: Promise<void> | undefined;
-  /** The blocking read out, if any: resolves true when it saw something to claim. */
-  private pendingWait: Promise<boolean> | undefined;
+  /** The blocking read out, if any. */
+  private pendingWait: Promise<void> | undefined;
+  /**
+   * The blocking read ended (woken, timed out or failed) and no claim has gone out since: the
+   * next claim answers it.
+   */
+  private woken = false;
   /** Offers made to enqueues (`offer`), and how many of those enqueues have answered. */
   private offersMade = 0;
   private offersAnswered = 0;
-  /** Wakes waiting for the enqueues offered to before they came to answer. */
-  private afterHandoffs: Array<{ readonly upTo: number; readonly resume: () => void }> = [];
-  /** Entries handed over in this dry spell: a wake that sees only these has nothing to claim. */
-  private readonly handedEntries = new Set<string>();
   private stopHandoffs: (() => void) | undefined;
   /** Slots promised to claims still out. */
   private reserved = 0;
   private claimsOut = 0;
-  /** The last claim, when it came back short: its cursors are where to block. */
-  private dry: Claim | undefined;
+  /** The last claim came back short: nothing more to claim until the blocking read ends. */
+  private dry = false;
   /**
    * The last claim came back full, so more is likely waiting: keep `claimsInFlight` out. After a
    * dry spell one claim goes first, since a wake often means a single new job.
@@ -271,7 +271,13 @@ export class Worker implements ClaimingWorker, HandoffTarget {
     clearInterval(this.renewTimer);
     // One that Redis did not take back waits out its lease: left to the reclaimer, as abandoned.
     const unreturned = (await early) + (await late);
-    if (this.ownsBlocking) this.blocking.disconnect();
+    if (this.ownsBlocking) {
+      // A wake its read took as the connection closed would be lost with it: passed on, it wakes
+      // another waiting worker (or none, to no harm).
+      const blocked = this.pendingWait !== undefined;
+      this.blocking.disconnect();
+      if (blocked) this.passWake();
+    }
     return { abandoned: abandoned + unreturned };
   }
 
@@ -312,7 +318,7 @@ export class Worker implements ClaimingWorker, HandoffTarget {
     const batch = Math.ceil(concurrency / this.claimsInFlight);
     while (!this.stopping) {
       const ahead = this.claimAhead(concurrency);
-      const free = concurrency + ahead - this.executing - this.waiting.length - this.reserved;
+      const free = this.claimable(ahead);
       const backoff = this.backoffUntil - Date.now();
       if (backoff > 0) {
         await Promise.race([sleep(backoff), this.nextWake()]);
@@ -325,12 +331,8 @@ export class Worker implements ClaimingWorker, HandoffTarget {
         // Only something new in the streams (or the wait's own timeout or failure) ends the dry
         // spell. A slot freeing meanwhile wakes the loop too, but there is nothing new to claim:
         // claiming anyway cost two claim scripts per finished job whenever the queue ran near empty.
-        const dry = this.dry;
-        const fresh = await Promise.race([this.waitForWork(dry), this.nextWake().then(() => false)]);
-        if (fresh && this.dry === dry) {
-          this.dry = undefined;
-          this.handedEntries.clear();
-        }
+        if (!this.woken) await Promise.race([this.waitForWork(), this.nextWake()]);
+        if (this.woken) this.dry = false;
       } else {
         await this.nextWake();
       }
@@ -346,8 +348,7 @@ export class Worker implements ClaimingWorker, HandoffTarget {
    */
   offer(priority: Priority): { consumer: string; priorities: readonly Priority[] } | undefined {
     const { concurrency, consumer, priorities } = this.options;
-    if (this.stopping || this.dry === undefined || this.claimsOut > 0 || this.backoffUntil > Date.now())
-      return undefined;
+    if (this.stopping || !this.dry || this.claimsOut > 0 || this.backoffUntil > Date.now()) return undefined;
     const free = concurrency - this.executing - this.waiting.length - this.reserved;
     if (free <= 0 || !priorities.includes(priority)) return undefined;
     this.reserved++;
@@ -358,43 +359,8 @@ export class Worker implements ClaimingWorker, HandoffTarget {
   handed(jobs: readonly ClaimedJob[]) {
     this.reserved--;
     this.offersAnswered++;
-    for (const job of jobs) {
-      this.handedEntries.add(job.entry);
-      this.startJob(job);
-    }
-    // Wakes waiting for this answer go on; one per wake at most, so a short list.
-    if (this.afterHandoffs.length > 0) {
-      const due = this.afterHandoffs.filter((w) => w.upTo <= this.offersAnswered);
-      this.afterHandoffs = this.afterHandoffs.filter((w) => w.upTo > this.offersAnswered);
-      for (const { resume } of due) resume();
-    }
+    for (const job of jobs) this.startJob(job);
     this.wake();
-  }
-
-  /**
-   * Whether a wait's entries call for a claim: not when each was handed here already (its
-   * enqueue claimed it for this worker), which moves the wait's cursors past them instead. An
-   * enqueue offered to before the wake may be handing over what it saw: those answers are
-   * awaited first (not later ones, which a steady stream of enqueues would never run out of).
-   */
-  private async worthClaiming(
-    claim: Claim,
-    seen: ReadonlyArray<readonly [string, string]>,
-  ): Promise<boolean> {
-    if (seen.length === 0) return true;
-    const upTo = this.offersMade;
-    if (this.offersAnswered < upTo)
-      await new Promise<void>((resume) => this.afterHandoffs.push({ upTo, resume }));
-    if (!seen.every(([, id]) => this.handedEntries.has(id))) return true;
-    if (this.dry === claim) {
-      const newest = new Map(seen);
-      this.dry = {
-        ...claim,
-        cursors: claim.cursors.map(([key, id]) => [key, newest.get(key) ?? id] as const),
-      };
-      for (const [, id] of seen) this.handedEntries.delete(id);
-    }
-    return false;
   }
 
   /**
@@ -433,6 +399,8 @@ export class Worker implements ClaimingWorker, HandoffTarget {
     // Completions waiting for their flush ride with the claim: one script for both.
     const done = this.completions.splice(0);
     const sent = performance.now();
+    // A claim sent now takes whatever a wake that ended the blocking read was for.
+    this.woken = false;
     void queue
       .claimNow(consumer, priorities, want, done)
       .then(
@@ -440,8 +408,8 @@ export class Worker implements ClaimingWorker, HandoffTarget {
           this.errors = 0;
           this.claimMs = smoothed(this.claimMs, performance.now() - sent);
           // Claims answer in the order sent: the last one says whether the streams are dry now.
-          this.dry = claim.cursors.length > 0 ? claim : undefined;
-          this.flowing = this.dry === undefined;
+          this.dry = claim.dry;
+          this.flowing = !claim.dry;
           for (const job of claim.jobs) this.startJob(job);
           this.settle(done, claim.completed);
         },
@@ -466,15 +434,21 @@ export class Worker implements ClaimingWorker, HandoffTarget {
   }
 
   /**
-   * One blocking read at a time: a wait started for an older claim has older cursors, so it only
-   * ever returns sooner than a new one would.
+   * One blocking read at a time: it outlives the loop's turns (a slot that frees meanwhile does not
+   * end it), and the next turn that waits takes it up again.
    */
-  private waitForWork(claim: Claim): Promise<boolean> {
+  private waitForWork(): Promise<void> {
     if (!this.pendingWait) {
-      const wait = this.options.queue.waitForWork(this.blocking, claim, this.options.idleBlockMs ?? 5_000);
-      this.pendingWait = wait
+      const { queue, priorities, idleBlockMs = 5_000 } = this.options;
+      this.pendingWait = queue
+        .waitForWork(this.blocking, priorities, idleBlockMs)
         .then(
-          (seen) => this.worthClaiming(claim, seen),
+          (woken) => {
+            // Its timeout ends a dry spell too: a claim then finds anything a lost wake left.
+            this.woken = true;
+            if (woken && (this.stopping || this.claimable(this.claimAhead(this.options.concurrency)) <= 0))
+              this.passWake();
+          },
           (error) => {
             // Cut short by stop() (the connection closed): nobody waits for it any more.
             if (!this.stopping) {
@@ -482,14 +456,36 @@ export class Worker implements ClaimingWorker, HandoffTarget {
               this.errors++;
               this.backoffUntil = Date.now() + Math.min(2000, 50 * 2 ** this.errors);
             }
-            return true;
+            this.woken = true;
           },
         )
         .finally(() => {
           this.pendingWait = undefined;
+          this.wake();
         });
     }
     return this.pendingWait;
+  }
+
+  /**
+   * The job that woke this worker is another's to take: its slots filled after it blocked (a job
+   * handed over by an enqueue), or it is stopping. Each entry wakes one waiting worker, so one
+   * that cannot claim wakes another through the signal stream (or, with none waiting, itself
+   * once it waits again).
+   */
+  private passWake() {
+    this.woken = false;
+    this.options.queue.passWakeNow().catch((error: unknown) => {
+      if (!this.stopping) this.emit({ type: "error", error: describeFailure(error) });
+    });
+  }
+
+  /**
+   * How many jobs a claim may take now (`ahead` of them beyond the free slots): with none, the
+   * loop does not claim, so a wake is passed on and no read is started.
+   */
+  private claimable(ahead: number): number {
+    return this.options.concurrency + ahead - this.executing - this.waiting.length - this.reserved;
   }
 
   /** Resolves at the next `wake()` (a slot freed, or stop); every waiter shares one promise. */

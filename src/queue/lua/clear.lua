@@ -9,15 +9,7 @@
 local base, group, prio, limit, reason, ttl = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5]
 if not PRIORITY[prio] then return redis.error_reply('ERR unknown priority ' .. tostring(prio)) end
 local key = stream_key(base, prio)
-local from = '-'
-local groups = redis.pcall('XINFO', 'GROUPS', key)
-if type(groups) == 'table' and not groups.err then
-  for _, g in ipairs(groups) do
-    local info = {}
-    for n = 1, #g, 2 do info[g[n]] = g[n + 1] end
-    if info['name'] == group then from = '(' .. info['last-delivered-id'] end
-  end
-end
+local from = undelivered_from(key, group)
 local now = now_ms()
 local cleared = {}
 local entries = redis.call('XRANGE', key, from, '+', 'COUNT', limit)

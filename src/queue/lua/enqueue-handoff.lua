@@ -26,5 +26,11 @@ if entered then
   local prios = {}
   for a = 7, last_prio do prios[#prios + 1] = ARGV[a] end
   jobs = claim_jobs(base, group, consumer, tonumber(ARGV[3]), ARGV[4], ARGV[5], prios, now)
+  -- The job handed over is the one just enqueued (a task has one live entry, which the claim
+  -- checked): no worker is to wake for its entry. The claim read its stream up to that entry, so
+  -- nothing before it waits unread.
+  if jobs[1] ~= nil and jobs[1] == ARGV[last_prio + 1] then
+    settle_wake(stream_key(base, ARGV[last_prio + 3]), wake_group(group), out[2])
+  end
 end
 return { out, jobs }

@@ -7,9 +7,9 @@
 -- with a reason; entries left behind by a cancel or a requeue, or of a completed task, are
 -- dropped. A task whose counters or priority are not what enqueue writes is failed unrun and
 -- dead-lettered with the reason. None of them stops the claim.
--- -> jobs {id, data, live, ...}, the priorities read dry (in order), how many jobs; live is the
---    running state the claim wrote for the job (pack_values), which holds everything else the
---    worker needs: three values a job, not each field as one.
+-- -> jobs {id, data, live, ...}, how many jobs; live is the running state the claim wrote for
+--    the job (pack_values), which holds everything else the worker needs: three values a job,
+--    not each field as one.
 
 -- Why a queued task's hash cannot be run, or nil. The attempt is the fencing token every later
 -- script compares as a string and the worker echoes as an integer; attempt, spent and max are
@@ -65,7 +65,7 @@ local function claim_jobs(base, group, consumer, want, dead_max, ttl_failed, pri
     return text
   end
 
-  local jobs, got, exhausted_keys = {}, 0, {}
+  local jobs, got = {}, 0
 
   -- Hands a job out; its running value goes into `writes` (one HSET per read) and, as it is, into
   -- the reply.
@@ -222,8 +222,7 @@ local function claim_jobs(base, group, consumer, want, dead_max, ttl_failed, pri
         end
         for i = 1, #writes, 1000 do redis.call('HSET', live, unpack(writes, i, math.min(i + 999, #writes))) end
       end
-      if exhausted then exhausted_keys[#exhausted_keys + 1] = prio end
     end
   end
-  return jobs, exhausted_keys, got
+  return jobs, got
 end

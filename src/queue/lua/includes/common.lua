@@ -14,6 +14,45 @@ local function delayed_key(base, prio) return base .. 'd:' .. prio end
 local function dead_key(base, prio) return base .. 'x:' .. prio end
 local function job_key(base, id) return base .. 'j:' .. id end
 local function user_key(base, user) return base .. 'u:' .. user end
+local function signal_key(base) return base .. 'signal' end
+
+-- Idle workers block in XREADGROUP ... NOACK COUNT 1 on each stream's wake group (the queue's
+-- group name with ':wake'), not in a plain XREAD: Redis serves such a read only for an entry past
+-- the group's last id, and gives each entry to one of them, so a new job wakes one worker, not
+-- every idle one (each of which claimed and found nothing). The group is moved past entries that
+-- need no wake: a claim's, once it read every stream dry, and an enqueue's that handed its own
+-- job over.
+local function wake_group(group) return group .. ':wake' end
+
+-- Wakes up to n waiting workers through the signal stream, each of which claims (a resume's
+-- backlog, or a wake passed on by a worker that cannot claim): each entry wakes one. Kept short:
+-- every claim that comes back short moves the group past what is there.
+local SIGNAL_KEEP = 64
+local function signal_workers(base, n, why)
+  for _ = 1, math.min(n, SIGNAL_KEEP) do
+    redis.call('XADD', signal_key(base), 'MAXLEN', SIGNAL_KEEP, '*', 'wake', why)
+  end
+end
+
+-- Where a stream's entries not yet delivered to `group` start, as XRANGE's start: past the
+-- group's last delivered entry, or the whole stream before the group exists.
+local function undelivered_from(key, group)
+  local groups = redis.pcall('XINFO', 'GROUPS', key)
+  if type(groups) ~= 'table' or groups.err then return '-' end
+  for _, g in ipairs(groups) do
+    local info = {}
+    for n = 1, #g, 2 do info[g[n]] = g[n + 1] end
+    if info['name'] == group then return '(' .. info['last-delivered-id'] end
+  end
+  return '-'
+end
+
+-- Moves a stream's wake group to `id` ('$': its last entry), making the group (and the stream)
+-- when missing: a fresh or emptied Redis.
+local function settle_wake(key, group, id)
+  local moved = redis.pcall('XGROUP', 'SETID', key, group, id)
+  if type(moved) == 'table' and moved.err then redis.call('XGROUP', 'CREATE', key, group, id, 'MKSTREAM') end
+end
 
 -- A function of one value, each value computed once: in Redis's Lua each call into C (type,
 -- string.find, tonumber, string.format) costs hundreds of instructions or more, and the values
