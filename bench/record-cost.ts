@@ -243,9 +243,9 @@ class RecordCostQueue {
     _blocking: RedisClient,
     _priorities: readonly Priority[],
     timeoutMs: number,
-  ): Promise<boolean> {
+  ): Promise<readonly Priority[] | undefined> {
     await sleep(Math.min(timeoutMs, 50));
-    return false;
+    return undefined;
   }
 
   /** Nothing waits on the stand-in's streams but its own Worker. */

@@ -19,10 +19,11 @@ export interface QueueKeys {
   user(userId: string): string;
   readonly paused: string;
   /**
-   * A short stream waiting dispatchers also block on (through its wake group, as on the priority
-   * streams): a resume writes an entry per job waiting, a woken dispatcher that cannot claim one.
+   * A short stream per priority that dispatchers taking that priority also block on (through its
+   * wake group, as on the priority's stream): a resume writes an entry per job waiting, a woken
+   * dispatcher that cannot claim writes one.
    */
-  readonly signal: string;
+  signal(priority: Priority): string;
   /** Pub/sub channel of JSON events: cancel requests and progress (state changes later). */
   readonly events: string;
   /**
@@ -70,7 +71,7 @@ export const queueKeys = (prefix: string, queue: string): QueueKeys => {
     live: `${base}live`,
     user: (u) => `${base}u:${u}`,
     paused: `${base}paused`,
-    signal: `${base}signal`,
+    signal: (p) => `${base}signal:${p}`,
     events: `${base}events`,
     completed: `${base}done`,
     metrics: (minute) => `${base}m:${minute}`,

@@ -479,23 +479,27 @@ export class Queue {
   }
 
   /**
-   * Blocks (on a connection of its own: `blocking`) until something is added to a stream of
-   * `priorities` or to the signal stream after the last claim that came back short, or
-   * `timeoutMs` passes; true when woken. Each entry wakes one waiting worker, in any process (the
-   * streams' wake groups, claim.lua): the one woken claims it, or passes the wake on
-   * (`passWakeNow`). No polling: an idle dispatcher costs one command per timeout. A promise, as
-   * only the worker's loop waits (rejects with a RedisError).
+   * Blocks (on a connection of its own: `blocking`) until something is added to the stream or
+   * the signal stream of one of `priorities` after the last claim that came back short, or
+   * `timeoutMs` passes. Each entry wakes one waiting worker, in any process (the streams' wake
+   * groups, claim.lua): the one woken claims, or passes the wake on (`passWakeNow`). Resolves
+   * with the priorities whose streams woke it, in priority order (one read can take a wake of
+   * each; none when a stream it waited on was deleted, which also calls for a claim), or
+   * undefined after the timeout. No polling: an idle dispatcher costs one command per timeout.
+   * A promise, as only the worker's loop waits (rejects with a RedisError).
    */
   async waitForWork(
     blocking: RedisClient,
     priorities: readonly Priority[],
     timeoutMs: number,
-  ): Promise<boolean> {
-    const keys = [...inPriorityOrder(priorities).map((p) => this.keys.stream(p)), this.keys.signal];
-    let reply: unknown;
+  ): Promise<readonly Priority[] | undefined> {
+    const ordered = inPriorityOrder(priorities);
+    const byKey = new Map<string, Priority>();
+    for (const p of ordered) byKey.set(this.keys.stream(p), p).set(this.keys.signal(p), p);
+    const keys = [...byKey.keys()];
+    let reply: Array<[string, unknown[]]> | null;
     try {
-      reply = await blocking.call(
-        "XREADGROUP",
+      reply = (await blocking.xreadgroup(
         "GROUP",
         this.wakeGroup,
         WAKE_CONSUMER,
@@ -507,23 +511,25 @@ export class Queue {
         "STREAMS",
         ...keys,
         ...keys.map(() => ">"),
-      );
+      )) as Array<[string, unknown[]]> | null;
     } catch (cause) {
       // The stream or its group went away (a flushed Redis, a stream deleted while waited on):
       // a claim makes them again, so this is a wake, not a failure.
-      if (cause instanceof Error && /^(NOGROUP|UNBLOCKED)\b/.test(cause.message)) return true;
+      if (cause instanceof Error && /^(NOGROUP|UNBLOCKED)\b/.test(cause.message)) return [];
       throw new RedisError({ operation: "wait for work", cause });
     }
-    return reply !== null;
+    if (reply === null) return undefined;
+    const woken = new Set(reply.map(([key]) => byKey.get(key)));
+    return ordered.filter((p) => woken.has(p));
   }
 
   /**
-   * Wakes one waiting worker through the signal stream: for a worker that was woken but cannot
-   * claim (its slots filled meanwhile, or it is stopping), so the job that woke it does not wait
-   * for another wake.
+   * Wakes one waiting worker that takes each of `priorities`, through their signal streams: for
+   * a worker woken for jobs it cannot take (its slots filled meanwhile, it is stopping, or its
+   * claim filled up before the rest of what woke it), so they do not wait for another wake.
    */
-  passWakeNow(): Promise<void> {
-    return this.runNow(scripts.wake, [], false, "pass a wake on").then(() => undefined);
+  passWakeNow(priorities: readonly Priority[]): Promise<void> {
+    return this.runNow(scripts.wake, priorities, false, "pass a wake on").then(() => undefined);
   }
 
   /** Extends the leases of running jobs; 'lost' means the job was reclaimed: abort it. */

@@ -181,6 +181,8 @@ export class Worker implements ClaimingWorker, HandoffTarget {
    * next claim answers it.
    */
   private woken = false;
+  /** The priorities whose streams woke it (`Queue.waitForWork`), for the claim that answers it. */
+  private wokenBy: readonly Priority[] = [];
   /** Offers made to enqueues (`offer`), and how many of those enqueues have answered. */
   private offersMade = 0;
   private offersAnswered = 0;
@@ -271,13 +273,9 @@ export class Worker implements ClaimingWorker, HandoffTarget {
     clearInterval(this.renewTimer);
     // One that Redis did not take back waits out its lease: left to the reclaimer, as abandoned.
     const unreturned = (await early) + (await late);
-    if (this.ownsBlocking) {
-      // A wake its read took as the connection closed would be lost with it: passed on, it wakes
-      // another waiting worker (or none, to no harm).
-      const blocked = this.pendingWait !== undefined;
-      this.blocking.disconnect();
-      if (blocked) this.passWake();
-    }
+    // A wake Redis gave the read as the connection closes is lost with it: its job waits for
+    // another wake or another worker's idle timeout (docs/architecture.md, "Claim").
+    if (this.ownsBlocking) this.blocking.disconnect();
     return { abandoned: abandoned + unreturned };
   }
 
@@ -399,8 +397,11 @@ export class Worker implements ClaimingWorker, HandoffTarget {
     // Completions waiting for their flush ride with the claim: one script for both.
     const done = this.completions.splice(0);
     const sent = performance.now();
-    // A claim sent now takes whatever a wake that ended the blocking read was for.
+    // A claim sent now takes whatever a wake that ended the blocking read was for; if it comes
+    // back full, the wakes of lower priorities that came with the first may be for jobs it left.
+    const wakes = this.wokenBy;
     this.woken = false;
+    this.wokenBy = [];
     void queue
       .claimNow(consumer, priorities, want, done)
       .then(
@@ -410,6 +411,7 @@ export class Worker implements ClaimingWorker, HandoffTarget {
           // Claims answer in the order sent: the last one says whether the streams are dry now.
           this.dry = claim.dry;
           this.flowing = !claim.dry;
+          if (!claim.dry && wakes.length > 1) this.passWake(wakes.slice(1));
           for (const job of claim.jobs) this.startJob(job);
           this.settle(done, claim.completed);
         },
@@ -443,11 +445,18 @@ export class Worker implements ClaimingWorker, HandoffTarget {
       this.pendingWait = queue
         .waitForWork(this.blocking, priorities, idleBlockMs)
         .then(
-          (woken) => {
+          (wokenBy) => {
             // Its timeout ends a dry spell too: a claim then finds anything a lost wake left.
             this.woken = true;
-            if (woken && (this.stopping || this.claimable(this.claimAhead(this.options.concurrency)) <= 0))
-              this.passWake();
+            this.wokenBy = wokenBy ?? [];
+            if (
+              this.wokenBy.length > 0 &&
+              (this.stopping || this.claimable(this.claimAhead(this.options.concurrency)) <= 0)
+            ) {
+              this.passWake(this.wokenBy);
+              this.woken = false;
+              this.wokenBy = [];
+            }
           },
           (error) => {
             // Cut short by stop() (the connection closed): nobody waits for it any more.
@@ -468,14 +477,14 @@ export class Worker implements ClaimingWorker, HandoffTarget {
   }
 
   /**
-   * The job that woke this worker is another's to take: its slots filled after it blocked (a job
-   * handed over by an enqueue), or it is stopping. Each entry wakes one waiting worker, so one
-   * that cannot claim wakes another through the signal stream (or, with none waiting, itself
-   * once it waits again).
+   * Jobs that woke this worker are another's to take: its slots filled after it blocked (a job
+   * handed over by an enqueue), it is stopping, or its claim filled up before the rest of what
+   * woke it. Each entry wakes one waiting worker, so one that cannot claim wakes another that
+   * takes the same priority, through its signal stream (or, with none waiting, itself once it
+   * waits again).
    */
-  private passWake() {
-    this.woken = false;
-    this.options.queue.passWakeNow().catch((error: unknown) => {
+  private passWake(priorities: readonly Priority[]) {
+    this.options.queue.passWakeNow(priorities).catch((error: unknown) => {
       if (!this.stopping) this.emit({ type: "error", error: describeFailure(error) });
     });
   }

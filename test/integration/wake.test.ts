@@ -162,16 +162,114 @@ describe("each new job wakes one waiting worker, in any process", () => {
     await eventually(() => logs.every((log) => log.count("completed") === 1), 5_000, "the jobs to complete");
   });
 
-  it("a stream deleted under waiting workers wakes them, and the next job still runs", async () => {
+  it("a stream deleted under a waiting worker wakes it to claim, and the next job still runs", async () => {
     const queue = await makeQueue(redis);
+    const recorded = recordClaims(queue);
     const log = eventLog();
     start(testWorker(queue, { idleBlockMs: 60_000, onEvent: log.onEvent }));
     await eventually(async () => (await waiting()) === 1, 5_000, "the worker to wait");
-    // What a flushed Redis does to the wake groups, on one stream.
+    expect(recorded.claims).toHaveLength(1);
+    // What a flushed Redis does to the wake groups, on one stream: the read ends, and the claim
+    // after it makes the groups again.
     await redis.client().del(queue.keys.stream("normal"));
+    await eventually(() => recorded.claims.length === 2, 5_000, "a claim after the read ended");
     await eventually(async () => (await waiting()) === 1, 5_000, "the worker to wait again");
     await run(queue.enqueue(newJob("normal")));
     await eventually(() => log.count("completed") === 1, 5_000, "the job to run");
     expect(log.count("error")).toBe(0);
+  });
+
+  it("passes a wake only to a worker that takes the job's priority", async () => {
+    const urgentOnly = eventLog();
+    const first = eventLog();
+    const second = eventLog();
+    const gate = makeGate();
+    const held = newJob("normal");
+    const firstQueue = await makeQueue(redis);
+    // A worker of other priorities waits first: with one signal stream for all, it took the
+    // passed wake and claimed nothing.
+    start(
+      testWorker(await makeQueue(redis), {
+        consumer: "u",
+        priorities: ["urgent", "high"],
+        idleBlockMs: 60_000,
+        onEvent: urgentOnly.onEvent,
+      }),
+    );
+    await eventually(async () => (await waiting()) === 1, 5_000, "the urgent worker to wait");
+    start(
+      testWorker(firstQueue, {
+        consumer: "n1",
+        priorities: ["normal"],
+        idleBlockMs: 60_000,
+        onEvent: first.onEvent,
+        handler: async (job) => (job.id === held.id ? gate.closed.then(() => "ok") : "ok"),
+      }),
+    );
+    await eventually(async () => (await waiting()) === 2, 5_000, "the first normal worker to wait");
+    start(
+      testWorker(await makeQueue(redis), {
+        consumer: "n2",
+        priorities: ["normal"],
+        idleBlockMs: 60_000,
+        onEvent: second.onEvent,
+      }),
+    );
+    await eventually(async () => (await waiting()) === 3, 5_000, "the second normal worker to wait");
+    await run(firstQueue.enqueue(held));
+    const next = newJob("normal");
+    await run((await makeQueue(redis)).enqueue(next));
+    await eventually(() => second.count("completed") === 1, 5_000, "the second normal worker to run the job");
+    expect(second.ids("completed")).toEqual([next.id]);
+    gate.open();
+    await eventually(() => first.count("completed") === 1, 5_000, "the held job");
+    expect(urgentOnly.count("completed")).toBe(0);
+  });
+
+  it("wakes for a resume only workers that take the resumed priority", async () => {
+    const producer = await makeQueue(redis);
+    const admin = new QueueAdmin(producer);
+    await run(admin.pause("low"));
+    const gate = makeGate();
+    start(testWorker(await makeQueue(redis), { consumer: "u", priorities: ["urgent"], idleBlockMs: 60_000 }));
+    await eventually(async () => (await waiting()) === 1, 5_000, "the urgent worker to wait");
+    const started = [0, 0];
+    for (const i of [0, 1]) {
+      start(
+        testWorker(await makeQueue(redis), {
+          consumer: `low${i}`,
+          priorities: ["low"],
+          idleBlockMs: 60_000,
+          handler: () => {
+            started[i]!++;
+            return gate.closed.then(() => "ok");
+          },
+        }),
+      );
+      await eventually(async () => (await waiting()) === 2 + i, 5_000, "the low worker to wait");
+    }
+    for (let i = 0; i < 2; i++) await run(producer.enqueue(newJob("low")));
+    await eventually(async () => (await waiting()) === 3, 5_000, "every worker to wait again");
+    await run(admin.resume("low"));
+    await eventually(() => started.every((n) => n === 1), 5_000, "each low worker to start one job");
+    gate.open();
+  });
+
+  it("reports each priority whose stream has a wake, one read taking a wake of each", async () => {
+    const queue = await makeQueue(redis);
+    const blocking = redis.client({ blocking: true });
+    expect((await run(queue.claim("w", ["urgent", "normal", "low"], 1))).dry).toBe(true);
+    // Nothing new: the read times out.
+    expect(await queue.waitForWork(blocking, ["urgent", "normal", "low"], 50)).toBeUndefined();
+    await run(queue.enqueue(newJob("low")));
+    await run(queue.enqueue(newJob("urgent")));
+    await run(queue.enqueue(newJob("low")));
+    expect(await queue.waitForWork(blocking, ["low", "normal", "urgent"], 1_000)).toEqual(["urgent", "low"]);
+    // One wake an entry: the second low job's is left for another read.
+    expect(await queue.waitForWork(blocking, ["urgent", "normal", "low"], 1_000)).toEqual(["low"]);
+    expect(await queue.waitForWork(blocking, ["urgent", "normal", "low"], 50)).toBeUndefined();
+    // A worker that takes priorities it has not claimed yet waits on groups not made yet: a
+    // claim makes them, and until then the read says so by ending at once.
+    expect(await queue.waitForWork(blocking, ["high"], 1_000)).toEqual([]);
   });
 });

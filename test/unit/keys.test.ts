@@ -35,14 +35,13 @@ const allKeys = (keys: QueueKeys): string[] => {
   return [
     keys.base,
     keys.paused,
-    keys.signal,
     keys.events,
     keys.completed,
     keys.live,
     // The buckets complete-jobs.lua derives from it: retention and period.
     `${keys.completed}:0`,
     `${keys.completed}:86400:20422`,
-    ...PRIORITIES.flatMap((p) => [keys.stream(p), keys.delayed(p), keys.dead(p)]),
+    ...PRIORITIES.flatMap((p) => [keys.stream(p), keys.delayed(p), keys.dead(p), keys.signal(p)]),
     ...ids.flatMap((id) => [keys.job(id), keys.user(id)]),
     ...minutes.map((m) => keys.metrics(m)),
   ];
@@ -86,7 +85,7 @@ describe("queueKeys", () => {
     expect(keys.live).toBe("ratatoskr:{captions}:live");
     expect(keys.user("42")).toBe("ratatoskr:{captions}:u:42");
     expect(keys.paused).toBe("ratatoskr:{captions}:paused");
-    expect(keys.signal).toBe("ratatoskr:{captions}:signal");
+    expect(keys.signal("normal")).toBe("ratatoskr:{captions}:signal:normal");
     expect(keys.events).toBe("ratatoskr:{captions}:events");
     expect(keys.metrics(28_000_000)).toBe("ratatoskr:{captions}:m:28000000");
   });
@@ -135,7 +134,7 @@ describe("queueKeys", () => {
       keys.paused,
       keys.signal,
       keys.events,
-      ...PRIORITIES.flatMap((p) => [keys.stream(p), keys.delayed(p), keys.dead(p)]),
+      ...PRIORITIES.flatMap((p) => [keys.stream(p), keys.delayed(p), keys.dead(p), keys.signal(p)]),
       keys.job("x"),
       keys.live,
       keys.job("live"),

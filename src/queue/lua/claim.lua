@@ -1,8 +1,8 @@
 -- claim: up to `want` jobs for one consumer, strictly by priority (claim_jobs, in claim-jobs.lua,
 -- says how, and what becomes of entries that cannot run).
--- When fewer than `want` jobs were found, every stream of the worker's priorities (paused ones
--- too) and the signal stream have their wake group moved to their last entry: the worker blocks on
--- those groups next (Queue.waitForWork), woken by anything added after this call and nothing
+-- When fewer than `want` jobs were found, the stream and the signal stream of each of the worker's
+-- priorities (paused ones too) have their wake group moved to their last entry: the worker blocks
+-- on those groups next (Queue.waitForWork), woken by anything added after this call and nothing
 -- before.
 -- The worker's completions of the batch before come first, as `complete` would take them, so
 -- that its slots are free and its users' locks released before the claim.
@@ -28,7 +28,9 @@ local jobs, got = claim_jobs(base, group, consumer, want, ARGV[4], ARGV[5], prio
 if got < want then
   -- Only for a claim that comes back short: a full one is followed by another claim, not a wait.
   local wake = wake_group(group)
-  for _, prio in ipairs(prios) do settle_wake(stream_key(base, prio), wake, '$') end
-  settle_wake(signal_key(base), wake, '$')
+  for _, prio in ipairs(prios) do
+    settle_wake(stream_key(base, prio), wake, '$')
+    settle_wake(signal_key(base, prio), wake, '$')
+  end
 end
 return { jobs, completed }

@@ -1,6 +1,6 @@
 -- pause / resume a priority: dispatchers skip paused streams when they claim. A resume wakes
 -- as many blocked dispatchers as there are jobs waiting in the stream (up to SIGNAL_KEEP), each
--- through the signal stream: the stream's own wake group was moved past those jobs by claims
+-- through the priority's signal stream: the stream's own wake group was moved past those jobs by claims
 -- made while it was paused, and a job enqueued meanwhile woke one dispatcher, which found nothing.
 -- KEYS[1] base
 -- ARGV prio, paused (1|0), group
@@ -17,7 +17,7 @@ else
   if changed == 1 then
     local key = stream_key(base, prio)
     local waiting = redis.call('XRANGE', key, undelivered_from(key, group), '+', 'COUNT', SIGNAL_KEEP)
-    signal_workers(base, #waiting, 'resume')
+    signal_workers(base, prio, #waiting, 'resume')
   end
 end
 return changed

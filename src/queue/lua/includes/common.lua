@@ -14,7 +14,7 @@ local function delayed_key(base, prio) return base .. 'd:' .. prio end
 local function dead_key(base, prio) return base .. 'x:' .. prio end
 local function job_key(base, id) return base .. 'j:' .. id end
 local function user_key(base, user) return base .. 'u:' .. user end
-local function signal_key(base) return base .. 'signal' end
+local function signal_key(base, prio) return base .. 'signal:' .. prio end
 
 -- Idle workers block in XREADGROUP ... NOACK COUNT 1 on each stream's wake group (the queue's
 -- group name with ':wake'), not in a plain XREAD: Redis serves such a read only for an entry past
@@ -24,13 +24,13 @@ local function signal_key(base) return base .. 'signal' end
 -- job over.
 local function wake_group(group) return group .. ':wake' end
 
--- Wakes up to n waiting workers through the signal stream, each of which claims (a resume's
--- backlog, or a wake passed on by a worker that cannot claim): each entry wakes one. Kept short:
--- every claim that comes back short moves the group past what is there.
+-- Wakes up to n waiting workers that take `prio` through its signal stream, each of which claims
+-- (a resume's backlog, or a wake passed on by a worker that cannot claim): each entry wakes one.
+-- Kept short: every claim that comes back short moves the group past what is there.
 local SIGNAL_KEEP = 64
-local function signal_workers(base, n, why)
+local function signal_workers(base, prio, n, why)
   for _ = 1, math.min(n, SIGNAL_KEEP) do
-    redis.call('XADD', signal_key(base), 'MAXLEN', SIGNAL_KEEP, '*', 'wake', why)
+    redis.call('XADD', signal_key(base, prio), 'MAXLEN', SIGNAL_KEEP, '*', 'wake', why)
   end
 end
 
