@@ -1,7 +1,8 @@
 -- pause / resume a priority: dispatchers skip paused streams when they claim. A resume wakes
 -- as many blocked dispatchers as there are jobs waiting in the stream (up to SIGNAL_KEEP), each
--- through the priority's signal stream: the stream's own wake group was moved past those jobs by claims
--- made while it was paused, and a job enqueued meanwhile woke one dispatcher, which found nothing.
+-- through the priority's signal stream: the stream's own wake group was moved past those jobs by
+-- claims made while it was paused, and a job enqueued meanwhile woke one dispatcher, which found
+-- nothing.
 -- KEYS[1] base
 -- ARGV prio, paused (1|0), group
 -- -> 1 when the state changed, 0 when it already was so

@@ -3,7 +3,7 @@
 -- one for each priority given (signal_workers).
 -- KEYS[1] base
 -- ARGV prio...
--- -> how many were woken
+-- -> how many wakes were written (each wakes a waiting worker, if there is one)
 -- @include common
 
 for _, prio in ipairs(ARGV) do
