@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { drainRunning } from "../jobs/drain.js";
 import { LazyAbort } from "../jobs/lazy-abort.js";
 import { Effect } from "effect";
-import { type Priority, priorityRank } from "../domain/priority.js";
+import { isPriority, type Priority, priorityRank } from "../domain/priority.js";
 import { duplicateConnection, type RedisClient } from "../redis/connection.js";
 import { describeFailure, failureKindOf, JobPostponed, retryDelayMs } from "./failures.js";
 import {
@@ -209,6 +209,13 @@ export class Worker implements ClaimingWorker, HandoffTarget {
   constructor(private readonly options: WorkerOptions) {
     if (!Number.isInteger(options.concurrency) || options.concurrency < 1) {
       throw new Error(`concurrency must be a positive integer, got ${options.concurrency}`);
+    }
+    // Its wait blocks on its priorities' streams: with none (or an unknown one) Redis refuses
+    // the read, and the worker would retry it every two seconds, never claiming.
+    if (options.priorities.length === 0 || !options.priorities.every(isPriority)) {
+      throw new Error(
+        `priorities must be one or more of urgent, high, normal, low, got ${JSON.stringify(options.priorities)}`,
+      );
     }
     this.claimsInFlight = options.claimsInFlight ?? CLAIMS_IN_FLIGHT;
     if (!Number.isInteger(this.claimsInFlight) || this.claimsInFlight < 1) {

@@ -151,6 +151,14 @@ describe("how a worker claims", () => {
       );
   });
 
+  it("refuses a worker with no priorities or an unknown one", async () => {
+    const queue = await makeQueue(redis);
+    for (const priorities of [[], ["soon"]])
+      expect(() => testWorker(queue, { priorities: priorities as never })).toThrow(
+        `priorities must be one or more of urgent, high, normal, low, got ${JSON.stringify(priorities)}`,
+      );
+  });
+
   it("a listener that throws stops nothing: every job completes and the worker stops cleanly", async () => {
     const queue = await makeQueue(redis);
     const jobs = 64;
