@@ -1,6 +1,6 @@
 import type { EntityManager } from "@mikro-orm/core";
-import { BetterSqliteDriver } from "@mikro-orm/better-sqlite";
 import { CaptionTask } from "../db/entities.js";
+import { onSqlite, sqlTime } from "../db/raw-sql.js";
 import { auditedUpdate } from "./audit.js";
 import { inPriorityOrder, PRIORITIES, type Priority } from "../domain/priority.js";
 
@@ -46,9 +46,9 @@ export class DatabaseQueue {
     const ordered = inPriorityOrder(priorities);
     if (ordered.length === 0 || limit < 1) return [];
     const em = this.em();
-    const sqlite = em.getDriver() instanceof BetterSqliteDriver;
+    const sqlite = onSqlite(em);
     const now = new Date();
-    const at = (d: Date) => (sqlite ? d.getTime() : d);
+    const at = (d: Date) => sqlTime(sqlite, d);
     const rank = `case priority ${ordered.map((p, i) => `when '${p}' then ${i}`).join(" ")} end`;
     const marks = ordered.map(() => "?").join(", ");
     // PostgreSQL: a materialized CTE picks the rows once (an `in (select ... limit)` may be

@@ -1,5 +1,6 @@
 import type { MikroORM } from "@mikro-orm/core";
-import { User } from "../db/entities.js";
+import type { User } from "../db/entities.js";
+import { selectRows } from "../db/raw-sql.js";
 import { hashToken } from "../security/tokens.js";
 import { HttpError } from "./http.js";
 
@@ -16,9 +17,15 @@ export interface Caller {
  */
 export const authenticate = async (orm: MikroORM, header: string | undefined): Promise<Caller> => {
   const token = /^Bearer\s+(\S+)$/i.exec(header ?? "")?.[1];
-  const user = token
-    ? await orm.em.fork().findOne(User, { apiTokenHash: hashToken(token), isActive: true })
-    : null;
+  // A raw select: every request pays for it (src/db/raw-sql.ts). `and is_active` reads alike
+  // on PostgreSQL's booleans and SQLite's 1 and 0.
+  const [user] = token
+    ? await selectRows<Pick<User, "id" | "username" | "role">>(
+        orm.em,
+        "select id, username, role from users where api_token_hash = ? and is_active",
+        [hashToken(token)],
+      )
+    : [];
   if (!user)
     throw new HttpError(401, "unauthorized", "a valid API token is required (Authorization: Bearer)");
   return { userId: user.id, username: user.username, role: user.role, admin: user.role === "admin" };

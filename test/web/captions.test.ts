@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { User } from "../../src/db/entities.js";
+import { CaptionTask, PlatformConnection, User } from "../../src/db/entities.js";
 import { hasPostgres } from "../support/ledger.js";
 import { LEAKY_TOKEN } from "../support/ledger-jobs.js";
 import { eventually } from "../support/queue.js";
@@ -211,6 +211,47 @@ const suite = (database: "sqlite" | "postgres", enabled: boolean) =>
       });
       expect(foreign.status).toBe(400);
       expect(foreign.body.error_type).toBe("no_platform_connection");
+    });
+
+    it("runs on the caller's default active connection, else their oldest active one, and never an inactive one", async () => {
+      const me = await account();
+      const em = web.db.orm.em.fork();
+      const oldest = await em.findOneOrFail(PlatformConnection, { id: me.connectionId });
+      const another = (fields: { isDefault?: boolean; isActive?: boolean }) =>
+        em.create(PlatformConnection, {
+          userId: me.userId,
+          name: `extra-${crypto.randomUUID().slice(0, 8)}`,
+          platformType: "mastodon",
+          instanceUrl: oldest.instanceUrl,
+          username: oldest.username,
+          accessTokenEncrypted: oldest.accessTokenEncrypted,
+          ...fields,
+        });
+      // The default is the newest active one, so neither "oldest first" nor "newest first" finds it.
+      oldest.isDefault = false;
+      await em.flush();
+      const inactive = another({ isActive: false });
+      const middle = another({});
+      const byDefault = another({ isDefault: true });
+      await em.flush();
+      const newest = another({});
+      await em.flush();
+      const runsOn = async (json: Record<string, unknown>) => {
+        const answer = await call("POST", "/caption/start", { token: me.token, json });
+        if (answer.status !== 202) return answer.body.error_type as string;
+        const task = await row(answer.body.data.task_id);
+        // Ended, so that the user may submit again.
+        await web.db.orm.em.fork().nativeUpdate(CaptionTask, { id: task.id }, { status: "cancelled" });
+        return task.platformConnectionId;
+      };
+      expect(await runsOn({})).toBe(byDefault.id);
+      // No active default: the oldest active one.
+      await em.nativeUpdate(PlatformConnection, { id: byDefault.id }, { isActive: false });
+      await em.nativeUpdate(PlatformConnection, { id: oldest.id }, { isActive: false });
+      expect(await runsOn({})).toBe(middle.id);
+      expect(await runsOn({ platform_connection_id: newest.id })).toBe(newest.id);
+      for (const id of [inactive.id, byDefault.id, oldest.id])
+        expect(await runsOn({ platform_connection_id: id })).toBe("no_platform_connection");
     });
 
     it("sets priority by role: high for admins unless they choose, always normal for others", async () => {
