@@ -205,6 +205,12 @@ const suite = (database: "sqlite" | "postgres", enabled: boolean) =>
         json: { platform_connection_id: "x" },
       });
       expect(badId.body.details).toEqual([{ field: "platform_connection_id", message: expect.any(String) }]);
+      // Past PostgreSQL's integer: a 400 like any other id no connection has, never the database's error.
+      const huge = await call("POST", "/caption/start", {
+        token: me.token,
+        json: { platform_connection_id: 2 ** 31 },
+      });
+      expect(huge.status).toBe(400);
       const foreign = await call("POST", "/caption/start", {
         token: me.token,
         json: { platform_connection_id: other.connectionId },
